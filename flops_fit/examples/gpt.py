@@ -1,0 +1,304 @@
+"""The reference GPT that flops_fit sweeps: a small, modern decoder-only transformer.
+
+Pre-norm RMSNorm blocks, rotary positions (no learned position table), fused bias-free
+QKV, causal scaled-dot-product attention, SwiGLU MLP, final RMSNorm and an untied head.
+Its parameter count is exactly ``accounting.param_groups(config.shape).total`` (the pure-
+Python closed form the planner uses without building a model; tests/test_gpt.py checks
+the two agree over many shapes), so sizing a 1e9-parameter trial never allocates it.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from flops_fit import accounting
+from flops_fit.accounting import ModelShape
+
+# Fields that fix the parameter count; everything else is a numerical knob.
+_SHAPE_FIELDS = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "max_seq_len")
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50257  # tokenizer size (GPT-2 BPE by default); also the head width
+    d_model: int = 256  # residual stream width d
+    num_layers: int = 4  # transformer blocks L
+    num_heads: int = 4  # attention heads; head dim d/heads must be even (rotary pairs)
+    d_ff: int | None = None  # SwiGLU hidden width f; None -> accounting.swiglu_hidden(d) ≈ 8/3·d
+    max_seq_len: int = 256  # longest context; sizes the cached rotary tables
+    rope_theta: float = 10000.0  # rotary base (Su et al. 2021); larger = slower rotation
+    norm_eps: float = 1e-5  # RMSNorm epsilon
+    init_std: float = 0.02  # std of the normal init of every weight matrix (GPT-2)
+
+    def __post_init__(self) -> None:
+        if self.d_ff is None:
+            self.d_ff = accounting.swiglu_hidden(self.d_model) if _is_pos_int(self.d_model) else None
+        for name in _SHAPE_FIELDS:
+            value = getattr(self, name)
+            if not _is_pos_int(value):
+                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
+            setattr(self, name, operator.index(value))  # numpy ints from a planner -> int
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                f"GPTConfig.d_model={self.d_model} must be divisible by num_heads={self.num_heads}"
+            )
+        if (self.d_model // self.num_heads) % 2:
+            raise ValueError(
+                f"GPTConfig head dim d_model/num_heads={self.d_model // self.num_heads} must be "
+                "even: rotary embeddings rotate pairs of channels"
+            )
+        for name in ("rope_theta", "norm_eps", "init_std"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                math.isfinite(value) and value > 0
+            ):
+                raise ValueError(f"GPTConfig.{name} must be a positive finite number, got {value!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def shape(self) -> ModelShape:
+        """The numbers that fix parameters and FLOPs (what ``accounting`` works on)."""
+        return ModelShape(**{name: getattr(self, name) for name in _SHAPE_FIELDS})
+
+    @classmethod
+    def from_shape(cls, shape: ModelShape, **overrides) -> GPTConfig:
+        return cls(**{name: getattr(shape, name) for name in _SHAPE_FIELDS}, **overrides)
+
+
+def _is_pos_int(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        return operator.index(value) >= 1
+    except TypeError:
+        return False
+
+
+# --- rotary positions --------------------------------------------------------------------
+
+
+def rotary_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (seq_len, head_dim/2): channel pair i at position t turns by
+    t·theta^(-2i/head_dim). Built once, in float32 (positions up to ~1e4 need it)."""
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (i, i + head_dim/2) of x (B, H, T, hd) by position. The dot
+    product of a rotated query and key then depends only on their distance."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # bf16 under autocast: stay in x's dtype
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+# --- blocks ------------------------------------------------------------------------------
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = config.num_heads, config.head_dim
+        # One matmul for q, k and v: fewer kernel launches than three Linears.
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
+        self.proj = nn.Linear(config.d_model, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        qkv = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, hd)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        # Fused kernel (flash / memory-efficient on CUDA); is_causal avoids building a mask.
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hd)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate(x)) * up(x)) (Shazeer 2020); gate and up fused into one matmul."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.gate_up = nn.Linear(config.d_model, 2 * config.d_ff, bias=False)
+        self.down = nn.Linear(config.d_ff, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)  # each (B, T, f)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        # Pre-norm (normalise the branch input, not the residual stream): trains stably
+        # without warmup tricks at any depth (Xiong et al. 2020).
+        self.attn_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.attn = CausalSelfAttention(config)
+        self.mlp_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.mlp = SwiGLU(config)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+# --- the model ---------------------------------------------------------------------------
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.norm_f = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        # Untied: the accounting counts the head separately from the token table.
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        # Rotary tables: computed once, follow .to(device); non-persistent, so they are
+        # neither parameters nor in checkpoints (they are a pure function of the config).
+        cos, sin = rotary_tables(config.max_seq_len, config.head_dim, config.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        std = self.config.init_std
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+            elif isinstance(module, nn.RMSNorm):
+                nn.init.ones_(module.weight)
+        # Each block adds two branches to the residual stream, so at init its variance
+        # grows like 2·L·std²; scaling the branch output projections by 1/sqrt(2·L) keeps
+        # it O(1) at any depth (GPT-2, Radford et al. 2019, §2.3).
+        residual_std = std / math.sqrt(2 * self.config.num_layers)
+        for block in self.blocks:
+            nn.init.normal_(block.attn.proj.weight, mean=0.0, std=residual_std)
+            nn.init.normal_(block.mlp.down.weight, mean=0.0, std=residual_std)
+
+    def forward(
+        self, input_ids: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """input_ids (B, T) -> (logits (B, T, V), loss or None).
+
+        ``labels`` are aligned with ``input_ids`` (usually the same tensor): the model
+        shifts them itself, so logits at position t are scored against labels[:, t + 1].
+        Positions labelled -100 are ignored; the loss is the mean over the rest (NaN if
+        none is left, as with ``F.cross_entropy``).
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+        T = input_ids.shape[1]
+        if T > self.config.max_seq_len:
+            raise ValueError(
+                f"sequence length {T} exceeds max_seq_len={self.config.max_seq_len}"
+            )
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, hd/2), broadcast over B, H
+        x = self.wte(input_ids)  # (B, T, d)
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        logits = self.lm_head(self.norm_f(x))  # (B, T, V)
+        if labels is None:
+            return logits, None
+        # Shift by padding the labels, not slicing the logits: no copy of the (B, T, V) tensor.
+        targets = F.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T); last position unscored
+        loss = F.cross_entropy(
+            logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100
+        )
+        return logits, loss
+
+    # --- accounting (the library's model contract) ---------------------------------------
+
+    def n(self) -> int:
+        """Total trainable parameters (equals ``accounting.param_groups(shape).total``)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def param_groups(self) -> dict[str, int]:
+        """Counts by group, measured on the built modules (keys as
+        ``accounting.ParamGroups.as_dict()``): n, n_non_embedding, n_embedding, n_head,
+        n_matmul (block weight matrices + head: what costs matmul FLOPs)."""
+        embedding, head = self.wte.weight.numel(), self.lm_head.weight.numel()
+        matmul = head + sum(m.weight.numel() for m in self.blocks.modules() if isinstance(m, nn.Linear))
+        return {
+            "n": self.n(),
+            "n_non_embedding": self.n() - embedding - head,
+            "n_embedding": embedding,
+            "n_head": head,
+            "n_matmul": matmul,
+        }
+
+    def flops_per_token(self, seq_len: int, convention: str = accounting.DEFAULT_FLOPS_CONVENTION) -> float:
+        """Training FLOPs per token (forward + backward), from ``accounting``:
+
+        - ``6n``: 6·N, N = n() (Chinchilla's C = 6·N·D; the default);
+        - ``6n_non_embedding``: 6·N_non_embedding (Kaplan et al. 2020; no table, no head);
+        - ``attention``: 6·N_matmul + 12·L·d·seq_len (PaLM App. B: every weight matmul
+          incl. the head, plus attention scores and weighted sum over the context).
+        """
+        return accounting.flops_per_token(self.config.shape, seq_len, convention)
+
+    def all_flops_per_token(self, seq_len: int) -> dict[str, float]:
+        """Every convention, keyed ``flops_<convention>`` (what a trial records)."""
+        return accounting.all_flops_per_token(self.config.shape, seq_len)
+
+
+# --- sizing for a sweep (no allocation) --------------------------------------------------
+
+
+def estimate_params_from_config(config: GPTConfig) -> int:
+    """Exactly ``GPT(config).n()``, without building it: V·d (table) + L·(2·d + 4·d² +
+    3·d·f) + d (final norm) + d·V (head)."""
+    return accounting.param_groups(config.shape).total
+
+
+def config_for_scaling(
+    target_params: float,
+    vocab_size: int,
+    max_seq_len: int = 256,
+    count: str = "n_non_embedding",
+    **overrides,
+) -> GPTConfig:
+    """The GPTConfig whose ``count`` parameters land closest to ``target_params``.
+
+    Pure arithmetic (``accounting.shape_for_params``): nothing is allocated, so planning
+    1e9-parameter trials is instant. Shape rule: depth from the aspect prior d_model ≈
+    64·num_layers, heads = round(d_model/64) (at least 1) with an even head dim, d_ff =
+    swiglu_hidden(d_model), then the width (and a neighbouring depth) that hits the target.
+
+    ``count`` is "n_non_embedding" by default (Kaplan et al. 2020): with a real vocabulary
+    the token table and head alone exceed 1e4..1e6 total parameters, so only the
+    non-embedding count spans a whole sweep with one rule. "n" and "n_matmul" also work.
+    ``overrides`` may set the numerical knobs (rope_theta, norm_eps, init_std), not the
+    shape: a shape override would silently miss the target (build a GPTConfig instead).
+    """
+    bad = sorted(set(overrides) - ({f.name for f in fields(GPTConfig)} - set(_SHAPE_FIELDS)))
+    if bad:
+        raise ValueError(
+            f"config_for_scaling cannot override {bad}: the shape rule chooses them "
+            "(only rope_theta, norm_eps, init_std); build GPTConfig directly for a fixed shape"
+        )
+    shape = accounting.shape_for_params(target_params, vocab_size, max_seq_len, count)
+    return GPTConfig.from_shape(shape, **overrides)
+
+
+def create_model_for_scaling(
+    target_params: float,
+    vocab_size: int,
+    max_seq_len: int = 256,
+    count: str = "n_non_embedding",
+    **overrides,
+) -> GPT:
+    """Build the GPT of ``config_for_scaling(...)`` (same arguments and shape rule; see
+    there): its ``count`` parameters are within a few percent of ``target_params``."""
+    return GPT(config_for_scaling(target_params, vocab_size, max_seq_len, count, **overrides))
