@@ -1,0 +1,184 @@
+"""The ``flops-fit`` command: ``plan``, ``sweep``, ``fit``, ``predict``.
+
+Every SweepConfig field is a flag (``--points-per-budget 5``); a preset supplies the rest
+(``tiny`` by default). Errors exit with status 2 and one line naming the problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from typing import Any, Sequence
+
+from flops_fit.config import PRESETS, SweepConfig
+from flops_fit.plan import PlanError
+
+#: The law a plain ``--simulate`` uses: Besiroglu et al. 2024's refit of Chinchilla.
+DEFAULT_SIMULATED_LAW = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.348, "beta": 0.366, "noise": 0.01}
+
+#: Fields set through dedicated flags (or not from the command line at all).
+_SPECIAL = {"simulate"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:  # one line, not the usage block
+        self.exit(2, f"flops-fit: error: {message} (see {self.prog} --help)\n")
+
+
+def _flag_type(field: dataclasses.Field) -> tuple[Any, dict[str, Any]]:
+    hint = str(field.type)
+    if "tuple" in hint:
+        return float, {"nargs": "+"}
+    if hint.startswith("bool"):
+        return None, {"action": argparse.BooleanOptionalAction}
+    for name, kind in (("int", int), ("float", float)):
+        if hint.startswith(name):
+            return kind, {}
+    return str, {}
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="tiny", help=f"named preset: {', '.join(sorted(PRESETS))} (default tiny)")
+    docs = _field_docs()
+    for field in dataclasses.fields(SweepConfig):
+        if field.name in _SPECIAL:
+            continue
+        kind, extra = _flag_type(field)
+        flag = "--" + field.name.replace("_", "-")
+        kwargs = dict(default=None, dest=field.name, help=docs.get(field.name), **extra)
+        if kind is not None:
+            kwargs["type"] = kind
+        parser.add_argument(flag, **kwargs)
+    parser.add_argument("--simulate", action="store_true",
+                        help="trials return losses from a known law (Besiroglu et al. 2024 refit) plus noise")
+    parser.add_argument("--simulate-noise", type=float, default=None, help="multiplicative noise of --simulate")
+
+
+def _field_docs() -> dict[str, str]:
+    """The short description of each field, from the attribute docstrings in config.py."""
+    import ast
+    import inspect
+
+    from flops_fit import config
+
+    docs: dict[str, str] = {}
+    body = next(n for n in ast.parse(inspect.getsource(config)).body
+                if isinstance(n, ast.ClassDef) and n.name == "SweepConfig").body
+    for node, after in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+            docs[node.target.id] = str(after.value.value).replace("%", "%%")
+    return docs
+
+
+def config_from_args(args: argparse.Namespace) -> SweepConfig:
+    from flops_fit.config import preset
+
+    base = preset(args.preset)
+    changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(SweepConfig)
+               if f.name not in _SPECIAL and getattr(args, f.name, None) is not None}
+    if args.simulate:
+        law = dict(DEFAULT_SIMULATED_LAW)
+        if args.simulate_noise is not None:
+            law["noise"] = args.simulate_noise
+        changes["simulate"] = law
+    return base.replace(**changes)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from flops_fit.plan import format_plan, plan
+
+    cfg = config_from_args(args)
+    print(format_plan(plan(cfg.plan_config())))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from flops_fit.ray import sweep
+
+    sweep(config_from_args(args))
+    return 0
+
+
+def _load_result(args: argparse.Namespace):
+    from flops_fit.report import Result
+
+    return Result.from_path(args.path, param_count=args.param_count, n_boot=args.n_boot, seed=args.seed)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from flops_fit.results import results_path
+
+    result = _load_result(args)
+    print(result.format_table())
+    for note in result.notes:
+        print(f"note: {note}")
+    out_dir = Path(args.out) if args.out else results_path(args.path).parent
+    written = result.save(out_dir)
+    print(f"wrote {len(written)} files to {out_dir}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    result = _load_result(args)
+    for flops in args.flops:
+        p = result.predict(flops)
+        print(_format_prediction(flops, p))
+    return 0
+
+
+def _format_prediction(flops: float, p: Any) -> str:
+    get = p.get if isinstance(p, dict) else lambda k, d=None: getattr(p, k, d)
+    parts = [f"C={flops:.3g}:"]
+    for key, label in (("n", "N"), ("d", "D"), ("loss", "loss")):
+        value, interval = get(key), get(f"{key}_interval")
+        text = f"{label}={value:.4g}" if value is not None else f"{label}=?"
+        if interval is not None and all(v is not None for v in interval):
+            text += f" [{interval[0]:.4g}, {interval[1]:.4g}]"
+        parts.append(text)
+    for w in get("warnings", []) or []:
+        parts.append(f"(warning: {w})")
+    return " ".join(parts)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="flops-fit", description="Compute-optimal model size and tokens from IsoFLOP sweeps.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("plan", help="print the IsoFLOP grid a sweep would run")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_plan)
+    p = sub.add_parser("sweep", help="run the sweep on Ray, write results.parquet, fit and plot")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_sweep)
+    for name, func, text in (("fit", cmd_fit, "refit a results table and write table, fits.json, plots"),
+                             ("predict", cmd_predict, "predict N, D and loss for FLOPs budgets")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("path", help="sweep directory or results.parquet")
+        p.add_argument("--param-count", default="n", help="which parameter count is N: n, n_non_embedding, n_matmul")
+        p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples for intervals")
+        p.add_argument("--seed", type=int, default=0)
+        if name == "fit":
+            p.add_argument("--out", default=None, help="where to write outputs (default: beside the table)")
+        else:
+            p.add_argument("--flops", type=float, nargs="+", required=True, help="FLOPs budgets to predict")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (PlanError, ValueError, FileNotFoundError, PermissionError) as exc:
+        print(f"flops-fit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("flops-fit: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

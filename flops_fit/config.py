@@ -1,0 +1,216 @@
+"""The sweep configuration (typed, validated) and named presets as plain functions.
+
+A preset returns a ``SweepConfig``; any field can be overridden (``dataclasses.replace``
+in Python, flags on the command line). Pure Python: no torch, no Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from flops_fit.plan import PlanConfig, PlanError
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything ``flops_fit.ray.sweep`` needs. Field groups: plan, data, resources, storage."""
+
+    # --- plan (see flops_fit.plan.PlanConfig for the meaning of each)
+    budgets: tuple[float, ...] = (1e12, 3e12, 1e13)
+    points_per_budget: int = 5
+    tokens_per_param: float = 20.0
+    span: float = 16.0
+    size_count: str = "n"
+    flops_convention: str = "6n"
+    seq_len: int = 256
+    vocab_size: int = 4096
+    """Vocabulary of the default trained BPE; a named tokenizer brings its own size."""
+    min_steps: int = 50
+    max_batch_size: int = 512
+    base_lr: float = 3e-3
+    seed: int = 0
+    # --- data
+    source: str = "sample"
+    """"sample" (offline synthetic corpus), "roneneldan/TinyStories" (hub), or local files."""
+    cache_dir: str | None = None
+    """Token cache; node-local (default $FLOPS_FIT_CACHE or ~/.cache/flops_fit)."""
+    tokenizer_name: str | None = None
+    """None trains the default byte-level BPE; else a HF tokenizer name or directory."""
+    val_tokens: int = 65_536
+    max_epochs: float = 10.0
+    # --- resources and policy
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent_trials: int | None = None
+    max_failures: int = 2
+    """Retries of a trial whose worker or node died, each from its last checkpoint."""
+    checkpoint_every_s: float = 30.0
+    compile: bool = False
+    # --- storage
+    storage_path: str = "runs"
+    name: str = "sweep"
+    address: str | None = None
+    """Ray cluster to attach to; None uses $RAY_ADDRESS or starts Ray in-process."""
+    simulate: dict[str, float] | None = None
+    """A known law {E, A, B, alpha, beta, noise}: trials return its losses instead of training."""
+    n_boot: int = 200
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "budgets", tuple(float(b) for b in self.budgets))
+        self.plan_config()  # validates the planning fields with PlanError messages
+        if self.cpus_per_trial <= 0:
+            raise PlanError(f"cpus_per_trial must be positive, got {self.cpus_per_trial}")
+        if self.gpus_per_trial < 0 or (self.gpus_per_trial > 1 and not float(self.gpus_per_trial).is_integer()):
+            raise PlanError(f"gpus_per_trial must be a fraction in [0, 1] or a whole number, got {self.gpus_per_trial}")
+        if self.max_failures < 0:
+            raise PlanError(f"max_failures must be >= 0, got {self.max_failures}")
+        if not self.name or os.sep in self.name or self.name in (".", ".."):
+            raise PlanError(f"name {self.name!r} must be a plain directory name")
+        if self.val_tokens < self.seq_len:
+            raise PlanError(f"val_tokens={self.val_tokens} must hold at least one seq_len={self.seq_len} window")
+        if not (self.max_epochs > 0 and math.isfinite(self.max_epochs)):
+            raise PlanError(f"max_epochs must be a positive number, got {self.max_epochs}")
+        if self.simulate is not None:
+            missing = {"E", "A", "B", "alpha", "beta"} - set(self.simulate)
+            if missing:
+                raise PlanError(f"simulate needs the law's {sorted(missing)} (and optionally noise)")
+
+    def plan_config(self, vocab_size: int | None = None) -> PlanConfig:
+        return PlanConfig(
+            budgets=self.budgets,
+            points_per_budget=self.points_per_budget,
+            tokens_per_param=self.tokens_per_param,
+            span=self.span,
+            size_count=self.size_count,
+            vocab_size=vocab_size or self.vocab_size,
+            seq_len=self.seq_len,
+            flops_convention=self.flops_convention,
+            min_steps=self.min_steps,
+            max_batch_size=self.max_batch_size,
+            base_lr=self.base_lr,
+            seed=self.seed,
+        )
+
+    def replace(self, **changes: Any) -> "SweepConfig":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise PlanError(f"unknown option(s) {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Where a trial's tokens come from (shared by every trial of a sweep)."""
+
+    source: str = "sample"
+    cache_dir: str | None = None
+    tokenizer_name: str | None = None
+    tokenizer_json: str | None = None
+    """The driver's tokenizer, serialised; workers rebuild it from this, so all agree."""
+    val_tokens: int = 65_536
+    """Size of the fixed held-out validation set (tokens) every trial is scored on."""
+    max_epochs: float = 10.0
+    """Refuse trials that would repeat the training data more often than this."""
+
+    def __post_init__(self) -> None:
+        if self.val_tokens < 1:
+            raise ValueError(f"val_tokens must be positive, got {self.val_tokens}")
+        if not self.max_epochs > 0:
+            raise ValueError(f"max_epochs must be positive, got {self.max_epochs}")
+
+
+@dataclass
+class TrainOptions:
+    """How a trial runs (not what it trains: that is the TrialSpec)."""
+
+    device: str | None = None  # None: cuda when available, else cpu
+    threads: int | None = None  # torch CPU threads; None leaves torch's default
+    log_every: int = 10  # steps between curve points (and host syncs on CUDA)
+    checkpoint_every_s: float = 30.0
+    eval_batch_size: int = 32
+    weight_decay: float = 0.1
+    compile: bool = False
+    diverge_at_step: int | None = None  # test hook: poison the loss at this step
+
+
+# --- presets -----------------------------------------------------------------------------
+
+
+def tiny() -> SweepConfig:
+    """CPU, offline sample, a whole sweep in a few minutes on 2 cores, enough for a fit.
+
+    Small BPE vocabulary and short context keep the output head from swamping tiny models;
+    the attention-inclusive FLOPs convention budgets what these models really compute (their
+    token table is a lookup, not FLOPs), as in the calibration of NOTES-ray-hf.md.
+    """
+    return SweepConfig(
+        budgets=(3e11, 1e12, 3e12),
+        points_per_budget=5,
+        tokens_per_param=10.0,
+        span=12.0,
+        flops_convention="attention",
+        seq_len=128,
+        vocab_size=2048,
+        min_steps=50,
+        val_tokens=32_768,
+        cpus_per_trial=1.0,
+        checkpoint_every_s=20.0,
+        name="tiny",
+        n_boot=100,
+    )
+
+
+def tinystories_gpu() -> SweepConfig:
+    """The real TinyStories from the hub on GPUs: 5 budgets, 7 sizes each, one GPU a trial."""
+    return SweepConfig(
+        budgets=(1e16, 3e16, 1e17, 3e17, 1e18),
+        points_per_budget=7,
+        tokens_per_param=20.0,
+        span=16.0,
+        source="roneneldan/TinyStories",
+        seq_len=512,
+        vocab_size=4096,
+        val_tokens=1_048_576,
+        max_epochs=4.0,
+        cpus_per_trial=4.0,
+        gpus_per_trial=1.0,
+        checkpoint_every_s=300.0,
+        compile=True,
+        name="tinystories",
+    )
+
+
+def smoke() -> SweepConfig:
+    """The least sweep that exercises every part (tests and ``--smoke-test``): seconds."""
+    return SweepConfig(
+        budgets=(1e10, 2e10, 4e10),
+        points_per_budget=3,
+        tokens_per_param=10.0,
+        span=30.0,
+        flops_convention="attention",
+        seq_len=32,
+        vocab_size=512,
+        min_steps=8,
+        max_batch_size=8,
+        val_tokens=2048,
+        checkpoint_every_s=5.0,
+        name="smoke",
+        n_boot=20,
+    )
+
+
+PRESETS: dict[str, Callable[[], SweepConfig]] = {
+    "tiny": tiny,
+    "tinystories-gpu": tinystories_gpu,
+    "smoke": smoke,
+}
+
+
+def preset(name: str) -> SweepConfig:
+    if name not in PRESETS:
+        raise PlanError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()

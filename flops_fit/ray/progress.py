@@ -1,0 +1,54 @@
+"""A Tune callback that prints one line per trial event: done/running/pending and losses."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from ray import tune
+
+
+class SweepProgress(tune.Callback):
+    """Prints ``[done/total | running | pending] trial: event`` lines as the sweep moves."""
+
+    def __init__(self, total: int, already_done: int = 0):
+        # No stream attribute: Tune pickles callbacks with the experiment state.
+        self.total = total
+        self.done = already_done
+        self.t0 = time.monotonic()
+        self.last_loss: dict[str, float] = {}
+
+    def _line(self, trials: list[Any], trial: Any, text: str) -> None:
+        running = sum(t.status == "RUNNING" for t in trials)
+        pending = sum(t.status == "PENDING" for t in trials)
+        spec_id = trial.config.get("spec", {}).get("trial_id", trial.trial_id)
+        elapsed = time.monotonic() - self.t0
+        print(
+            f"[{elapsed:6.0f}s | {self.done}/{self.total} done | {running} running | {pending} pending] "
+            f"{spec_id}: {text}",
+            file=sys.stdout,
+            flush=True,
+        )
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._line(trials, trial, "started")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if result.get("status") == "running" and result.get("train_loss") is not None:
+            self._line(trials, trial, f"step {result.get('step')} train_loss {result['train_loss']:.4f}")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.done += 1
+        result = trial.last_result or {}
+        loss = result.get("loss")
+        text = f"{result.get('status', 'done')}"
+        if loss is not None:
+            text += f", val loss {loss:.4f}"
+        if result.get("wall_s"):
+            text += f", {result['wall_s']:.1f}s, {result.get('tokens_per_s', 0):,.0f} tok/s"
+        self._line(trials, trial, text)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.done += 1
+        self._line(trials, trial, "FAILED (retries exhausted)")

@@ -1,0 +1,210 @@
+"""``sweep()``: budgets in, a trained IsoFLOP grid, a results table and the fits out.
+
+Flow (DESIGN.md): config -> tokenizer (once, on the driver) -> plan -> Ray Tune (one trial
+per spec, largest first) -> results.parquet -> Result (fits, table, plots).
+
+Resume: a sweep directory records its plan in ``sweep.json``. Running the same sweep again
+restores the Tune experiment (finished trials are not re-run; errored ones restart from
+their last checkpoint); a different plan under the same name is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from flops_fit.config import DataOptions, SweepConfig, TrainOptions, preset as get_preset
+from flops_fit.plan import PlanError, TrialSpec, format_plan, plan
+from flops_fit.results import RESULTS_FILENAME, atomic_write_text, write_results
+
+MANIFEST = "sweep.json"
+
+
+def resolve_config(config: SweepConfig | None = None, preset: str | None = None, **overrides: Any) -> SweepConfig:
+    if config is not None and preset is not None:
+        raise PlanError("pass either config= or preset=, not both")
+    base = config or (get_preset(preset) if preset else SweepConfig())
+    return base.replace(**overrides) if overrides else base
+
+
+def prepare_storage(cfg: SweepConfig) -> Path:
+    """The sweep directory, created and proven writable now rather than after hours."""
+    if "://" in cfg.storage_path:
+        raise PlanError(
+            f"storage_path {cfg.storage_path!r}: remote URIs are for Tune checkpoints only; "
+            "mount the bucket or NFS share and pass its local path"
+        )
+    run_dir = Path(cfg.storage_path).expanduser().resolve() / cfg.name
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-probe-{uuid.uuid4().hex}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise PlanError(f"storage_path {cfg.storage_path!r} is not writable ({exc.strerror}); choose another --storage-path") from exc
+    return run_dir
+
+
+def prepare_tokenizer(cfg: SweepConfig) -> tuple[str | None, int, str | None]:
+    """Train or load the tokenizer once on the driver: (serialised json, vocab size, fingerprint)."""
+    if cfg.simulate is not None:
+        return None, cfg.vocab_size, None
+    from flops_fit.examples.tinystories import load_tokenizer, tokenizer_fingerprint
+
+    tok = load_tokenizer(cfg.source, cfg.cache_dir, tokenizer_name=cfg.tokenizer_name, vocab_size=cfg.vocab_size)
+    return tok.backend_tokenizer.to_str(), len(tok), tokenizer_fingerprint(tok)
+
+
+def _manifest(cfg: SweepConfig, specs: list[TrialSpec], fingerprint: str | None) -> dict[str, Any]:
+    return {
+        "plan": [s.to_dict() for s in specs],
+        "source": cfg.source,
+        "tokenizer": fingerprint,
+        "val_tokens": cfg.val_tokens,
+        "simulate": cfg.simulate,
+    }
+
+
+def check_manifest(run_dir: Path, manifest: dict[str, Any]) -> bool:
+    """True when resuming the same sweep; refuses a different one under the same name."""
+    path = run_dir / MANIFEST
+    if not path.exists():
+        atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=True))
+        return False
+    stored = json.loads(path.read_text())
+    if stored != json.loads(json.dumps(manifest)):
+        changed = [k for k in manifest if stored.get(k) != json.loads(json.dumps(manifest[k]))]
+        raise PlanError(
+            f"{run_dir} holds a different sweep (changed: {', '.join(changed)}); "
+            "use a new --name, or delete that directory to start over"
+        )
+    return True
+
+
+def launch_order(specs: list[TrialSpec]) -> list[TrialSpec]:
+    """Longest first (largest budget, then most steps): the classic LPT rule keeps slots busy
+    at the end of the sweep instead of waiting on one long straggler."""
+    return sorted(specs, key=lambda s: (-s.budget, -s.steps, -s.n))
+
+
+def _ensure_ray(cfg: SweepConfig) -> bool:
+    """Attach to a cluster (address= or $RAY_ADDRESS) or start Ray in-process on loopback."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        # Embedded runtime: loopback only, no dashboard (DESIGN.md security basics).
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    return True
+
+
+def collect_rows(result_grid: Any, specs: list[TrialSpec]) -> list[dict[str, Any]]:
+    """One row per planned trial, failed and diverged ones included."""
+    from flops_fit.ray.trainable import SPEC_ID
+
+    by_id: dict[str, dict[str, Any]] = {}
+    for result in result_grid:
+        spec = TrialSpec.from_dict(result.config["spec"])
+        metrics = dict(result.metrics or {})
+        if result.error is not None or metrics.get("status") not in ("ok", "diverged"):
+            row = spec.record()
+            row.update(status="failed", loss=None, tokens=0, flops=0.0,
+                       error=str(result.error or "trial ended without a final report")[:4000],
+                       node_id=metrics.get("node_id"))
+        else:
+            row = {k: v for k, v in metrics.items() if k != SPEC_ID}
+            row["trial_id"] = metrics.get(SPEC_ID, spec.trial_id)
+        by_id[spec.trial_id] = row
+    rows = []
+    for spec in specs:
+        rows.append(by_id.get(spec.trial_id) or {**spec.record(), "status": "failed", "loss": None,
+                                                  "tokens": 0, "flops": 0.0, "error": "trial never ran"})
+    return rows
+
+
+def sweep(config: SweepConfig | None = None, *, preset: str | None = None, progress: bool = True, **overrides: Any):
+    """Run an IsoFLOP sweep on Ray and fit it; returns a :class:`flops_fit.report.Result`.
+
+    ``sweep(preset="tiny")``, ``sweep(budgets=[1e12, 3e12, 1e13], points_per_budget=5)`` or
+    ``sweep(config)``; any :class:`~flops_fit.config.SweepConfig` field is a keyword.
+    """
+    cfg = resolve_config(config, preset, **overrides)
+    run_dir = prepare_storage(cfg)
+    tokenizer_json, vocab_size, fingerprint = prepare_tokenizer(cfg)
+    specs = plan(cfg.plan_config(vocab_size))
+    resuming = check_manifest(run_dir, _manifest(cfg, specs, fingerprint))
+    out = sys.stdout if progress else open(os.devnull, "w")
+    print(format_plan(specs), file=out)
+    print(f"{'resuming' if resuming else 'starting'} sweep {run_dir}", file=out, flush=True)
+
+    started_ray = _ensure_ray(cfg)
+    try:
+        grid = _run_tuner(cfg, specs, run_dir, tokenizer_json, resuming, out if progress else None)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    rows = collect_rows(grid, specs)
+    write_results(rows, run_dir / RESULTS_FILENAME)
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "diverged", "failed")}
+    print(f"results: {run_dir / RESULTS_FILENAME} ({counts})", file=out, flush=True)
+    return _finish(run_dir, cfg, out)
+
+
+def _run_tuner(cfg: SweepConfig, specs: list[TrialSpec], run_dir: Path, tokenizer_json: str | None,
+               resuming: bool, stream) -> Any:
+    from ray import tune
+
+    from flops_fit.ray.progress import SweepProgress
+    from flops_fit.ray.trainable import run_trial_on_worker
+
+    data = DataOptions(source=cfg.source, cache_dir=cfg.cache_dir, tokenizer_name=cfg.tokenizer_name,
+                       tokenizer_json=tokenizer_json, val_tokens=cfg.val_tokens, max_epochs=cfg.max_epochs)
+    options = TrainOptions(threads=max(1, int(cfg.cpus_per_trial)), checkpoint_every_s=cfg.checkpoint_every_s,
+                           compile=cfg.compile)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial_on_worker, data=data, train_options=options, simulate=cfg.simulate),
+        {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial},
+    )
+    callbacks = [SweepProgress(len(specs))] if stream is not None else []
+    tune_dir = str(run_dir)
+    if resuming and tune.Tuner.can_restore(tune_dir):
+        tuner = tune.Tuner.restore(tune_dir, trainable=trainable, resume_errored=True)
+        # Restored tuners keep their original callbacks out; progress is re-attached here.
+        tuner._local_tuner._run_config.callbacks = callbacks  # noqa: SLF001 (no public setter)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"spec": tune.grid_search([s.to_dict() for s in launch_order(specs)])},
+            tune_config=tune.TuneConfig(max_concurrent_trials=cfg.max_concurrent_trials),
+            run_config=tune.RunConfig(
+                name=cfg.name,
+                storage_path=str(run_dir.parent),
+                failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                callbacks=callbacks,
+                verbose=0,
+            ),
+        )
+    return tuner.fit()
+
+
+def _finish(run_dir: Path, cfg: SweepConfig, out) -> Any:
+    """Fit, print the compute-optimal table, write table/fits/plots beside the results."""
+    from flops_fit.report import Result
+
+    result = Result.from_path(run_dir, n_boot=cfg.n_boot, seed=cfg.seed)
+    result.save(run_dir)
+    print(result.format_table(), file=out, flush=True)
+    return result
