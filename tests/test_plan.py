@@ -1,0 +1,123 @@
+"""Planner properties: IsoFLOP budgets honoured, interior optimum, merging, refusals."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+
+from flops_fit import accounting
+from flops_fit.config import preset
+from flops_fit.plan import PlanConfig, PlanError, TrialSpec, format_plan, plan, smallest_feasible_budget
+
+
+@pytest.mark.parametrize("convention", accounting.FLOPS_CONVENTIONS)
+def test_each_trial_spends_its_budget_within_rounding(convention):
+    specs = plan([1e15, 1e16, 1e17], 7, vocab_size=8192, seq_len=512, flops_convention=convention)
+    for s in specs:
+        flops = s.tokens * accounting.flops_per_token(s.shape, s.seq_len, convention)
+        # tokens are whole steps: the error is at most half a step's worth of tokens
+        assert abs(flops - s.budget) / s.budget <= 0.5 / s.steps + 1e-12
+        assert s.steps >= 50
+
+
+def test_6n_convention_is_six_n_d():
+    for s in plan([1e18], 5, vocab_size=32000, seq_len=1024):
+        assert s.flops == pytest.approx(6 * s.n * s.tokens)
+        assert abs(6 * s.n * s.tokens - 1e18) / 1e18 < 0.01
+
+
+def test_sizes_are_log_even_and_bracket_the_prior_optimum():
+    cfg = PlanConfig(budgets=(1e19,), points_per_budget=7, vocab_size=32000, seq_len=1024, tokens_per_param=20)
+    specs = plan(cfg)
+    ns = [s.n for s in specs]
+    ratios = [b / a for a, b in zip(ns, ns[1:])]
+    expected = cfg.span ** (1 / 6)
+    assert all(abs(r / expected - 1) < 0.15 for r in ratios), ratios
+    tpp = [s.tokens / s.n for s in specs]
+    # the prior optimum (20 tokens/param) is strictly inside the grid: an interior minimum
+    assert tpp[0] > 20 > tpp[-1]
+    assert math.isclose(math.sqrt(tpp[0] * tpp[-1]), 20, rel_tol=0.25)
+
+
+def test_sizes_that_round_to_one_model_are_merged():
+    # nine targets within 30% of each other: widths move in steps of 2, so several coincide
+    cfg = PlanConfig(budgets=(1e11,), points_per_budget=9, span=1.3, vocab_size=512, seq_len=32, min_steps=8)
+    specs = plan(cfg)
+    shapes = [s.shape for s in specs]
+    assert len(shapes) == len(set(shapes))
+    assert 3 <= len(specs) < 9
+
+
+def test_parameter_counts_come_from_the_formula_without_torch():
+    code = (
+        "import sys; from flops_fit.plan import plan; plan([1e20, 1e21], 7, vocab_size=50304, seq_len=2048); "
+        "assert 'torch' not in sys.modules and 'ray' not in sys.modules, sorted(m for m in sys.modules if m in ('torch','ray'))"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(budgets=[0.0, 1e12]), "positive finite"),
+        (dict(budgets=[-1e12]), "positive finite"),
+        (dict(budgets=[float("nan")]), "positive finite"),
+        (dict(budgets=[float("inf")]), "positive finite"),
+        (dict(budgets=[1e12, 1e12]), "duplicate budgets"),
+        (dict(budgets=[]), "no budgets"),
+        (dict(budgets=[1e12], points_per_budget=2), "at least 3"),
+        (dict(budgets=[1e12], flops_convention="7n"), "unknown flops_convention"),
+        (dict(budgets=[1e12], span=1.0), "span"),
+    ],
+)
+def test_bad_requests_are_refused_with_the_reason(kwargs, message):
+    budgets = kwargs.pop("budgets")
+    with pytest.raises(PlanError, match=message):
+        plan(budgets, kwargs.pop("points_per_budget", 5), **kwargs)
+
+
+def test_too_small_budget_names_the_smallest_feasible_one():
+    cfg = PlanConfig(budgets=(1e6,), vocab_size=2048, seq_len=128)
+    floor = smallest_feasible_budget(cfg)
+    with pytest.raises(PlanError, match=re.escape(f"smallest feasible budget is {floor:.3g}")):
+        plan(cfg)
+    assert plan([floor * 30], 3, vocab_size=2048, seq_len=128)  # and just above it, it plans
+
+
+def test_unsorted_budgets_are_sorted():
+    specs = plan([3e12, 1e12], 3, vocab_size=2048, seq_len=128)
+    assert [s.budget for s in specs] == sorted(s.budget for s in specs)
+
+
+def test_batch_shrinks_until_every_trial_gets_min_steps():
+    specs = plan([1e12], 5, vocab_size=2048, seq_len=128, min_steps=200)
+    assert all(s.steps >= 200 for s in specs)
+    assert min(s.batch_size for s in specs) < max(s.batch_size for s in specs)
+
+
+def test_spec_round_trips_and_records_every_convention():
+    spec = plan([1e12], 3, vocab_size=2048, seq_len=128)[1]
+    assert TrialSpec.from_dict(spec.to_dict()) == spec
+    row = spec.record()
+    for c in accounting.FLOPS_CONVENTIONS:
+        assert row[f"flops_{c}"] == pytest.approx(spec.tokens * accounting.flops_per_token(spec.shape, 128, c))
+    assert row["n"] == spec.n and row["n_non_embedding"] == spec.n_non_embedding
+
+
+@pytest.mark.parametrize("name", ["tiny", "tinystories-gpu", "smoke"])
+def test_presets_plan(name):
+    cfg = preset(name)
+    specs = plan(cfg.plan_config())
+    assert len(specs) >= 3 * len(cfg.budgets) >= 9
+    assert "total" in format_plan(specs)
+
+
+def test_unknown_preset_and_option_are_refused():
+    with pytest.raises(PlanError, match="unknown preset 'huge'"):
+        preset("huge")
+    with pytest.raises(PlanError, match="unknown option"):
+        preset("tiny").replace(bogus=1)
