@@ -19,7 +19,7 @@ from flops_fit.plan import PlanError
 DEFAULT_SIMULATED_LAW = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.348, "beta": 0.366, "noise": 0.01}
 
 #: Fields set through dedicated flags (or not from the command line at all).
-_SPECIAL = {"simulate"}
+_SPECIAL = {"simulate", "faults"}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -58,6 +58,9 @@ class SweepConfig:
     simulate: dict[str, float] | None = None
     """A known law {E, A, B, alpha, beta, noise}: trials return its losses instead of training."""
     n_boot: int = 200
+    faults: dict[str, dict[str, int]] | None = None
+    """Fault injection for tests and drills: {"diverge"|"kill": {trial_id: step}}; a kill
+    (SIGKILL of the worker) fires only on a trial's first attempt."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "budgets", tuple(float(b) for b in self.budgets))
@@ -134,7 +137,7 @@ class TrainOptions:
     eval_batch_size: int = 32
     weight_decay: float = 0.1
     compile: bool = False
-    diverge_at_step: int | None = None  # test hook: poison the loss at this step
+    faults: dict[str, dict[str, int]] | None = None  # see SweepConfig.faults
 
 
 # --- presets -----------------------------------------------------------------------------
@@ -195,7 +198,7 @@ def smoke() -> SweepConfig:
         seq_len=32,
         vocab_size=512,
         min_steps=8,
-        max_batch_size=8,
+        max_batch_size=32,
         val_tokens=2048,
         checkpoint_every_s=5.0,
         name="smoke",

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import platform
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +172,9 @@ def run_trial(
         step, curve, wall_before = state["step"], state["curve"], state.get("wall_s", 0.0)
         torch.set_rng_state(state["rng_cpu"])
 
+    faults = options.faults or {}
+    diverge_at = faults.get("diverge", {}).get(spec.trial_id)
+    kill_at = faults.get("kill", {}).get(spec.trial_id) if resume_from is None else None
     order = BatchOrder(len(train), spec.batch_size, spec.seed)
     last_ckpt = time.perf_counter()
     running = torch.zeros((), device=device)
@@ -186,8 +190,10 @@ def run_trial(
             x = x.pin_memory().to(device, non_blocking=True)
         with autocast():
             _, loss = step_fn(x, labels=x)
-        if options.diverge_at_step is not None and step >= options.diverge_at_step:
+        if diverge_at is not None and step >= diverge_at:
             loss = loss * float("nan")
+        if kill_at is not None and step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # fault drill: the worker dies mid-trial
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -172,7 +172,7 @@ def _run_tuner(cfg: SweepConfig, specs: list[TrialSpec], run_dir: Path, tokenize
     data = DataOptions(source=cfg.source, cache_dir=cfg.cache_dir, tokenizer_name=cfg.tokenizer_name,
                        tokenizer_json=tokenizer_json, val_tokens=cfg.val_tokens, max_epochs=cfg.max_epochs)
     options = TrainOptions(threads=max(1, int(cfg.cpus_per_trial)), checkpoint_every_s=cfg.checkpoint_every_s,
-                           compile=cfg.compile)
+                           compile=cfg.compile, faults=cfg.faults)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial_on_worker, data=data, train_options=options, simulate=cfg.simulate),
         {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial},
@@ -192,7 +192,7 @@ def _run_tuner(cfg: SweepConfig, specs: list[TrialSpec], run_dir: Path, tokenize
                 name=cfg.name,
                 storage_path=str(run_dir.parent),
                 failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 callbacks=callbacks,
                 verbose=0,
             ),
