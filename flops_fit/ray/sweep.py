@@ -101,7 +101,11 @@ def _ensure_ray(cfg: SweepConfig) -> bool:
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)
-    else:
+        return True
+    try:
+        # A cluster started with `ray start` on this machine (what `ray submit` runs under).
+        ray.init(address="auto", log_to_driver=False)
+    except ConnectionError:
         # Embedded runtime: loopback only, no dashboard (DESIGN.md security basics).
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
