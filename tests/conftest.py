@@ -25,3 +25,37 @@ def ray_session():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+# --- TinyStories data fixtures (flops_fit/examples/tinystories.py) ------------------------
+# One small tokenizer and one prepared offline-sample cache for the whole session, so every
+# test that needs tokens reuses them instead of training/tokenizing again. Use as
+#   TinyStoriesDataset(source="sample", seq_len=..., num_tokens=..., **sample_data)
+# (keys match the constructor). Train shards for the first ~200k tokens and the validation
+# split's first ~40k tokens are already in the cache.
+from types import MappingProxyType  # noqa: E402
+
+SAMPLE_TEST_VOCAB = 512
+SAMPLE_TEST_STORIES_PER_SHARD = 64
+
+
+@pytest.fixture(scope="session")
+def sample_tokenizer_json() -> str:
+    """Canonical tokenizer.json of a 512-token byte-level BPE trained on 256 sample stories."""
+    from flops_fit.examples import sample
+    from flops_fit.examples.tokenizer import EOS_TOKEN, DataTokenizer, train_bpe
+
+    bpe = train_bpe(sample.generate_stories("train", 0, 256), SAMPLE_TEST_VOCAB)
+    return DataTokenizer.from_json(bpe.to_str(), EOS_TOKEN).json
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory, sample_tokenizer_json) -> MappingProxyType:
+    """Constructor kwargs for a prepared sample cache: cache_dir, tokenizer, stories_per_shard."""
+    from flops_fit.examples.tinystories import TinyStoriesDataset
+
+    kwargs = {"cache_dir": tmp_path_factory.mktemp("flops_fit_cache"), "tokenizer": sample_tokenizer_json,
+              "stories_per_shard": SAMPLE_TEST_STORIES_PER_SHARD}
+    TinyStoriesDataset("train", 64, source="sample", num_tokens=200_000, **kwargs).prepare_data()
+    TinyStoriesDataset("validation", 64, source="sample", num_tokens=40_000, **kwargs).prepare_data()
+    return MappingProxyType(kwargs)  # read-only: shared by every test
