@@ -27,7 +27,7 @@ class SweepConfig:
     size_count: str = "n"
     flops_convention: str = "6n"
     seq_len: int = 256
-    vocab_size: int = 4096
+    vocab_size: int = 2048  # the default BPE's size (flops_fit/examples/tokenizer.py says why)
     """Vocabulary of the default trained BPE; a named tokenizer brings its own size."""
     min_steps: int = 50
     max_batch_size: int = 512

@@ -56,7 +56,7 @@ class PlanConfig:
     """Ratio of the largest to the smallest model of a budget (in ``size_count``)."""
     size_count: str = "n"
     """Which parameter count the sizes are spaced in and targeted by (accounting.PARAM_COUNTS)."""
-    vocab_size: int = 4096
+    vocab_size: int = 2048  # the default BPE's size (flops_fit/examples/tokenizer.py says why)
     seq_len: int = 256
     flops_convention: str = accounting.DEFAULT_FLOPS_CONVENTION
     min_steps: int = 50

@@ -53,10 +53,10 @@ def prepare_tokenizer(cfg: SweepConfig) -> tuple[str | None, int, str | None]:
     """Train or load the tokenizer once on the driver: (serialised json, vocab size, fingerprint)."""
     if cfg.simulate is not None:
         return None, cfg.vocab_size, None
-    from flops_fit.examples.tinystories import load_tokenizer, tokenizer_fingerprint
+    from flops_fit.examples.tinystories import load_tokenizer, tokenizer_fingerprint, tokenizer_json
 
     tok = load_tokenizer(cfg.source, cfg.cache_dir, tokenizer_name=cfg.tokenizer_name, vocab_size=cfg.vocab_size)
-    return tok.backend_tokenizer.to_str(), len(tok), tokenizer_fingerprint(tok)
+    return tokenizer_json(tok), len(tok), tokenizer_fingerprint(tok)
 
 
 def _manifest(cfg: SweepConfig, specs: list[TrialSpec], fingerprint: str | None) -> dict[str, Any]:
