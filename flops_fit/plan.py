@@ -143,12 +143,25 @@ class TrialSpec:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def is_reference_gpt(self) -> bool:
+        """False for a user's model (find_optimal): only its total count n is known."""
+        return "size_param" not in self.extra
+
+    def flops_per_token_all(self) -> dict[str, float]:
+        """Training FLOPs per token under every convention this model supports."""
+        if not self.is_reference_gpt:
+            return {"flops_6n": 6.0 * self.n}
+        return accounting.all_flops_per_token(self.shape, self.seq_len)
+
     def record(self) -> dict[str, Any]:
         """The plan-side columns of this trial's results row (no outcome yet)."""
+        groups = (accounting.param_groups(self.shape).as_dict() if self.is_reference_gpt
+                  else {"n": self.n, "n_non_embedding": self.n_non_embedding})
         return dict(
             trial_id=self.trial_id,
             budget=self.budget,
-            **accounting.param_groups(self.shape).as_dict(),
+            **groups,
             d_model=self.d_model,
             num_layers=self.num_layers,
             num_heads=self.num_heads,
@@ -162,7 +175,7 @@ class TrialSpec:
             flops_convention=self.flops_convention,
             tokens=self.tokens,
             flops=self.flops,
-            **{k: v * self.tokens for k, v in accounting.all_flops_per_token(self.shape, self.seq_len).items()},
+            **{k: v * self.tokens for k, v in self.flops_per_token_all().items()},
         )
 
     @classmethod

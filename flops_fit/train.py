@@ -28,7 +28,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from flops_fit import accounting
 from flops_fit.config import DataOptions, TrainOptions
 from flops_fit.plan import TrialSpec
 
@@ -104,6 +103,24 @@ def build_model(spec: TrialSpec):
     return model
 
 
+def _pair(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, labels) on ``device``; a bare tensor is its own labels (the model shifts)."""
+    x, y = batch if isinstance(batch, (tuple, list)) else (batch, batch)
+    if device.type == "cuda":  # pinned, non-blocking copies overlap the previous step
+        same = y is x
+        x = x.pin_memory().to(device, non_blocking=True)
+        y = x if same else y.pin_memory().to(device, non_blocking=True)
+    return x, y
+
+
+def count_parameters(model) -> int:
+    """The model contract: ``n()`` (or ``num_params()``) is the trainable parameter count."""
+    for name in ("n", "num_params"):
+        if callable(getattr(model, name, None)):
+            return int(getattr(model, name)())
+    raise TypeError(f"{type(model).__name__} has neither n() nor num_params()")
+
+
 @torch.no_grad()
 def evaluate(model, val, device: torch.device, batch_size: int, autocast) -> float:
     """Mean next-token loss over every window of the fixed validation set."""
@@ -111,9 +128,9 @@ def evaluate(model, val, device: torch.device, batch_size: int, autocast) -> flo
     total, count = 0.0, 0
     for start in range(0, len(val), batch_size):
         idx = np.arange(start, min(len(val), start + batch_size))
-        x = val.get_batch(idx).to(device, non_blocking=True)
+        x, y = _pair(val.get_batch(idx), device)
         with autocast():
-            _, loss = model(x, labels=x)
+            _, loss = model(x, labels=y)
         weight = x.shape[0] * (x.shape[1] - 1)
         total += float(loss) * weight
         count += weight
@@ -128,6 +145,33 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext
 
 
+def make_optimizer(model, device: torch.device, weight_decay: float, lr: float) -> torch.optim.Optimizer:
+    """AdamW, weight decay on matrices only (not norm gains), betas (0.9, 0.95)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.95),
+        fused=device.type == "cuda",
+    )
+
+
+def train_step(step_fn, optimizer, x: torch.Tensor, autocast, poison: bool = False,
+               labels: torch.Tensor | None = None) -> torch.Tensor:
+    """One optimizer step on batch ``x`` (labels default to ``x``: the model shifts them);
+    returns the detached loss (no host sync). ``poison`` turns the loss into NaN (the
+    divergence fault drill)."""
+    with autocast():
+        _, loss = step_fn(x, labels=x if labels is None else labels)
+    if poison:
+        loss = loss * float("nan")
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
 def run_trial(
     spec: TrialSpec,
     data: DataOptions,
@@ -136,6 +180,7 @@ def run_trial(
     resume_from: str | os.PathLike[str] | None = None,
     save_checkpoint: Callable[[Path, dict[str, Any]], None] | None = None,
     checkpoint_root: str | os.PathLike[str] | None = None,
+    workload: Any = None,
 ) -> TrialOutcome:
     """Train ``spec`` and return its metrics.
 
@@ -143,6 +188,10 @@ def run_trial(
     ``checkpoint_every_s`` seconds the trial writes its state into a fresh directory under
     ``checkpoint_root`` and hands it to ``save_checkpoint(dir, progress_metrics)`` (the Ray
     layer turns that into ``tune.report(..., checkpoint=...)``).
+
+    ``workload``: an object with ``build_model(spec)`` and ``open_data(spec) -> (train, val)``
+    replacing the reference GPT and TinyStories (``flops_fit.api``); datasets answer
+    ``get_batch(indices)`` with a tensor (labels = inputs) or an ``(inputs, labels)`` pair.
     """
     options = options or TrainOptions()
     t_start = time.perf_counter()
@@ -152,16 +201,13 @@ def run_trial(
     autocast = _autocast(device)
     torch.manual_seed(spec.seed)
 
-    train, val = _open_data(spec, data)
-    model = build_model(spec).to(device)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": options.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=spec.lr,
-        betas=(0.9, 0.95),
-        fused=device.type == "cuda",
-    )
+    if workload is not None:  # a user's model and data (flops_fit.api.find_optimal)
+        train, val = workload.open_data(spec)
+        model = workload.build_model(spec).to(device)
+    else:
+        train, val = _open_data(spec, data)
+        model = build_model(spec).to(device)
+    optimizer = make_optimizer(model, device, options.weight_decay, spec.lr)
     step_fn = torch.compile(model) if options.compile else model
 
     step, curve, wall_before = 0, [], 0.0
@@ -185,19 +231,12 @@ def run_trial(
     while step < spec.steps:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, spec)
-        x = train.get_batch(order.indices(step))
-        if device.type == "cuda":
-            x = x.pin_memory().to(device, non_blocking=True)
-        with autocast():
-            _, loss = step_fn(x, labels=x)
-        if diverge_at is not None and step >= diverge_at:
-            loss = loss * float("nan")
+        x, y = _pair(train.get_batch(order.indices(step)), device)
         if kill_at is not None and step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)  # fault drill: the worker dies mid-trial
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        running += loss.detach()
+        loss = train_step(step_fn, optimizer, x, autocast, poison=diverge_at is not None and step >= diverge_at,
+                          labels=y)
+        running += loss
         since_log += 1
         step += 1
         # Host syncs only every log_every steps (a .item() per step stalls a GPU pipeline).
@@ -221,14 +260,14 @@ def run_trial(
         status, loss_val = "diverged", None
     trained_tokens = step * spec.batch_size * spec.seq_len
     metrics = spec.record()
-    metrics["n"] = model.n()  # the model contract; equals the closed form (tested)
+    metrics["n"] = count_parameters(model)  # the model contract; equals the closed form (tested)
     metrics.update(
         loss=loss_val,
         train_loss=curve[-1]["train_loss"] if curve and math.isfinite(curve[-1]["train_loss"]) else None,
         status=status,
         tokens=trained_tokens,
         flops=trained_tokens * spec.flops_per_token,
-        **{k: v * trained_tokens for k, v in accounting.all_flops_per_token(model.config.shape, spec.seq_len).items()},
+        **{k: v * trained_tokens for k, v in spec.flops_per_token_all().items()},
         tokens_per_s=(step - step_at_start) * spec.batch_size * spec.seq_len / max(train_s, 1e-9),
         wall_s=wall_before + time.perf_counter() - t_start,
         node_id=os.environ.get("FLOPS_FIT_NODE_ID") or platform.node(),
