@@ -193,39 +193,87 @@ def smallest_shape(cfg: PlanConfig) -> ModelShape:
     )
 
 
-def _min_params(cfg: PlanConfig) -> float:
-    return float(accounting.count_params(smallest_shape(cfg), cfg.size_count))
+class GPTSizes:
+    """Model sizes of the reference GPT: any target count maps to a shape by the shape rule."""
+
+    def __init__(self, cfg: PlanConfig):
+        self.cfg = cfg
+        self.floor_key = smallest_shape(cfg)
+        self.floor = float(accounting.count_params(self.floor_key, cfg.size_count))
+
+    def pick(self, target: float) -> ModelShape:
+        if target <= self.floor:
+            return self.floor_key
+        return accounting.shape_for_params(target, self.cfg.vocab_size, self.cfg.seq_len, count=self.cfg.size_count)
+
+    def n(self, shape: ModelShape) -> int:
+        return accounting.param_groups(shape).total
+
+    def flops_per_token(self, shape: ModelShape) -> float:
+        return accounting.flops_per_token(shape, self.cfg.seq_len, self.cfg.flops_convention)
+
+    def spec_fields(self, shape: ModelShape, target: float) -> dict[str, Any]:
+        return dict(
+            target_params=target, size_count=self.cfg.size_count, vocab_size=shape.vocab_size,
+            d_model=shape.d_model, num_layers=shape.num_layers, num_heads=shape.num_heads, d_ff=shape.d_ff,
+            lr=lr_for_width(shape.d_model, self.cfg.base_lr),
+            n_non_embedding=accounting.param_groups(shape).non_embedding,
+        )
 
 
-def _shape(target: float, cfg: PlanConfig) -> ModelShape:
-    return accounting.shape_for_params(target, cfg.vocab_size, cfg.seq_len, count=cfg.size_count)
+class CountedSizes:
+    """Sizes of a user's model: a finite table {size value: parameter count} measured by
+    building the model (``flops_fit.api``); the budget convention is 6·N·D."""
+
+    def __init__(self, cfg: PlanConfig, size_param: str, counts: dict[Any, int]):
+        if not counts:
+            raise PlanError(f"no usable values of {size_param!r}: the model factory rejected every one tried")
+        self.cfg, self.size_param = cfg, size_param
+        self.values = sorted(counts, key=lambda v: counts[v])
+        self.counts = counts
+        self.floor_key = self.values[0]
+        self.floor = float(counts[self.floor_key])
+
+    def pick(self, target: float) -> Any:
+        return min(self.values, key=lambda v: abs(math.log(self.counts[v] / target)))
+
+    def n(self, value: Any) -> int:
+        return self.counts[value]
+
+    def flops_per_token(self, value: Any) -> float:
+        return 6.0 * self.counts[value]
+
+    def spec_fields(self, value: Any, target: float) -> dict[str, Any]:
+        return dict(
+            target_params=target, size_count="n", vocab_size=0, d_model=0, num_layers=0, num_heads=0, d_ff=0,
+            lr=self.cfg.base_lr, n_non_embedding=self.counts[value],
+            extra={"size_param": self.size_param, "size_value": value},
+        )
 
 
-def _prior_optimum(budget: float, cfg: PlanConfig) -> float:
+def _prior_optimum(budget: float, sizes: Any) -> float:
     """Size target t where D/N(total) equals the prior; bisection in log t."""
 
     def tokens_per_param(t: float) -> float:
-        shape = _shape(t, cfg)
-        fpt = accounting.flops_per_token(shape, cfg.seq_len, cfg.flops_convention)
-        return budget / fpt / accounting.param_groups(shape).total
+        key = sizes.pick(t)
+        return budget / sizes.flops_per_token(key) / sizes.n(key)
 
-    lo, hi = math.log(_min_params(cfg)), math.log(1e13)
-    if tokens_per_param(math.exp(lo)) <= cfg.tokens_per_param:
+    lo, hi = math.log(sizes.floor), math.log(1e13)
+    if tokens_per_param(math.exp(lo)) <= sizes.cfg.tokens_per_param:
         return math.exp(lo)
     for _ in range(40):
         mid = (lo + hi) / 2
-        if tokens_per_param(math.exp(mid)) > cfg.tokens_per_param:
+        if tokens_per_param(math.exp(mid)) > sizes.cfg.tokens_per_param:
             lo = mid
         else:
             hi = mid
     return math.exp((lo + hi) / 2)
 
 
-def smallest_feasible_budget(cfg: PlanConfig) -> float:
+def smallest_feasible_budget(cfg: PlanConfig, sizes: Any = None) -> float:
     """The least budget whose smallest model still gets ``min_steps`` steps of one sequence."""
-    shape = smallest_shape(cfg)
-    fpt = accounting.flops_per_token(shape, cfg.seq_len, cfg.flops_convention)
-    return fpt * cfg.min_steps * cfg.seq_len
+    sizes = sizes or GPTSizes(cfg)
+    return sizes.flops_per_token(sizes.floor_key) * cfg.min_steps * cfg.seq_len
 
 
 def _batch_and_steps(budget: float, tokens: float, cfg: PlanConfig) -> tuple[int, int]:
@@ -238,9 +286,10 @@ def _batch_and_steps(budget: float, tokens: float, cfg: PlanConfig) -> tuple[int
     return batch, max(1, round(tokens / (batch * cfg.seq_len)))
 
 
-def plan_budget(budget: float, cfg: PlanConfig) -> list[TrialSpec]:
+def plan_budget(budget: float, cfg: PlanConfig, sizes: Any = None) -> list[TrialSpec]:
     """The IsoFLOP grid for one budget (sizes merged when they round to the same model)."""
-    floor = smallest_feasible_budget(cfg)
+    sizes = sizes or GPTSizes(cfg)
+    floor = smallest_feasible_budget(cfg, sizes)
     if budget < floor:
         raise PlanError(
             f"budget {budget:.3g} FLOPs is too small: even the smallest model gets fewer than "
@@ -248,46 +297,34 @@ def plan_budget(budget: float, cfg: PlanConfig) -> list[TrialSpec]:
         )
     # When the prior optimum sits near the smallest model, shift the grid up so it still
     # spans its full width (the smallest point at the floor) instead of collapsing.
-    center = max(_prior_optimum(budget, cfg), _min_params(cfg) * cfg.span**0.5)
+    center = max(_prior_optimum(budget, sizes), sizes.floor * cfg.span**0.5)
     k = cfg.points_per_budget
-    targets = [center * cfg.span ** (i / (k - 1) - 0.5) for i in range(k)]
-    specs: dict[ModelShape, TrialSpec] = {}
-    for target in targets:
-        target = max(target, _min_params(cfg))
-        shape = smallest_shape(cfg) if target <= _min_params(cfg) else _shape(target, cfg)
-        if shape in specs:
+    specs: dict[Any, TrialSpec] = {}
+    for i in range(k):
+        target = max(center * cfg.span ** (i / (k - 1) - 0.5), sizes.floor)
+        key = sizes.pick(target)
+        if key in specs:
             continue  # merged: two targets rounded to the same model
-        fpt = accounting.flops_per_token(shape, cfg.seq_len, cfg.flops_convention)
-        tokens = budget / fpt
-        batch, steps = _batch_and_steps(budget, tokens, cfg)
+        n, fpt = sizes.n(key), sizes.flops_per_token(key)
+        batch, steps = _batch_and_steps(budget, budget / fpt, cfg)
         if steps < cfg.min_steps:
-            need = budget * cfg.min_steps / steps
             raise PlanError(
-                f"budget {budget:.3g}: the model with {accounting.param_groups(shape).total:,} parameters "
-                f"would get {steps} optimizer steps (< min_steps={cfg.min_steps}) even at batch 1; "
-                f"use a budget >= {need:.3g}, a smaller span, or a lower min_steps"
+                f"budget {budget:.3g}: the model with {n:,} parameters would get {steps} optimizer steps "
+                f"(< min_steps={cfg.min_steps}) even at batch 1; use a budget >= "
+                f"{budget * cfg.min_steps / steps:.3g}, a smaller span, or a lower min_steps"
             )
-        groups = accounting.param_groups(shape)
-        specs[shape] = TrialSpec(
-            trial_id=f"C{budget:.2e}_N{groups.total}".replace("+", ""),
+        specs[key] = TrialSpec(
+            trial_id=f"C{budget:.2e}_N{n}".replace("+", ""),
             budget=budget,
-            target_params=target,
-            size_count=cfg.size_count,
-            vocab_size=shape.vocab_size,
-            d_model=shape.d_model,
-            num_layers=shape.num_layers,
-            num_heads=shape.num_heads,
-            d_ff=shape.d_ff,
             seq_len=cfg.seq_len,
             batch_size=batch,
             steps=steps,
-            lr=lr_for_width(shape.d_model, cfg.base_lr),
             warmup_steps=max(1, min(1000, round(0.05 * steps))),
-            flops_convention=cfg.flops_convention,
+            flops_convention=cfg.flops_convention if isinstance(sizes, GPTSizes) else "6n",
             flops_per_token=fpt,
-            n=groups.total,
-            n_non_embedding=groups.non_embedding,
+            n=n,
             seed=cfg.seed,
+            **sizes.spec_fields(key, target),
         )
     grid = sorted(specs.values(), key=lambda s: s.n)
     if len(grid) < 3:
@@ -298,22 +335,30 @@ def plan_budget(budget: float, cfg: PlanConfig) -> list[TrialSpec]:
     return grid
 
 
-def plan(budgets: Sequence[float] | PlanConfig, points_per_budget: int = 5, **options: Any) -> list[TrialSpec]:
+def plan(budgets: Sequence[float] | PlanConfig, points_per_budget: int = 5, *, sizes: Any = None,
+         **options: Any) -> list[TrialSpec]:
     """The whole sweep: every budget's grid, smallest budget first. Raises PlanError
-    before anything runs when any part of the request is infeasible."""
+    before anything runs when any part of the request is infeasible. ``sizes`` replaces the
+    reference GPT's shape rule (a ``CountedSizes`` for a user's model)."""
     cfg = budgets if isinstance(budgets, PlanConfig) else PlanConfig(
         budgets=tuple(budgets), points_per_budget=points_per_budget, **options
     )
-    return [spec for budget in cfg.budgets for spec in plan_budget(budget, cfg)]
+    return [spec for budget in cfg.budgets for spec in plan_budget(budget, cfg, sizes)]
+
+
+def _size_label(spec: TrialSpec) -> str:
+    if spec.is_reference_gpt:
+        return f"{spec.d_model}x{spec.num_layers}"
+    return f"{spec.extra['size_param']}={spec.extra['size_value']}"
 
 
 def format_plan(specs: Sequence[TrialSpec]) -> str:
     """The grid as a table a person can read, with the total FLOPs."""
-    header = f"{'budget':>9} {'N':>11} {'N_non_emb':>10} {'d x L':>9} {'D tokens':>11} {'D/N':>7} {'steps':>6} {'batch':>5} {'lr':>8} {'FLOPs':>9}"
+    header = f"{'budget':>9} {'N':>11} {'N_non_emb':>10} {'size':>9} {'D tokens':>11} {'D/N':>7} {'steps':>6} {'batch':>5} {'lr':>8} {'FLOPs':>9}"
     lines = [header, "-" * len(header)]
     for s in specs:
         lines.append(
-            f"{s.budget:9.2e} {s.n:11,d} {s.n_non_embedding:10,d} {f'{s.d_model}x{s.num_layers}':>9} "
+            f"{s.budget:9.2e} {s.n:11,d} {s.n_non_embedding:10,d} {_size_label(s):>9} "
             f"{s.tokens:11,d} {s.tokens / s.n:7.2f} {s.steps:6d} {s.batch_size:5d} {s.lr:8.2e} {s.flops:9.2e}"
         )
     total = sum(s.flops for s in specs)

@@ -59,6 +59,14 @@ def prepare_tokenizer(cfg: SweepConfig) -> tuple[str | None, int, str | None]:
     return tokenizer_json(tok), len(tok), tokenizer_fingerprint(tok)
 
 
+def _fingerprint(tokenizer_json: str | None) -> str | None:
+    if tokenizer_json is None:
+        return None
+    from flops_fit.examples.tinystories import tokenizer_fingerprint
+
+    return tokenizer_fingerprint(tokenizer_json)
+
+
 def _manifest(cfg: SweepConfig, specs: list[TrialSpec], fingerprint: str | None) -> dict[str, Any]:
     return {
         "plan": [s.to_dict() for s in specs],
@@ -136,16 +144,22 @@ def collect_rows(result_grid: Any, specs: list[TrialSpec]) -> list[dict[str, Any
     return rows
 
 
-def sweep(config: SweepConfig | None = None, *, preset: str | None = None, progress: bool = True, **overrides: Any):
+def sweep(config: SweepConfig | None = None, *, preset: str | None = None, progress: bool = True,
+          specs: list[TrialSpec] | None = None, workload: Any = None, **overrides: Any):
     """Run an IsoFLOP sweep on Ray and fit it; returns a :class:`flops_fit.report.Result`.
 
     ``sweep(preset="tiny")``, ``sweep(budgets=[1e12, 3e12, 1e13], points_per_budget=5)`` or
     ``sweep(config)``; any :class:`~flops_fit.config.SweepConfig` field is a keyword.
+    ``specs`` and ``workload`` come from ``flops_fit.find_optimal`` (a user's model).
     """
     cfg = resolve_config(config, preset, **overrides)
     run_dir = prepare_storage(cfg)
-    tokenizer_json, vocab_size, fingerprint = prepare_tokenizer(cfg)
-    specs = plan(cfg.plan_config(vocab_size))
+    if workload is None:
+        tokenizer_json, vocab_size, fingerprint = prepare_tokenizer(cfg)
+        specs = plan(cfg.plan_config(vocab_size))
+    else:
+        tokenizer_json = workload.data.tokenizer_json
+        fingerprint = _fingerprint(tokenizer_json)
     resuming = check_manifest(run_dir, _manifest(cfg, specs, fingerprint))
     out = sys.stdout if progress else open(os.devnull, "w")
     print(format_plan(specs), file=out)
@@ -153,7 +167,7 @@ def sweep(config: SweepConfig | None = None, *, preset: str | None = None, progr
 
     started_ray = _ensure_ray(cfg)
     try:
-        grid = _run_tuner(cfg, specs, run_dir, tokenizer_json, resuming, out if progress else None)
+        grid = _run_tuner(cfg, specs, run_dir, tokenizer_json, resuming, out if progress else None, workload)
     finally:
         if started_ray:
             import ray
@@ -167,7 +181,7 @@ def sweep(config: SweepConfig | None = None, *, preset: str | None = None, progr
 
 
 def _run_tuner(cfg: SweepConfig, specs: list[TrialSpec], run_dir: Path, tokenizer_json: str | None,
-               resuming: bool, stream) -> Any:
+               resuming: bool, stream, workload: Any = None) -> Any:
     from ray import tune
 
     from flops_fit.ray.progress import SweepProgress
@@ -178,7 +192,8 @@ def _run_tuner(cfg: SweepConfig, specs: list[TrialSpec], run_dir: Path, tokenize
     options = TrainOptions(threads=max(1, int(cfg.cpus_per_trial)), checkpoint_every_s=cfg.checkpoint_every_s,
                            compile=cfg.compile, faults=cfg.faults)
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial_on_worker, data=data, train_options=options, simulate=cfg.simulate),
+        tune.with_parameters(run_trial_on_worker, data=data, train_options=options, simulate=cfg.simulate,
+                             workload=workload),
         {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial},
     )
     callbacks = [SweepProgress(len(specs))] if stream is not None else []

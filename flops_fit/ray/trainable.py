@@ -59,6 +59,7 @@ def run_trial_on_worker(
     data: "DataOptions",
     train_options: "TrainOptions",
     simulate: dict[str, float] | None = None,
+    workload: Any = None,
 ) -> None:
     import ray
 
@@ -82,9 +83,10 @@ def run_trial_on_worker(
         if checkpoint is not None:
             with checkpoint.as_directory() as resume_dir:
                 outcome = run_trial(spec, data, train_options, resume_from=resume_dir,
-                                    save_checkpoint=save, checkpoint_root=scratch)
+                                    save_checkpoint=save, checkpoint_root=scratch, workload=workload)
         else:
-            outcome = run_trial(spec, data, train_options, save_checkpoint=save, checkpoint_root=scratch)
+            outcome = run_trial(spec, data, train_options, save_checkpoint=save, checkpoint_root=scratch,
+                                workload=workload)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     metrics = outcome.metrics
