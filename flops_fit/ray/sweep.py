@@ -19,6 +19,7 @@ from typing import Any
 
 from flops_fit.config import DataOptions, SweepConfig, TrainOptions, preset as get_preset
 from flops_fit.plan import PlanError, TrialSpec, format_plan, plan
+from flops_fit.ray.preflight import preflight
 from flops_fit.results import RESULTS_FILENAME, atomic_write_text, write_results
 
 MANIFEST = "sweep.json"
@@ -116,7 +117,22 @@ def _ensure_ray(cfg: SweepConfig) -> bool:
     except ConnectionError:
         # Embedded runtime: loopback only, no dashboard (DESIGN.md security basics).
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+        # Ray 2.60 rewrites _node_ip_address="127.0.0.1" to the machine's routable address
+        # (services.resolve_ip_for_localhost) unless ray_constants.ENABLE_RAY_CLUSTER is false,
+        # and its C++ servers bind loopback only when their node IP is exactly 127.0.0.1
+        # (GcsServer: node_ip_address == "127.0.0.1"), else 0.0.0.0/::. The flag is what
+        # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 sets at import; it is flipped for this call only
+        # (the node IP is fixed once the node runs), so a later ray.init(address=<cluster>) in
+        # this process still resolves its routable IP. tests/reliability/test_security.py
+        # checks every listening socket of the runtime's processes.
+        from ray._private import ray_constants
+
+        saved = ray_constants.ENABLE_RAY_CLUSTER
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        try:
+            ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+        finally:
+            ray_constants.ENABLE_RAY_CLUSTER = saved
     return True
 
 
@@ -157,6 +173,7 @@ def sweep(config: SweepConfig | None = None, *, preset: str | None = None, progr
     if workload is None:
         tokenizer_json, vocab_size, fingerprint = prepare_tokenizer(cfg)
         specs = plan(cfg.plan_config(vocab_size))
+        preflight(cfg, specs, tokenizer_json)  # data size, cache, source: before any trial starts
     else:
         tokenizer_json = workload.data.tokenizer_json
         fingerprint = _fingerprint(tokenizer_json)
