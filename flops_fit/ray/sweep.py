@@ -217,8 +217,11 @@ def _run_tuner(cfg: SweepConfig, specs: list[TrialSpec], run_dir: Path, tokenize
     tune_dir = str(run_dir)
     if resuming and tune.Tuner.can_restore(tune_dir):
         tuner = tune.Tuner.restore(tune_dir, trainable=trainable, resume_errored=True)
-        # Restored tuners keep their original callbacks out; progress is re-attached here.
-        tuner._local_tuner._run_config.callbacks = callbacks  # noqa: SLF001 (no public setter)
+        # Tuner.restore takes no callbacks: the pickled ones would count from the old run,
+        # so fresh progress is attached here (private attribute; no public setter exists).
+        local = getattr(tuner, "_local_tuner", None)
+        if local is not None:
+            local._run_config.callbacks = callbacks
     else:
         tuner = tune.Tuner(
             trainable,
