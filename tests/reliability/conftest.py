@@ -1,0 +1,33 @@
+"""Helpers for the reliability group: real processes, real Ray, real training, faults injected.
+
+Every test here proves one row of the README's "What survives what" table. Subprocess
+drivers get their own short ``RAY_TMPDIR``: ``ray.init(address="auto")`` (what ``sweep()``
+tries first) must not find another engineer's or another test's cluster, and Ray's Unix
+sockets live under that directory (108-byte path limit).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def ray_tmp():
+    d = Path(tempfile.mkdtemp(prefix="ffr", dir="/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def smoke_cache(tmp_path_factory) -> Path:
+    """A token cache holding the smoke preset's tokenizer, trained once for the group."""
+    from flops_fit.config import preset
+    from flops_fit.ray.sweep import prepare_tokenizer
+
+    cache = tmp_path_factory.mktemp("rel_cache")
+    prepare_tokenizer(preset("smoke").replace(cache_dir=str(cache)))
+    return cache
