@@ -1,0 +1,145 @@
+"""A known scaling law and IsoFLOP sweeps simulated from it.
+
+Used by the fit tests (recovery and interval calibration need a ground truth) and by the
+sweep engine's "simulate" mode, where a trial returns the loss of a known law plus noise
+instead of training a model. numpy and pandas only.
+
+The law is Chinchilla's parametric form (Hoffmann et al. 2022, eq. 2)::
+
+    L(N, D) = E + A / N^alpha + B / D^beta
+
+and its compute-optimal frontier under C = 6·N·D (Hoffmann et al. 2022, eq. 4; the G
+notation as in Besiroglu et al. 2024, "Chinchilla Scaling: A replication attempt")::
+
+    G = (alpha·A / (beta·B))^(1/(alpha+beta))
+    N_opt(C) = G · (C/6)^(beta/(alpha+beta)),   D_opt(C) = G^-1 · (C/6)^(alpha/(alpha+beta))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from flops_fit.accounting import ASPECT_RATIO
+
+
+@dataclass(frozen=True)
+class ScalingLaw:
+    """L(N, D) = E + A/N^alpha + B/D^beta (N parameters, D training tokens)."""
+
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+
+    def __post_init__(self) -> None:
+        for name in ("E", "A", "B", "alpha", "beta"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"ScalingLaw.{name} must be a positive finite number, got {value!r}")
+
+    def loss(
+        self,
+        n: float | np.ndarray,
+        d: float | np.ndarray,
+        rng: np.random.Generator | int | None = None,
+        noise: float = 0.0,
+    ) -> float | np.ndarray:
+        """The law's loss, times exp(noise·z), z ~ N(0, 1), when ``noise`` > 0.
+
+        Multiplicative log-normal noise: seed-to-seed spread of a final loss is roughly
+        proportional to the loss, and the Approach 3 fit works on log L, where this noise is
+        additive and Gaussian. ``noise=0.01`` is ~1% scatter.
+        """
+        if noise < 0:
+            raise ValueError(f"noise must be >= 0, got {noise}")
+        n_arr = np.asarray(n, dtype=float)
+        d_arr = np.asarray(d, dtype=float)
+        out = self.E + self.A * n_arr ** (-self.alpha) + self.B * d_arr ** (-self.beta)
+        if noise > 0:
+            gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+            out = out * np.exp(noise * gen.standard_normal(np.shape(out)))
+        return float(out) if np.ndim(out) == 0 else out
+
+    # --- compute-optimal frontier under C = 6·N·D ---------------------------------------
+    @property
+    def a(self) -> float:
+        """Exponent of N_opt ∝ C^a."""
+        return self.beta / (self.alpha + self.beta)
+
+    @property
+    def b(self) -> float:
+        """Exponent of D_opt ∝ C^b."""
+        return self.alpha / (self.alpha + self.beta)
+
+    @property
+    def G(self) -> float:
+        return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
+
+    def n_opt(self, flops: float | np.ndarray) -> float | np.ndarray:
+        return self.G * (np.asarray(flops, dtype=float) / 6.0) ** self.a
+
+    def d_opt(self, flops: float | np.ndarray) -> float | np.ndarray:
+        return (np.asarray(flops, dtype=float) / 6.0) ** self.b / self.G
+
+    def loss_opt(self, flops: float | np.ndarray) -> float | np.ndarray:
+        return self.loss(self.n_opt(flops), self.d_opt(flops))
+
+
+#: Hoffmann et al. 2022 (Chinchilla), Approach 3 as published.
+CHINCHILLA = ScalingLaw(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
+#: Besiroglu et al. 2024's refit of the Chinchilla data (their Table 1).
+BESIROGLU = ScalingLaw(E=1.82, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658)
+
+
+def simulate_isoflop(
+    budgets: Sequence[float],
+    points_per_budget: int = 9,
+    noise: float = 0.005,
+    seed: int | None = 0,
+    law: ScalingLaw = CHINCHILLA,
+    span: float = 0.5,
+    centre_offset: float = 0.0,
+) -> pd.DataFrame:
+    """An IsoFLOP sweep drawn from ``law``: a DataFrame shaped like the results table.
+
+    Per budget C, ``points_per_budget`` model sizes spaced log-evenly over
+    ``N_opt(C) · 10^[-span, +span]`` (``span`` in decades), shifted by ``centre_offset``
+    decades (to put the true optimum off-centre or past the edge of the grid); tokens
+    D = C / (6N). Every row has status "ok". Architecture columns are filled with a
+    plausible shape (d_model ≈ 64·layers, ~12·d² parameters per layer) so the table passes
+    ``results.write_results``; only ``n``, ``tokens``, ``budget`` and ``loss`` carry meaning.
+    """
+    if points_per_budget < 1:
+        raise ValueError("points_per_budget must be >= 1")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, budget in enumerate(float(c) for c in budgets):
+        centre = math.log10(law.n_opt(budget)) + centre_offset
+        for j, log_n in enumerate(np.linspace(centre - span, centre + span, points_per_budget)):
+            n = int(round(10**log_n))
+            tokens = int(round(budget / (6.0 * n)))
+            layers = max(1, round((n / (12.0 * ASPECT_RATIO**2)) ** (1.0 / 3.0)))
+            rows.append(
+                {
+                    "trial_id": f"sim_{i:02d}_{j:02d}",
+                    "budget": budget,
+                    "n": n,
+                    "n_non_embedding": n,
+                    "n_matmul": n,
+                    "d_model": ASPECT_RATIO * layers,
+                    "num_layers": layers,
+                    "tokens": tokens,
+                    "flops": 6.0 * n * tokens,
+                    "flops_convention": "6n",
+                    "loss": float(law.loss(n, tokens, rng=rng, noise=noise)),
+                    "status": "ok",
+                    "seed": seed,
+                }
+            )
+    return pd.DataFrame(rows)
