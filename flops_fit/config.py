@@ -146,16 +146,17 @@ class TrainOptions:
 def tiny() -> SweepConfig:
     """CPU, offline sample, a whole sweep in a few minutes on 2 cores, enough for a fit.
 
-    Small BPE vocabulary and short context keep the output head from swamping tiny models;
-    the attention-inclusive FLOPs convention budgets what these models really compute (their
-    token table is a lookup, not FLOPs), as in the calibration of NOTES-ray-hf.md.
+    Small BPE vocabulary and short context keep the output head from swamping tiny models.
+    Budgets use Chinchilla's 6·N·D with N = all parameters, the same convention as Approach
+    3's frontier, so both fits speak the same units (``--flops-convention attention`` budgets
+    the compute these models really spend instead; every convention is recorded either way).
     """
     return SweepConfig(
         budgets=(3e11, 1e12, 3e12),
         points_per_budget=5,
         tokens_per_param=10.0,
         span=12.0,
-        flops_convention="attention",
+        flops_convention="6n",
         seq_len=128,
         vocab_size=2048,
         min_steps=50,

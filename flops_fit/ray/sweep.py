@@ -101,7 +101,12 @@ def launch_order(specs: list[TrialSpec]) -> list[TrialSpec]:
 
 
 def _ensure_ray(cfg: SweepConfig) -> bool:
-    """Attach to a cluster (address= or $RAY_ADDRESS) or start Ray in-process on loopback."""
+    """Attach to a cluster (address= or $RAY_ADDRESS; "auto" is the one `ray start` runs on
+    this machine, as under `ray submit`) or start a private Ray in-process on loopback.
+
+    A private runtime is the default even when some cluster runs on this machine: a sweep
+    must not land on a stale or foreign cluster by accident.
+    """
     import ray
 
     if ray.is_initialized():
@@ -111,28 +116,25 @@ def _ensure_ray(cfg: SweepConfig) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False)
         return True
-    try:
-        # A cluster started with `ray start` on this machine (what `ray submit` runs under).
-        ray.init(address="auto", log_to_driver=False)
-    except ConnectionError:
-        # Embedded runtime: loopback only, no dashboard (DESIGN.md security basics).
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        # Ray 2.60 rewrites _node_ip_address="127.0.0.1" to the machine's routable address
-        # (services.resolve_ip_for_localhost) unless ray_constants.ENABLE_RAY_CLUSTER is false,
-        # and its C++ servers bind loopback only when their node IP is exactly 127.0.0.1
-        # (GcsServer: node_ip_address == "127.0.0.1"), else 0.0.0.0/::. The flag is what
-        # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 sets at import; it is flipped for this call only
-        # (the node IP is fixed once the node runs), so a later ray.init(address=<cluster>) in
-        # this process still resolves its routable IP. tests/reliability/test_security.py
-        # checks every listening socket of the runtime's processes.
-        from ray._private import ray_constants
+    # Embedded runtime: loopback only, no dashboard (DESIGN.md security basics).
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Ray 2.60 rewrites _node_ip_address="127.0.0.1" to the machine's routable address
+    # (services.resolve_ip_for_localhost) unless ray_constants.ENABLE_RAY_CLUSTER is false,
+    # and its C++ servers bind loopback only when their node IP is exactly 127.0.0.1
+    # (GcsServer: node_ip_address == "127.0.0.1"), else 0.0.0.0/::. The flag is what
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 sets at import; it is flipped for this call only
+    # (the node IP is fixed once the node runs), so a later ray.init(address=<cluster>) in
+    # this process still resolves its routable IP. tests/reliability/test_security.py
+    # checks every listening socket of the runtime's processes.
+    from ray._private import ray_constants
 
-        saved = ray_constants.ENABLE_RAY_CLUSTER
-        ray_constants.ENABLE_RAY_CLUSTER = False
-        try:
-            ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-        finally:
-            ray_constants.ENABLE_RAY_CLUSTER = saved
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        # address="local": never Ray's default of joining the last `ray start` cluster here.
+        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
     return True
 
 
