@@ -172,8 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (PlanError, ValueError, FileNotFoundError, PermissionError) as exc:
-        print(f"flops-fit: error: {exc}", file=sys.stderr)
+    except (PlanError, ValueError, OSError) as exc:  # OSError: unreachable hub, unreadable files
+        print(f"flops-fit: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("flops-fit: interrupted; rerun the same command to resume", file=sys.stderr)

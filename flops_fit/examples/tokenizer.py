@@ -226,9 +226,9 @@ def resolve_tokenizer(source: Any, cache_dir: str | os.PathLike[str] | None = No
         try:
             fp = json.loads((recipes / f"{rid}.json").read_text())["fingerprint"]
             text = (cache / "tokenizers" / fp / "tokenizer.json").read_text(encoding="utf-8")
-        except (OSError, ValueError, KeyError, TypeError):
+            tok = DataTokenizer.from_json(text, EOS_TOKEN)
+        except Exception:  # unreadable, or unparsable (tokenizers raises a bare Exception): retrain
             return None
-        tok = DataTokenizer.from_json(text, EOS_TOKEN)
         return tok if tok.fingerprint == fp else None  # edited or corrupted: retrain
 
     if (tok := cached()) is not None:

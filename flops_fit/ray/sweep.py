@@ -19,8 +19,11 @@ from typing import Any
 
 from flops_fit.config import DataOptions, SweepConfig, TrainOptions, preset as get_preset
 from flops_fit.plan import PlanError, TrialSpec, format_plan, plan
-from flops_fit.ray.preflight import preflight
-from flops_fit.results import RESULTS_FILENAME, atomic_write_text, write_results
+from flops_fit.examples.tokenizer import default_cache_dir
+from flops_fit.ray.preflight import check_cache_writable, preflight
+from flops_fit.results import RESULTS_FILENAME, SCHEMA, atomic_write_text, write_results
+
+RESULT_COLUMNS = frozenset(SCHEMA.names)
 
 MANIFEST = "sweep.json"
 
@@ -152,7 +155,8 @@ def collect_rows(result_grid: Any, specs: list[TrialSpec]) -> list[dict[str, Any
                        error=str(result.error or "trial ended without a final report")[:4000],
                        node_id=metrics.get("node_id"))
         else:
-            row = {k: v for k, v in metrics.items() if k != SPEC_ID}
+            row = {**spec.record(), "loss": None, "error": None}  # reported metrics omit None values
+            row.update((k, v) for k, v in metrics.items() if k in RESULT_COLUMNS)
             row["trial_id"] = metrics.get(SPEC_ID, spec.trial_id)
         by_id[spec.trial_id] = row
     rows = []
@@ -173,6 +177,8 @@ def sweep(config: SweepConfig | None = None, *, preset: str | None = None, progr
     cfg = resolve_config(config, preset, **overrides)
     run_dir = prepare_storage(cfg)
     if workload is None:
+        if cfg.simulate is None:  # before the tokenizer is trained into it
+            check_cache_writable(default_cache_dir(cfg.cache_dir).resolve())
         tokenizer_json, vocab_size, fingerprint = prepare_tokenizer(cfg)
         specs = plan(cfg.plan_config(vocab_size))
         preflight(cfg, specs, tokenizer_json)  # data size, cache, source: before any trial starts

@@ -1,0 +1,64 @@
+"""Simulation mode: trials return a known law's losses through the same Ray path, and the
+fit of the gathered table recovers that law."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from flops_fit.config import SweepConfig
+from flops_fit.synthetic import ScalingLaw
+
+LAW = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Chinchilla (Hoffmann et al. 2022)
+
+
+def test_a_simulated_sweep_through_ray_recovers_the_law(ray_session, tmp_path):
+    from flops_fit.ray import sweep
+
+    cfg = SweepConfig(
+        budgets=(1e18, 1e19, 1e20, 1e21), points_per_budget=9, span=12.0, vocab_size=32000, seq_len=1024,
+        simulate={**LAW, "noise": 0.003}, storage_path=str(tmp_path), name="sim", n_boot=50,
+    )
+    result = sweep(cfg, progress=False)
+    truth = ScalingLaw(**LAW)
+    assert (result.results["status"] == "ok").all() and len(result.results) >= 30
+    p = result.parametric
+    assert abs(p.alpha - truth.alpha) < 0.03 and abs(p.beta - truth.beta) < 0.03
+    assert abs(p.a - truth.a) < 0.02
+    assert abs(result.isoflop.a - truth.a) < 0.03
+    # the files a sweep promises sit beside the table
+    for name in ("results.parquet", "fits.json", "table.txt", "isoflop.png", "frontier.png"):
+        assert (tmp_path / "sim" / name).stat().st_size > 0
+
+
+def test_cli_simulate_then_fit_and_predict_from_the_saved_table(tmp_path):
+    run = [sys.executable, "-m", "flops_fit.cli"]
+    common = ["--storage-path", str(tmp_path), "--name", "cli", "--budgets", "1e18", "1e19", "1e20",
+              "--points-per-budget", "7", "--vocab-size", "32000", "--seq-len", "1024", "--n-boot", "20",
+              "--simulate", "--simulate-noise", "0.003"]
+    done = subprocess.run(run + ["sweep", "--preset", "tiny", *common], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Compute-optimal" in done.stdout
+    fit = subprocess.run(run + ["fit", str(tmp_path / "cli"), "--n-boot", "20"], capture_output=True, text=True,
+                         timeout=300)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    pred = subprocess.run(run + ["predict", str(tmp_path / "cli" / "results.parquet"), "--flops", "1e21", "1e24",
+                                 "--n-boot", "20"], capture_output=True, text=True, timeout=300)
+    assert pred.returncode == 0, pred.stderr[-3000:]
+    lines = [l for l in pred.stdout.splitlines() if l.startswith("C=")]
+    assert len(lines) == 2 and "N=" in lines[0] and "D=" in lines[0]
+    assert "extrapolat" in lines[1].lower()  # 1e24 is four decades past the largest budget
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["fit", "/nonexistent/sweep"], "no results table"),
+    (["predict", "/nonexistent/sweep", "--flops", "1e21"], "no results table"),
+    (["sweep", "--preset", "huge"], "unknown preset 'huge'"),
+    (["plan", "--budgets", "1e12", "-1"], "positive finite"),
+])
+def test_cli_errors_are_one_line(argv, message):
+    done = subprocess.run([sys.executable, "-m", "flops_fit.cli", *argv], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
