@@ -448,8 +448,12 @@ def fit_parametric(
     def run(idx: np.ndarray, starts: np.ndarray) -> ParametricFit:
         data = (ln_n[idx], ln_d[idx], ln_l[idx])
         th, f, ok = _lbfgs(starts, data, delta, reduction, lbfgs_options)
-        return ParametricFit(math.exp(th[2]), math.exp(th[0]), math.exp(th[1]), float(th[3]),
-                             float(th[4]), f, ok, idx.size)
+        # Unbounded L-BFGS can wander off on data the law does not describe (a few noisy
+        # points): e, a, b past exp's range give inf, and such a fit is not converged.
+        with np.errstate(over="ignore"):
+            E, A, B = (float(np.exp(th[i])) for i in (2, 0, 1))
+        ok = ok and all(math.isfinite(v) for v in (E, A, B))
+        return ParametricFit(E, A, B, float(th[3]), float(th[4]), f, ok, idx.size)
 
     everything = np.arange(ln_l.size)
     data = (ln_n, ln_d, ln_l)

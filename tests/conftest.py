@@ -21,8 +21,10 @@ def ray_session():
     """A real local Ray runtime shared by every integration test."""
     import ray
 
+    from flops_fit.ray.sweep import start_private_ray
+
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        start_private_ray(num_cpus=2)  # loopback only, as sweep() starts it
     yield ray
     ray.shutdown()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -30,23 +31,40 @@ def _env() -> dict[str, str]:
     return env
 
 
+def stop_cluster(marker: str) -> None:
+    """Kill this cluster's processes only: ``ray stop`` would kill every Ray process on the
+    machine, including the test session's own runtime. Every process of a node started with
+    ``--temp-dir=D`` names D on its command line."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
+
+
 @pytest.fixture
 def two_node_cluster(tmp_path):
-    """Head + one worker node, one CPU each, loopback only. The worker gets its own temp dir:
-    on one machine a shared one lets a node garbage-collect the other's job directory."""
+    """Head + one worker node, one CPU each, loopback only, each with its own temp dir: on one
+    machine a shared one lets a node garbage-collect the other's job directory."""
     gcs, dash = _free_port(), _free_port()
-    env = _env()
+    env = {**_env(), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # keep 127.0.0.1 (see sweep.start_private_ray)
+    head_tmp, worker_tmp = tmp_path / "ray_head", tmp_path / "ray_worker"
     head = [RAY, "start", "--head", f"--port={gcs}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
-            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}"]
+            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+            f"--temp-dir={head_tmp}"]
     worker = [RAY, "start", f"--address=127.0.0.1:{gcs}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
-              f"--temp-dir={tmp_path / 'ray_worker'}"]
+              f"--temp-dir={worker_tmp}"]
     try:
         subprocess.run(head, check=True, env=env, capture_output=True, timeout=120)
         subprocess.run(worker, check=True, env=env, capture_output=True, timeout=120)
         yield f"http://127.0.0.1:{dash}"
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
-        shutil.rmtree(tmp_path / "ray_worker", ignore_errors=True)
+        for temp in (worker_tmp, head_tmp):
+            stop_cluster(str(temp))
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.mark.slow

@@ -118,7 +118,15 @@ def _ensure_ray(cfg: SweepConfig) -> bool:
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)
-        return True
+    else:
+        start_private_ray()
+    return True
+
+
+def start_private_ray(num_cpus: int | None = None) -> None:
+    """A Ray runtime of this process alone: loopback only, no dashboard."""
+    import ray
+
     # Embedded runtime: loopback only, no dashboard (DESIGN.md security basics).
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # Ray 2.60 rewrites _node_ip_address="127.0.0.1" to the machine's routable address
@@ -135,10 +143,10 @@ def _ensure_ray(cfg: SweepConfig) -> bool:
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         # address="local": never Ray's default of joining the last `ray start` cluster here.
-        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 log_to_driver=False)
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved
-    return True
 
 
 def collect_rows(result_grid: Any, specs: list[TrialSpec]) -> list[dict[str, Any]]:
