@@ -291,6 +291,10 @@ class ParametricFit:
 
     @property
     def G(self) -> float:
+        """NaN unless α, β > 0: otherwise the law has no compute-optimal frontier (and a
+        negative base to a fractional power would be complex)."""
+        if not (self.alpha > 0 and self.beta > 0):
+            return math.nan
         return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
 
     def n_opt(self, flops: float | np.ndarray) -> float | np.ndarray:
@@ -452,7 +456,7 @@ def fit_parametric(
         # points): e, a, b past exp's range give inf, and such a fit is not converged.
         with np.errstate(over="ignore"):
             E, A, B = (float(np.exp(th[i])) for i in (2, 0, 1))
-        ok = ok and all(math.isfinite(v) for v in (E, A, B))
+        ok = ok and all(math.isfinite(v) for v in (E, A, B)) and th[3] > 0 and th[4] > 0
         return ParametricFit(E, A, B, float(th[3]), float(th[4]), f, ok, idx.size)
 
     everything = np.arange(ln_l.size)
