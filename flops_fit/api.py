@@ -166,6 +166,24 @@ def probe(workload: UserWorkload, spec: TrialSpec) -> int:
     return int(x.shape[1])
 
 
+def ship_by_value(*objects: Any) -> None:
+    """Let Ray workers unpickle a user's classes and functions whose module they cannot import
+    (a script's neighbour module, a test file): register such modules to be pickled by value.
+    Installed packages (site-packages) and ``__main__`` (already by value) are left alone."""
+    import sys
+
+    from ray import cloudpickle
+
+    for obj in objects:
+        module = sys.modules.get(getattr(type(obj) if not callable(obj) else obj, "__module__", "") or "")
+        path = getattr(module, "__file__", None) or ""
+        if module is None or module.__name__ == "__main__" or "site-packages" in path or not path:
+            continue
+        if module.__name__.split(".")[0] in ("flops_fit", "torch", "numpy"):
+            continue
+        cloudpickle.register_pickle_by_value(module)
+
+
 def find_optimal(
     model_cls: Callable[..., Any],
     model_size_param: str,
@@ -207,4 +225,5 @@ def find_optimal(
         cfg = cfg.replace(seq_len=int(torch.as_tensor(train[0][0]).shape[-1]))
     specs = plan(cfg.plan_config(), sizes=CountedSizes(cfg.plan_config(), model_size_param, counts))
     probe(workload, specs[0])
+    ship_by_value(model_cls, loss_fn, dataset)
     return sweep(cfg, specs=specs, workload=workload, progress=progress)

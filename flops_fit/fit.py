@@ -468,7 +468,9 @@ def fit_parametric(
         for _ in range(n_boot):
             idx = rng.choice(everything, size=everything.size, replace=True)
             sub = (ln_n[idx], ln_d[idx], ln_l[idx])
-            starts = np.vstack([fit.theta, _best_starts(sub, boot_top_k, delta, reduction)])
+            grid_starts = _best_starts(sub, boot_top_k if fit.converged else (top_k or 32), delta, reduction)
+            # Warm start from the point estimate only when it is a real optimum.
+            starts = np.vstack([fit.theta, grid_starts]) if fit.converged else grid_starts
             refit = run(idx, starts)
             if refit.converged:
                 draws.append(refit)

@@ -28,7 +28,7 @@ def smoke_sweep(ray_session, tmp_path_factory):
 def test_every_planned_trial_lands_in_the_results_table(smoke_sweep):
     cfg, result, diverging = smoke_sweep
     table = read_results(f"{cfg.storage_path}/{cfg.name}")
-    specs = plan(cfg.plan_config(table["vocab_size"].iloc[0]))
+    specs = plan(cfg.plan_config(int(table["vocab_size"].iloc[0])))
     assert sorted(table["trial_id"]) == sorted(s.trial_id for s in specs)
     ok = table[table["status"] == "ok"]
     assert len(ok) == len(specs) - 1
