@@ -1,0 +1,155 @@
+"""Measured hardware speed: the matmul peak, a trial's training throughput, a sweep's wall time.
+
+Used by ``benchmarks/`` (model FLOPs utilisation = FLOPs per token x tokens/s / peak, with
+the peak measured in the same process and thread count) and by ``flops-fit plan`` to print a
+sweep's expected wall time before anything runs. torch is imported lazily, so importing this
+module (as the planner does) costs nothing until a probe runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Iterable, Sequence
+
+#: Fixed cost of one trial on a Ray worker (actor start, torch + dynamo import, data open,
+#: report, eval, idle slot time): 4.5 s with reused actors, 18 s without (bench_sweep.py, RESULTS.md).
+TRIAL_OVERHEAD_S = 4.5
+
+
+def _setup(threads: int | None, device: str | None):
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return torch, dev
+
+
+def matmul_peak_flops(threads: int | None = None, dtype: Any = None, *, n: int | None = None,
+                      repeats: int = 5, device: str | None = None) -> float:
+    """Best observed FLOP/s of an n x n x n matmul (2·n³ FLOPs) on ``threads`` threads.
+
+    ``dtype`` defaults to float32 on CPU and bfloat16 on CUDA (what the trainer computes in).
+    The best of ``repeats`` timings is the peak: load from other processes only slows runs down.
+    """
+    torch, dev = _setup(threads, device)
+    dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    n = n or (8192 if dev.type == "cuda" else 1024)
+    a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
+    inner = 10 if dev.type == "cuda" else 3
+    best = math.inf
+    for i in range(repeats + 1):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            torch.mm(a, b)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        if i:  # the first round warms caches and thread pools
+            best = min(best, (time.perf_counter() - t0) / inner)
+    return 2.0 * n**3 / best
+
+
+def _shape_of(spec_or_shape: Any):
+    """A TrialSpec, a ModelShape or a GPTConfig -> (GPTConfig, default batch, default seq_len)."""
+    from flops_fit.accounting import ModelShape
+    from flops_fit.examples.gpt import GPTConfig
+
+    if isinstance(spec_or_shape, GPTConfig):
+        return spec_or_shape, None, spec_or_shape.max_seq_len
+    shape = spec_or_shape if isinstance(spec_or_shape, ModelShape) else spec_or_shape.shape
+    return GPTConfig.from_shape(shape), getattr(spec_or_shape, "batch_size", None), shape.max_seq_len
+
+
+def probe_tokens_per_s(spec_or_shape: Any, batch_size: int | None = None, seq_len: int | None = None, *,
+                       steps: int = 6, warmup: int = 2, threads: int | None = None,
+                       device: str | None = None, compile: bool = False, detail: bool = False):
+    """Training tokens/s of one model shape: ``steps`` timed AdamW steps on random tokens,
+    after ``warmup`` untimed ones, with the trainer's own step (``flops_fit.train.train_step``).
+
+    Returns tokens/s, or with ``detail=True`` a dict that also splits the time into
+    forward, backward and optimizer (each phase synchronised, so slightly pessimistic).
+    """
+    from flops_fit import train as train_mod
+
+    torch, dev = _setup(threads, device)
+    config, spec_batch, spec_seq = _shape_of(spec_or_shape)
+    B, T = batch_size or spec_batch or 16, seq_len or spec_seq
+    from flops_fit.examples.gpt import GPT
+
+    torch.manual_seed(0)
+    model = GPT(config).to(dev)
+    optimizer = train_mod.make_optimizer(model, dev, weight_decay=0.1, lr=1e-3)
+    step_fn = torch.compile(model) if compile else model
+    x = torch.randint(0, config.vocab_size, (B, T), device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    autocast = train_mod._autocast(dev)
+    for _ in range(warmup):
+        train_mod.train_step(step_fn, optimizer, x, autocast)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = train_mod.train_step(step_fn, optimizer, x, autocast)
+    float(loss)
+    sync()
+    elapsed = time.perf_counter() - t0
+    tps = steps * B * T / elapsed
+    if not detail:
+        return tps
+    phases = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+    for _ in range(steps):
+        t = time.perf_counter()
+        with autocast():
+            _, loss = step_fn(x, labels=x)
+        sync(); t1 = time.perf_counter()  # noqa: E702
+        loss.backward()
+        sync(); t2 = time.perf_counter()  # noqa: E702
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sync(); t3 = time.perf_counter()  # noqa: E702
+        phases["forward"] += t1 - t; phases["backward"] += t2 - t1; phases["optimizer"] += t3 - t2  # noqa: E702
+    total = sum(phases.values())
+    return {"tokens_per_s": tps, "step_s": elapsed / steps, "batch_size": B, "seq_len": T,
+            **{f"frac_{k}": v / total for k, v in phases.items()}}
+
+
+def estimate_sweep_seconds(specs: Sequence[Any], cpus_per_trial: float = 1.0, slots: int | None = None, *,
+                           tokens_per_s: dict[Any, float] | None = None, overhead_s: float = TRIAL_OVERHEAD_S,
+                           probe_steps: int = 3) -> dict[str, Any]:
+    """Expected wall time of a sweep, from a quick throughput probe of each distinct shape.
+
+    Each trial costs ``overhead_s + tokens / tokens_per_s(shape, batch)``; trials are packed
+    longest first onto ``slots`` slots (default: CPUs // cpus_per_trial), the rule the
+    driver launches by, so the makespan is the LPT schedule's. ``tokens_per_s`` may supply
+    measured rates keyed by (d_model, num_layers, batch_size, seq_len) to skip probing.
+    """
+    import os
+
+    slots = slots or max(1, int((os.cpu_count() or 1) // cpus_per_trial))
+    rates = dict(tokens_per_s or {})
+    per_trial = []
+    for s in specs:
+        key = (s.d_model, s.num_layers, s.batch_size, s.seq_len)
+        if key not in rates:
+            rates[key] = probe_tokens_per_s(s, steps=probe_steps, warmup=1, threads=max(1, int(cpus_per_trial)))
+        per_trial.append(overhead_s + s.tokens / rates[key])
+    finish = [0.0] * slots
+    for t in sorted(per_trial, reverse=True):  # LPT: each trial to the earliest-free slot
+        i = finish.index(min(finish))
+        finish[i] += t
+    flops = sum(s.flops for s in specs)
+    return {"trials": len(specs), "slots": slots, "total_flops": flops, "trial_seconds": sum(per_trial),
+            "makespan_s": max(finish) if specs else 0.0, "per_trial_s": per_trial}
+
+
+def format_estimate(est: dict[str, Any]) -> str:
+    """One line for ``flops-fit plan``."""
+    return (f"estimated: {est['total_flops']:.3e} FLOPs, {est['trial_seconds']:.0f} trial-seconds, "
+            f"about {est['makespan_s']:.0f} s wall on {est['slots']} slot(s) (from a throughput probe)")
+
+
+def median(values: Iterable[float]) -> float:
+    v = sorted(values)
+    return v[len(v) // 2] if len(v) % 2 else 0.5 * (v[len(v) // 2 - 1] + v[len(v) // 2])
