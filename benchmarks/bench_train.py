@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, nargs="+", default=None)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--compile", action="store_true", help="torch.compile the model (default on CUDA)")
+    p.add_argument("--only", nargs="+", default=None, help="cases whose label contains one of these words")
     args = p.parse_args(argv)
 
     import torch
@@ -94,6 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     cuda = torch.cuda.is_available()
     cases = QUICK if args.quick else FULL
+    if args.only:
+        cases = [c for c in cases if any(w in c[0] for w in args.only)]
     threads_list = args.threads or ([1] if args.quick else [1, 2])
     repeats = args.repeats or (1 if args.quick else 3)
     steps = 2 if args.quick else 6
