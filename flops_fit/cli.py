@@ -90,7 +90,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from flops_fit.plan import format_plan, plan
 
     cfg = config_from_args(args)
-    print(format_plan(plan(cfg.plan_config())))
+    specs = plan(cfg.plan_config())
+    print(format_plan(specs))
+    if args.estimate:
+        import os
+
+        from flops_fit.throughput import estimate_sweep_seconds, format_estimate
+
+        slots = cfg.max_concurrent_trials or max(1, int((os.cpu_count() or 1) // cfg.cpus_per_trial))
+        print(format_estimate(estimate_sweep_seconds(specs, cfg.cpus_per_trial, slots)))
     return 0
 
 
@@ -149,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("plan", help="print the IsoFLOP grid a sweep would run")
     add_config_flags(p)
+    p.add_argument("--estimate", action="store_true",
+                   help="also time a short training probe here and estimate the sweep's wall time")
     p.set_defaults(func=cmd_plan)
     p = sub.add_parser("sweep", help="run the sweep on Ray, write results.parquet, fit and plot")
     add_config_flags(p)

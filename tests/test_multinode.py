@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import tempfile
 import subprocess
 import sys
 from pathlib import Path
@@ -45,25 +46,42 @@ def stop_cluster(marker: str) -> None:
             continue
 
 
+# `ray start` cannot put a second node on loopback: Ray rewrites 127.0.0.1 to the machine's
+# address (and listens on all interfaces) unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, and with
+# that set the CLI refuses worker nodes. ray.cluster_utils.Cluster starts the same processes
+# (GCS, raylet, object store, agents, dashboard) per node without that check, so both nodes
+# stay on 127.0.0.1. It runs in its own process, which the test ends when done.
+CLUSTER = """
+import sys, time
+from ray.cluster_utils import Cluster
+head_tmp, worker_tmp, dash = sys.argv[1], sys.argv[2], int(sys.argv[3])
+cluster = Cluster(initialize_head=True, head_node_args=dict(
+    num_cpus=1, node_ip_address="127.0.0.1", temp_dir=head_tmp, include_dashboard=True,
+    dashboard_host="127.0.0.1", dashboard_port=dash))
+cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", temp_dir=worker_tmp)
+cluster.wait_for_nodes()
+print("ready", flush=True)
+sys.stdin.read()  # until the test closes it
+"""
+
+
 @pytest.fixture
-def two_node_cluster(tmp_path):
-    """Head + one worker node, one CPU each, loopback only, each with its own temp dir: on one
-    machine a shared one lets a node garbage-collect the other's job directory."""
-    gcs, dash = _free_port(), _free_port()
-    env = {**_env(), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # keep 127.0.0.1 (see sweep.start_private_ray)
-    head_tmp, worker_tmp = tmp_path / "ray_head", tmp_path / "ray_worker"
-    head = [RAY, "start", "--head", f"--port={gcs}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
-            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-            f"--temp-dir={head_tmp}"]
-    worker = [RAY, "start", f"--address=127.0.0.1:{gcs}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
-              f"--temp-dir={worker_tmp}"]
+def two_node_cluster():
+    """Head + one worker node, one CPU each, on 127.0.0.1, each with its own temp dir (on one
+    machine a shared one lets a node garbage-collect the other's job directory)."""
+    dash = _free_port()
+    env = {**_env(), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    # Short paths: Ray's unix sockets live under the temp dir and must fit in 107 bytes.
+    head_tmp, worker_tmp = (tempfile.mkdtemp(prefix=f"ff{role}", dir="/tmp") for role in ("h", "w"))
+    proc = subprocess.Popen([sys.executable, "-c", CLUSTER, head_tmp, worker_tmp, str(dash)], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        subprocess.run(head, check=True, env=env, capture_output=True, timeout=120)
-        subprocess.run(worker, check=True, env=env, capture_output=True, timeout=120)
+        assert proc.stdout.readline().strip() == "ready", "the two-node cluster did not start"
         yield f"http://127.0.0.1:{dash}"
     finally:
+        proc.kill()
         for temp in (worker_tmp, head_tmp):
-            stop_cluster(str(temp))
+            stop_cluster(temp)
             shutil.rmtree(temp, ignore_errors=True)
 
 
