@@ -8,13 +8,20 @@ so a trial whose worker dies is rescheduled from its last one (``FailureConfig``
 A diverged trial returns normally with ``status="diverged"``: retrying a non-finite loss
 with the same seed would diverge again, so it is recorded, not retried. Any exception
 propagates and Tune retries the trial up to ``max_failures`` times.
+
+A finished trial writes its final record to ``<record_dir>/<trial_id>.json`` (atomically,
+before reporting it). Tune snapshots its experiment state at most every ~10 s, so a driver
+killed shortly after a trial finished restores that trial as unfinished and starts it again;
+the trial then finds its record and reports it instead of training again.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ray import tune
@@ -60,6 +67,7 @@ def run_trial_on_worker(
     train_options: "TrainOptions",
     simulate: dict[str, float] | None = None,
     workload: Any = None,
+    record_dir: str | None = None,
 ) -> None:
     import ray
 
@@ -67,6 +75,10 @@ def run_trial_on_worker(
     node_id = ray.get_runtime_context().get_node_id()
     if simulate is not None:
         tune.report(_clean({**simulate_trial(spec, simulate), "node_id": node_id}))
+        return
+    record = Path(record_dir) / f"{spec.trial_id}.json" if record_dir else None
+    if record is not None and record.is_file():  # finished before the driver restarted: no training
+        tune.report({**json.loads(record.read_text()), "replayed": True})
         return
 
     from flops_fit.train import run_trial
@@ -94,4 +106,9 @@ def run_trial_on_worker(
     metrics["resumed"] = checkpoint is not None
     if metrics.get("loss") is not None and not math.isfinite(metrics["loss"]):
         metrics["loss"] = None
-    tune.report(_clean(metrics))
+    final = _clean(metrics)
+    if record is not None:
+        from flops_fit.results import atomic_write_text
+
+        atomic_write_text(record, json.dumps(final))
+    tune.report(final)
