@@ -263,30 +263,26 @@ def fit_isoflop(
 
 
 # --- Approach 3: parametric law -----------------------------------------------------------
-@dataclass
-class ParametricFit:
-    """L(N, D) = E + A/N^α + B/D^β and its frontier under C = 6·N·D."""
+class LawFrontier:
+    """L(N, D) = E + A/N^α + B/D^β (Hoffmann et al. 2022, eq. 2) and its compute-optimal
+    frontier under C = 6·N·D (eq. 4): G = (αA/(βB))^(1/(α+β)), N_opt = G·(C/6)^a,
+    D_opt = G⁻¹·(C/6)^b with a = β/(α+β), b = α/(α+β). Shared by a fitted law
+    (``ParametricFit``) and a known one (``synthetic.ScalingLaw``); needs E, A, B, alpha, beta."""
 
     E: float
     A: float
     B: float
     alpha: float
     beta: float
-    objective: float = math.nan  # the Huber loss at the optimum (summed unless reduction="mean")
-    converged: bool = True
-    n_points: int = 0
-    bootstrap: Bootstrap | None = None
-
-    @property
-    def theta(self) -> np.ndarray:
-        return np.array([math.log(self.A), math.log(self.B), math.log(self.E), self.alpha, self.beta])
 
     @property
     def a(self) -> float:
+        """Exponent of N_opt ∝ C^a."""
         return self.beta / (self.alpha + self.beta)
 
     @property
     def b(self) -> float:
+        """Exponent of D_opt ∝ C^b."""
         return self.alpha / (self.alpha + self.beta)
 
     @property
@@ -303,12 +299,34 @@ class ParametricFit:
     def d_opt(self, flops: float | np.ndarray) -> float | np.ndarray:
         return (np.asarray(flops, dtype=float) / 6.0) ** self.b / self.G
 
-    def loss(self, n: float | np.ndarray, d: float | np.ndarray) -> float | np.ndarray:
+    def law_loss(self, n: float | np.ndarray, d: float | np.ndarray) -> float | np.ndarray:
         n, d = np.asarray(n, dtype=float), np.asarray(d, dtype=float)
         return self.E + self.A * n ** (-self.alpha) + self.B * d ** (-self.beta)
 
     def loss_opt(self, flops: float | np.ndarray) -> float | np.ndarray:
-        return self.loss(self.n_opt(flops), self.d_opt(flops))
+        return self.law_loss(self.n_opt(flops), self.d_opt(flops))
+
+
+@dataclass
+class ParametricFit(LawFrontier):
+    """A fitted L(N, D) = E + A/N^α + B/D^β and its frontier under C = 6·N·D."""
+
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    objective: float = math.nan  # the Huber loss at the optimum (summed unless reduction="mean")
+    converged: bool = True
+    n_points: int = 0
+    bootstrap: Bootstrap | None = None
+
+    @property
+    def theta(self) -> np.ndarray:
+        return np.array([math.log(self.A), math.log(self.B), math.log(self.E), self.alpha, self.beta])
+
+    def loss(self, n: float | np.ndarray, d: float | np.ndarray) -> float | np.ndarray:
+        return self.law_loss(n, d)
 
     def interval(self, fn: Callable[[ParametricFit], float]) -> tuple[float, float] | None:
         return _interval(self.bootstrap, fn)

@@ -7,12 +7,13 @@ this file (no torch, no Ray), so a laptop can refit a cluster's sweep in a secon
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from flops_fit.atomic import atomic_write
 
 RESULTS_FILENAME = "results.parquet"
 
@@ -85,36 +86,15 @@ def to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     return pa.table(columns, schema=SCHEMA)
 
 
-def _atomic_write(path: str | os.PathLike[str], mode: str, write: Callable[[Any], None]) -> Path:
-    """Write through a temporary file in the same directory, fsync, then rename.
-
-    A reader (or a crash at any instant) sees the previous complete file or the new one,
-    never a half-written one: ``os.replace`` is atomic on POSIX within one file system.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_results(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
-    """Validate the rows and write the table atomically (see ``_atomic_write``)."""
+    """Validate the rows and write the table atomically (``flops_fit.atomic``)."""
     table = to_table(rows)
-    return _atomic_write(path, "wb", lambda fh: pq.write_table(table, fh))
+    return atomic_write(path, lambda fh: pq.write_table(table, fh))
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write a small text file (JSON, a table) with the same temp-then-rename guarantee."""
-    return _atomic_write(path, "w", lambda fh: fh.write(text))
+    return atomic_write(path, text.encode("utf-8"))
 
 
 def read_results(path: str | os.PathLike[str]):

@@ -25,10 +25,11 @@ import numpy as np
 import pandas as pd
 
 from flops_fit.accounting import ASPECT_RATIO
+from flops_fit.fit import LawFrontier
 
 
 @dataclass(frozen=True)
-class ScalingLaw:
+class ScalingLaw(LawFrontier):
     """L(N, D) = E + A/N^alpha + B/D^beta (N parameters, D training tokens)."""
 
     E: float
@@ -58,37 +59,11 @@ class ScalingLaw:
         """
         if noise < 0:
             raise ValueError(f"noise must be >= 0, got {noise}")
-        n_arr = np.asarray(n, dtype=float)
-        d_arr = np.asarray(d, dtype=float)
-        out = self.E + self.A * n_arr ** (-self.alpha) + self.B * d_arr ** (-self.beta)
+        out = self.law_loss(n, d)
         if noise > 0:
             gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
             out = out * np.exp(noise * gen.standard_normal(np.shape(out)))
         return float(out) if np.ndim(out) == 0 else out
-
-    # --- compute-optimal frontier under C = 6·N·D ---------------------------------------
-    @property
-    def a(self) -> float:
-        """Exponent of N_opt ∝ C^a."""
-        return self.beta / (self.alpha + self.beta)
-
-    @property
-    def b(self) -> float:
-        """Exponent of D_opt ∝ C^b."""
-        return self.alpha / (self.alpha + self.beta)
-
-    @property
-    def G(self) -> float:
-        return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
-
-    def n_opt(self, flops: float | np.ndarray) -> float | np.ndarray:
-        return self.G * (np.asarray(flops, dtype=float) / 6.0) ** self.a
-
-    def d_opt(self, flops: float | np.ndarray) -> float | np.ndarray:
-        return (np.asarray(flops, dtype=float) / 6.0) ** self.b / self.G
-
-    def loss_opt(self, flops: float | np.ndarray) -> float | np.ndarray:
-        return self.loss(self.n_opt(flops), self.d_opt(flops))
 
 
 #: Hoffmann et al. 2022 (Chinchilla), Approach 3 as published.

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import socket
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from filelock import FileLock
+
+from flops_fit.atomic import atomic_write
 
 if TYPE_CHECKING:
     from flops_fit.examples.tokenizer import DataTokenizer
@@ -310,21 +311,6 @@ def _sha256_file(path: Path) -> str:
         while chunk := f.read(1 << 22):
             h.update(chunk)
     return h.hexdigest()
-
-
-def atomic_write(path: Path, data: bytes | memoryview) -> None:
-    """Temp file in the same directory, fsync, ``os.replace``: readers see the old file
-    or the complete new one, never a partial write."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def tokenize_stories(backend: Any, stories: list[str], dtype: np.dtype) -> np.ndarray:

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-from flops_fit.examples.shards import LOCK_TIMEOUT_S, SourceSpec, StorySource, atomic_write, source_key
+from flops_fit.atomic import atomic_write
+from flops_fit.examples.shards import LOCK_TIMEOUT_S, SourceSpec, StorySource, source_key
 
 EOS_TOKEN = "<|endoftext|>"
 # 2048: tiny scaling-study models (d_model 16-256) must not be mostly embedding and output
