@@ -17,15 +17,21 @@ budgets for Approach 2), every resample is refitted, and refits that fail are co
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import itertools
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy.optimize import minimize
+
+# Approach 2 and the bootstrap live in their own modules; the public names stay importable
+# from flops_fit.fit (DESIGN.md).
+from flops_fit.fitboot import Bootstrap, interval, one_blas_thread, positive, resample
+from flops_fit.isoflop import BudgetOptimum, IsoFLOPFit, fit_isoflop
+
+__all__ = ["fit_isoflop", "fit_parametric", "compare", "IsoFLOPFit", "BudgetOptimum", "ParametricFit",
+           "Comparison", "LawFrontier", "Bootstrap", "one_blas_thread", "huber_objective"]
 
 HUBER_DELTA = 1e-3
 #: Hoffmann et al. 2022, App. D.2: α, β ∈ {0, 0.5, …, 2}, e ∈ {−1, −.5, …, 1}, a, b ∈ {0, 5, …, 25}.
@@ -39,227 +45,6 @@ INIT_GRID = np.array(
     ]
 )  # columns: a, b, e, alpha, beta (4500 rows)
 PARAM_NAMES = ("E", "A", "B", "alpha", "beta")
-
-
-@contextlib.contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """Run the block with OpenBLAS limited to one thread, then restore its setting.
-
-    The fits make ~1e5 tiny BLAS/LAPACK calls (inside scipy's L-BFGS-B and np.polyfit).
-    OpenBLAS threads spin-wait between calls; with two processes on two cores (a fit
-    beside a Ray worker, pytest-xdist) that oversubscription made a 0.4 s fit take 8-30 s.
-    Same effect as OPENBLAS_NUM_THREADS=1 (or threadpoolctl), scoped to the fit. Linux only
-    (finds the loaded libraries in /proc/self/maps); elsewhere it does nothing.
-    """
-    restore: list[tuple[Any, int]] = []
-    try:
-        with open("/proc/self/maps") as fh:
-            paths = {line.split()[-1] for line in fh if "openblas" in line.lower() and ".so" in line}
-        for path in sorted(paths):
-            lib = ctypes.CDLL(path)
-            for pre, suf in (("scipy_", "64_"), ("scipy_", ""), ("", "64_"), ("", "")):
-                get = getattr(lib, f"{pre}openblas_get_num_threads{suf}", None)
-                put = getattr(lib, f"{pre}openblas_set_num_threads{suf}", None)
-                if get is not None and put is not None:
-                    restore.append((put, int(get())))
-                    put(1)
-                    break
-    except Exception:  # noqa: BLE001 - best effort: never let a speed tweak break a fit
-        pass
-    try:
-        yield
-    finally:
-        for put, threads in restore:
-            put(threads)
-
-
-# --- bootstrap bookkeeping ---------------------------------------------------------------
-@dataclass
-class Bootstrap:
-    """Refits on resampled data. ``draws`` holds the fits that succeeded."""
-
-    n_boot: int
-    n_failed: int
-    level: float
-    seed: int | None
-    draws: list[Any] = field(default_factory=list, repr=False)
-
-    def interval(self, fn: Callable[[Any], float], level: float | None = None) -> tuple[float, float]:
-        """Percentile interval of ``fn(draw)`` over the successful draws."""
-        level = self.level if level is None else level
-        values = np.array([fn(d) for d in self.draws], dtype=float)
-        values = values[np.isfinite(values)]
-        if values.size < 2:
-            return (math.nan, math.nan)
-        tail = 100 * (1 - level) / 2
-        lo, hi = np.percentile(values, [tail, 100 - tail])
-        return (float(lo), float(hi))
-
-    def summary(self) -> dict[str, Any]:
-        return {"n_boot": self.n_boot, "n_failed": self.n_failed, "level": self.level, "seed": self.seed}
-
-
-def _interval(boot: Bootstrap | None, fn: Callable[[Any], float]) -> tuple[float, float] | None:
-    return None if boot is None else boot.interval(fn)
-
-
-# --- Approach 2: IsoFLOP parabolas --------------------------------------------------------
-@dataclass
-class BudgetOptimum:
-    """One budget's parabola minimum. ``flag`` is None when it feeds the exponent fit."""
-
-    budget: float
-    n_opt: float
-    d_opt: float
-    loss_opt: float
-    n_points: int
-    flag: str | None = None
-    coeffs: tuple[float, ...] = ()  # loss = c2·x² + c1·x + c0 with x = ln N
-
-    @property
-    def used(self) -> bool:
-        return self.flag is None
-
-
-@dataclass
-class IsoFLOPFit:
-    """N_opt = n_coef·C^a and D_opt = d_coef·C^b, fitted over the unflagged budgets."""
-
-    a: float
-    b: float
-    n_coef: float
-    d_coef: float
-    optima: list[BudgetOptimum]
-    d_source: str  # "tokens" (interpolated from the data) or "6ND" (D = C/(6N))
-    bootstrap: Bootstrap | None = None
-
-    @property
-    def usable(self) -> bool:
-        return math.isfinite(self.a)
-
-    def n_opt(self, flops: float | np.ndarray) -> float | np.ndarray:
-        return self.n_coef * np.asarray(flops, dtype=float) ** self.a
-
-    def d_opt(self, flops: float | np.ndarray) -> float | np.ndarray:
-        return self.d_coef * np.asarray(flops, dtype=float) ** self.b
-
-    def interval(self, fn: Callable[[IsoFLOPFit], float]) -> tuple[float, float] | None:
-        return _interval(self.bootstrap, fn)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "a": self.a, "b": self.b, "n_coef": self.n_coef, "d_coef": self.d_coef,
-            "d_source": self.d_source,
-            "optima": [
-                {k: getattr(o, k) for k in ("budget", "n_opt", "d_opt", "loss_opt", "n_points", "flag")}
-                for o in self.optima
-            ],
-        }
-        if self.bootstrap is not None:
-            out["bootstrap"] = self.bootstrap.summary()
-            out["intervals"] = {k: self.interval(lambda f, k=k: getattr(f, k)) for k in ("a", "b")}
-        return out
-
-
-def _budget_optimum(
-    budget: float, x: np.ndarray, loss: np.ndarray, log_d: np.ndarray | None,
-    x_range: tuple[float, float] | None = None,
-) -> BudgetOptimum:
-    """Parabola in x = ln N through one budget's runs; flag what cannot be trusted.
-
-    Flags (the budget is then left out of the exponent fit, Hoffmann et al. 2022 fit only
-    minima bracketed by their IsoFLOP grid): fewer than 3 distinct sizes; a parabola opening
-    downward; a vertex outside the sampled range; the lowest observed loss at the smallest or
-    largest N (the minimum is not bracketed, so the vertex is an extrapolation).
-    ``x_range`` (bootstrap refits) checks the vertex against the original grid instead of
-    the resample's, and skips the bracketing rule, which a resample can break by chance.
-    """
-    nan = math.nan
-    if np.unique(x).size < 3:
-        return BudgetOptimum(budget, nan, nan, nan, len(x), "fewer than 3 distinct model sizes")
-    x0 = float(np.mean(x))  # centre for a well-conditioned polyfit
-    c2, c1, c0 = np.polyfit(x - x0, loss, 2)
-    coeffs = (float(c2), float(c1 - 2 * c2 * x0), float(c0 - c1 * x0 + c2 * x0**2))
-    if c2 <= 0:
-        return BudgetOptimum(budget, nan, nan, nan, len(x), "parabola opens downward", coeffs)
-    xv = x0 - c1 / (2 * c2)
-    loss_v = float(c0 - c1**2 / (4 * c2))
-    lo, hi = x_range if x_range is not None else (float(x.min()), float(x.max()))
-    with np.errstate(over="ignore"):  # a nearly flat parabola can put its vertex anywhere
-        n_v = float(np.exp(xv))
-        if log_d is not None:
-            # Within one IsoFLOP budget log D is linear in log N (D = C/(k·N) under any
-            # per-parameter FLOPs rule), so interpolating the recorded tokens at N_opt is
-            # exact for the data and needs no FLOPs convention.
-            slope, icpt = np.polyfit(x, log_d, 1)
-            d_v = float(np.exp(icpt + slope * xv))
-        else:
-            d_v = budget / (6.0 * n_v)
-    opt = BudgetOptimum(budget, n_v, d_v, loss_v, len(x), None, coeffs)
-    if not lo <= xv <= hi:
-        opt.flag = f"edge: parabola minimum N={n_v:.3g} outside the grid [{math.exp(lo):.3g}, {math.exp(hi):.3g}]"
-    elif x_range is None:
-        i = int(np.argmin(loss))
-        if x[i] in (x.min(), x.max()):
-            side = "smallest" if x[i] == x.min() else "largest"
-            opt.flag = f"edge: lowest loss at the {side} N of the grid (minimum not bracketed)"
-    return opt
-
-
-def _frontier(optima: list[BudgetOptimum]) -> tuple[float, float, float, float]:
-    used = [o for o in optima if o.used]
-    if len({o.budget for o in used}) < 2:
-        return (math.nan,) * 4
-    lc = np.log([o.budget for o in used])
-    a, ln_kn = np.polyfit(lc, np.log([o.n_opt for o in used]), 1)
-    b, ln_kd = np.polyfit(lc, np.log([o.d_opt for o in used]), 1)
-    return float(a), float(b), math.exp(ln_kn), math.exp(ln_kd)
-
-
-@one_blas_thread()
-def fit_isoflop(
-    budget: Sequence[float],
-    n: Sequence[float],
-    loss: Sequence[float],
-    tokens: Sequence[float] | None = None,
-    n_boot: int = 0,
-    level: float = 0.9,
-    seed: int | None = 0,
-) -> IsoFLOPFit:
-    """Chinchilla Approach 2. Returns exponents a, b (NaN when < 2 budgets are usable)."""
-    c = np.asarray(budget, dtype=float)
-    x = np.log(_positive(n, "n"))
-    y = np.asarray(loss, dtype=float)
-    log_d = None if tokens is None else np.log(_positive(tokens, "tokens"))
-    if not (c.shape == x.shape == y.shape) or (log_d is not None and log_d.shape != x.shape):
-        raise ValueError("budget, n, loss (and tokens) must have the same length")
-    if not np.all(np.isfinite(y)):
-        raise ValueError("loss has non-finite values; drop diverged/failed runs first")
-    groups = [np.flatnonzero(c == u) for u in np.unique(c)]
-
-    def fit_once(idx_per_budget: list[np.ndarray], ranges: list | None) -> IsoFLOPFit:
-        optima = []
-        for k, idx in enumerate(idx_per_budget):
-            if ranges is not None and ranges[k] is None:
-                continue  # excluded in the point estimate: stays excluded in every refit
-            optima.append(_budget_optimum(
-                float(c[idx[0]]), x[idx], y[idx], None if log_d is None else log_d[idx],
-                None if ranges is None else ranges[k]))
-        return IsoFLOPFit(*_frontier(optima), optima, "tokens" if log_d is not None else "6ND")
-
-    fit = fit_once(groups, None)
-    if n_boot > 0 and fit.usable:
-        ranges = [(x[g].min(), x[g].max()) if o.used else None for g, o in zip(groups, fit.optima)]
-        rng = np.random.default_rng(seed)
-        draws, failed = [], 0
-        for _ in range(n_boot):
-            refit = fit_once([rng.choice(g, size=g.size, replace=True) for g in groups], ranges)
-            if refit.usable:
-                draws.append(refit)
-            else:
-                failed += 1
-        fit.bootstrap = Bootstrap(n_boot, failed, level, seed, draws)
-    return fit
 
 
 # --- Approach 3: parametric law -----------------------------------------------------------
@@ -329,7 +114,7 @@ class ParametricFit(LawFrontier):
         return self.law_loss(n, d)
 
     def interval(self, fn: Callable[[ParametricFit], float]) -> tuple[float, float] | None:
-        return _interval(self.bootstrap, fn)
+        return interval(self.bootstrap, fn)
 
     def to_dict(self) -> dict[str, Any]:
         names = (*PARAM_NAMES, "a", "b", "G")
@@ -462,8 +247,8 @@ def fit_parametric(
     """
     if reduction not in ("sum", "mean"):
         raise ValueError("reduction must be 'sum' (Chinchilla) or 'mean'")
-    ln_n, ln_d = np.log(_positive(n, "n")), np.log(_positive(d, "d"))
-    ln_l = np.log(_positive(loss, "loss"))
+    ln_n, ln_d = np.log(positive(n, "n")), np.log(positive(d, "d"))
+    ln_l = np.log(positive(loss, "loss"))
     if not (ln_n.shape == ln_d.shape == ln_l.shape) or ln_n.size < 5:
         raise ValueError("n, d, loss must have the same length, at least 5 (five parameters)")
 
@@ -480,29 +265,16 @@ def fit_parametric(
     everything = np.arange(ln_l.size)
     data = (ln_n, ln_d, ln_l)
     fit = run(everything, INIT_GRID if top_k is None else _best_starts(data, top_k, delta, reduction))
+    def refit(rng: np.random.Generator) -> ParametricFit:
+        idx = rng.choice(everything, size=everything.size, replace=True)
+        sub = (ln_n[idx], ln_d[idx], ln_l[idx])
+        grid_starts = _best_starts(sub, boot_top_k if fit.converged else (top_k or 32), delta, reduction)
+        # Warm start from the point estimate only when it is a real optimum.
+        return run(idx, np.vstack([fit.theta, grid_starts]) if fit.converged else grid_starts)
+
     if n_boot > 0:
-        rng = np.random.default_rng(seed)
-        draws, failed = [], 0
-        for _ in range(n_boot):
-            idx = rng.choice(everything, size=everything.size, replace=True)
-            sub = (ln_n[idx], ln_d[idx], ln_l[idx])
-            grid_starts = _best_starts(sub, boot_top_k if fit.converged else (top_k or 32), delta, reduction)
-            # Warm start from the point estimate only when it is a real optimum.
-            starts = np.vstack([fit.theta, grid_starts]) if fit.converged else grid_starts
-            refit = run(idx, starts)
-            if refit.converged:
-                draws.append(refit)
-            else:
-                failed += 1
-        fit.bootstrap = Bootstrap(n_boot, failed, level, seed, draws)
+        fit.bootstrap = resample(refit, lambda r: r.converged, n_boot, level, seed)
     return fit
-
-
-def _positive(values: Sequence[float], name: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=float)
-    if not np.all(np.isfinite(arr) & (arr > 0)):
-        raise ValueError(f"{name} must be positive and finite")
-    return arr
 
 
 # --- side by side --------------------------------------------------------------------------
