@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 #: Approach colours used across figures (colour-blind-safe pair from matplotlib's tab10).
 C_ISO, C_PAR = "#1f77b4", "#d62728"
@@ -93,6 +94,7 @@ def plot_isoflop(result: Any, path: Path) -> Path:
         ax.plot([o.n_opt for o in used], [o.loss_opt for o in used], color="black", lw=0.8,
                 ls=":", zorder=1)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # a sub-decade axis labels every minor tick: unreadable
     ax.set_xlabel(_n_label(result))
     ax.set_ylabel("validation loss (nats/token)")
     ax.set_title("IsoFLOP curves (Approach 2)")
