@@ -8,11 +8,16 @@ sockets live under that directory (108-byte path limit).
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
+
+# Fault drills checkpoint every fraction of a second on purpose; Tune's warning about the
+# resulting experiment-state syncs would bury the output (in-process and subprocess sweeps).
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
 @pytest.fixture

@@ -81,3 +81,56 @@ def sweep_cli(storage: Path, cache: Path, name: str, *extra: str) -> list[str]:
             "--cache-dir", str(cache), "--name", name, *extra]
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def marked_pids(marker: str) -> set[int]:
+    """Processes whose command line names ``marker`` (a node's ``--temp-dir``: every process
+    ``ray start`` launches for that node carries it; trial workers retitle themselves
+    ``ray::...``, so they are found as the descendants of these instead)."""
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.add(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def node_processes(marker: str) -> list:
+    """A node's processes (by ``--temp-dir`` marker) and all their descendants, as psutil handles."""
+    ps = psutil()
+    procs: dict[int, object] = {}
+    for pid in marked_pids(marker):
+        try:
+            p = ps.Process(pid)
+            procs[pid] = p
+            procs.update((c.pid, c) for c in p.children(recursive=True))
+        except ps.NoSuchProcess:
+            continue
+    return list(procs.values())
+
+
+def stop_node(marker: str) -> None:
+    """SIGKILL every process of one Ray node, nothing else (never a bare ``ray stop``).
+
+    No waiting: the node's processes may be another process's children (Cluster's), so they
+    stay zombies until it reaps them; a zombie's empty command line no longer matches."""
+    ps = psutil()
+    for _ in range(3):  # a raylet may still fork a worker while we kill: sweep twice more
+        procs = node_processes(marker)
+        if not procs:
+            return
+        for p in procs:
+            try:
+                p.kill()
+            except ps.NoSuchProcess:
+                pass

@@ -157,8 +157,6 @@ def test_unreachable_hub_without_local_data_is_refused_in_one_line(tmp_path, smo
              r"data source 'roneneldan/TinyStories' \(train split\) cannot be opened: .*Use source='sample'")
 
 
-@pytest.mark.xfail(strict=True, raises=OSError,
-                   reason="flops_fit/cli.py main() does not catch OSError (HubUnavailableError is a ConnectionError)")
 def test_cli_unreachable_hub_is_one_line(capsys, smoke_cache):
     from flops_fit.cli import main
 
@@ -175,8 +173,6 @@ def test_unwritable_storage_is_refused_before_any_trial(tmp_path, smoke_cache, n
              r"storage_path '.*' is not writable \(Not a directory\); choose another --storage-path")
 
 
-@pytest.mark.xfail(strict=True, raises=OSError,
-                   reason="sweep() trains/loads the tokenizer into cache_dir before preflight's writable check")
 def test_unwritable_cache_is_refused_before_any_trial(tmp_path, no_ray):
     from flops_fit.ray import sweep
 

@@ -3,8 +3,15 @@
 ``flops-fit sweep`` runs as a real process with its embedded Ray runtime. Once three trials
 have reported their final result, the driver (only the driver's pid) gets SIGKILL; Ray's
 processes share its fate. The identical command then resumes: it completes, the table is
-complete, and no trial that had finished is trained again (counted from the progress lines:
-no "started" line for any of them in the second run).
+complete, and no trial that had finished is trained again.
+
+"Trained again" is counted two ways for every trial the first run printed as finished: a
+``step`` progress line for it in the rerun (a checkpoint report: training happened), or a
+final record that differs from the one the first run printed (a retrain, even one shorter
+than a checkpoint interval, measures a new wall time and throughput). Tune snapshots its
+experiment state at most every ~10 s, so a trial that finished just before the kill is
+restored as unfinished and *started* again; it must then replay its stored record
+(trainable.py) instead of training. The count of such restarts is printed, not asserted.
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ from rel_helpers import LineReader, descendants, kill_pids, psutil, subprocess_e
 
 from flops_fit.results import read_results
 
-DONE = re.compile(r"\] (\S+): ok, val loss")
-STARTED = re.compile(r"\] (\S+): started")
+DONE = re.compile(r"\] (\S+): (ok, val loss .*)$", re.M)
+STARTED = re.compile(r"\] (\S+): started$", re.M)
+STEP = re.compile(r"\] (\S+): step \d+", re.M)
 
 
 def _name(proc) -> str:
@@ -41,7 +49,7 @@ def test_killed_driver_resumes_without_retraining_finished_trials(tmp_path, smok
         tree = descendants(first.pid)  # Ray's processes, by pid, to check they die with the driver
         first.send_signal(signal.SIGKILL)
         first.wait(30)
-        finished = {m.group(1) for x in out.lines if (m := DONE.search(x))}
+        finished = {m.group(1): m.group(2) for x in out.lines if (m := DONE.search(x))}
         ps = psutil()
         _, alive = ps.wait_procs(tree, timeout=30)
         # Nothing that schedules or trains outlives the driver (GCS, raylet, trial workers).
@@ -58,9 +66,17 @@ def test_killed_driver_resumes_without_retraining_finished_trials(tmp_path, smok
     # (tests/test_sweep.py runs it), so a fit error there does not hide what is checked here.
     assert "results: " in second.stdout, second.stdout[-3000:] + second.stderr[-3000:]
     assert "resuming sweep" in second.stdout
-    started_again = set(STARTED.findall(second.stdout))
-    assert not finished & started_again, f"finished trials trained again: {finished & started_again}"
     table = read_results(tmp_path / "runs" / "drv")
     assert len(table) == 9 and (table["status"] == "ok").all(), table[["trial_id", "status", "error"]]
-    assert len(started_again) <= 9 - len(finished)
-    print(f"finished before the kill: {len(finished)}; started in the rerun: {len(started_again)}")
+    rerun = dict(DONE.findall(second.stdout))
+    stepped = set(STEP.findall(second.stdout))
+    started_again = set(STARTED.findall(second.stdout))
+    trained_again = sorted(t for t in finished if t in stepped or (t in rerun and rerun[t] != finished[t]))
+    assert not trained_again, {t: (finished[t], rerun.get(t)) for t in trained_again}
+    # and the table keeps the first run's records of them (same loss, wall time, throughput)
+    for trial, line in finished.items():
+        row = table.set_index("trial_id").loc[trial]
+        assert line.startswith(f"ok, val loss {row['loss']:.4f}, {row['wall_s']:.1f}s, {row['tokens_per_s']:,.0f} tok/s"), (line, row)
+    print(f"finished before the kill: {len(finished)}; of them started again by the restored Tune run "
+          f"(record replayed): {len(started_again & set(finished))}; trained again: {len(trained_again)}; "
+          f"started in the rerun: {len(started_again)}")
