@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -29,8 +30,10 @@ def run_quick(script: str, tmp_path_factory) -> dict:
     """Run ``script --quick`` once per session (subprocess, offline) and parse its JSON line."""
     if script not in _CACHE:
         tmp = tmp_path_factory.mktemp(script.replace(".py", ""))
+        # TMPDIR short: Ray puts unix sockets under it, and their paths must fit in 107 bytes.
+        short_tmp = tempfile.mkdtemp(prefix="ffb", dir="/tmp")
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
-               "TMPDIR": str(tmp), "FLOPS_FIT_CACHE": str(tmp / "cache")}
+               "TMPDIR": short_tmp, "FLOPS_FIT_CACHE": str(tmp / "cache")}
         proc = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True, text=True,
                               env=env, timeout=600, cwd=tmp)
         assert proc.returncode == 0, proc.stderr[-3000:]

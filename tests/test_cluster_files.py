@@ -333,7 +333,7 @@ def test_readme_has_the_commands():
     readme = README.read_text()
     for cmd in (
         "ray up cluster/aws.yaml",
-        "ray submit cluster/aws.yaml examples/tinystories_sweep.py -- --preset tinystories-gpu "
+        "ray submit cluster/aws.yaml examples/tinystories_sweep.py -- --address auto --preset tinystories-gpu "
         "--storage-path /mnt/shared/flops_fit --name run1",
         "ray dashboard cluster/aws.yaml",
         "ray job submit --address http://127.0.0.1:8265 --working-dir . -- python examples/tinystories_sweep.py",

@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -91,7 +92,11 @@ def test_job_submit_runs_trials_on_both_nodes(two_node_cluster, tmp_path):
     job = [RAY, "job", "submit", "--address", two_node_cluster, "--working-dir", str(REPO), "--",
            "python", "examples/tinystories_sweep.py", "--smoke-test", "--storage-path", str(storage),
            "--name", "twonode", "--cache-dir", str(tmp_path / "cache")]
-    done = subprocess.run(job, env=_env(), capture_output=True, text=True, timeout=900, cwd=REPO)
+    for _ in range(20):  # the head's job agent registers a few seconds after the node is up
+        done = subprocess.run(job, env=_env(), capture_output=True, text=True, timeout=900, cwd=REPO)
+        if "No available agent" not in done.stderr:
+            break
+        time.sleep(3)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     table = read_results(storage / "twonode")
     assert (table["status"] == "ok").all(), table[["trial_id", "status", "error"]]
