@@ -86,7 +86,8 @@ class LawFrontier:
 
     def law_loss(self, n: float | np.ndarray, d: float | np.ndarray) -> float | np.ndarray:
         n, d = np.asarray(n, dtype=float), np.asarray(d, dtype=float)
-        return self.E + self.A * n ** (-self.alpha) + self.B * d ** (-self.beta)
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # an unconverged law gives inf/NaN
+            return self.E + self.A * n ** (-self.alpha) + self.B * d ** (-self.beta)
 
     def loss_opt(self, flops: float | np.ndarray) -> float | np.ndarray:
         return self.law_loss(self.n_opt(flops), self.d_opt(flops))
