@@ -57,7 +57,8 @@ class ModelShape:
             )
         if (self.d_model // self.num_heads) % 2:
             raise ValueError(
-                f"head dim d_model/num_heads={self.d_model // self.num_heads} must be even (rotary)"
+                f"head dim d_model/num_heads={self.d_model // self.num_heads} must be even: "
+                "rotary embeddings rotate pairs of channels"
             )
 
     @property

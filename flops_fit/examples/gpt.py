@@ -40,19 +40,12 @@ class GPTConfig:
         if self.d_ff is None:
             self.d_ff = accounting.swiglu_hidden(self.d_model) if _is_pos_int(self.d_model) else None
         for name in _SHAPE_FIELDS:
-            value = getattr(self, name)
-            if not _is_pos_int(value):
-                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
-            setattr(self, name, operator.index(value))  # numpy ints from a planner -> int
-        if self.d_model % self.num_heads:
-            raise ValueError(
-                f"GPTConfig.d_model={self.d_model} must be divisible by num_heads={self.num_heads}"
-            )
-        if (self.d_model // self.num_heads) % 2:
-            raise ValueError(
-                f"GPTConfig head dim d_model/num_heads={self.d_model // self.num_heads} must be "
-                "even: rotary embeddings rotate pairs of channels"
-            )
+            if _is_pos_int(getattr(self, name)):
+                setattr(self, name, operator.index(getattr(self, name)))  # numpy ints from a planner -> int
+        try:
+            self.shape  # one set of shape rules: accounting.ModelShape validates (heads, rotary)
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("ModelShape.", "GPTConfig.")) from None
         for name in ("rope_theta", "norm_eps", "init_std"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
