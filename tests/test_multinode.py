@@ -52,14 +52,18 @@ def stop_cluster(marker: str) -> None:
 # that set the CLI refuses worker nodes. ray.cluster_utils.Cluster starts the same processes
 # (GCS, raylet, object store, agents, dashboard) per node without that check, so both nodes
 # stay on 127.0.0.1. It runs in its own process, which the test ends when done.
+# Agent ports are chosen free: Ray's fixed defaults (e.g. the dashboard agent's 52365) are
+# already taken by the test session's own Ray, and the head's job agent would never start.
 CLUSTER = """
 import sys, time
 from ray.cluster_utils import Cluster
 head_tmp, worker_tmp, dash = sys.argv[1], sys.argv[2], int(sys.argv[3])
+head_ports, worker_ports = (dict(zip(("dashboard_agent_listen_port", "metrics_export_port", "runtime_env_agent_port"),
+                                     map(int, ports.split(",")))) for ports in sys.argv[4:6])
 cluster = Cluster(initialize_head=True, head_node_args=dict(
     num_cpus=1, node_ip_address="127.0.0.1", temp_dir=head_tmp, include_dashboard=True,
-    dashboard_host="127.0.0.1", dashboard_port=dash))
-cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", temp_dir=worker_tmp)
+    dashboard_host="127.0.0.1", dashboard_port=dash, **head_ports))
+cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", temp_dir=worker_tmp, **worker_ports)
 cluster.wait_for_nodes()
 print("ready", flush=True)
 sys.stdin.read()  # until the test closes it
@@ -67,14 +71,31 @@ sys.stdin.read()  # until the test closes it
 
 
 @pytest.fixture
-def two_node_cluster():
+def no_session_ray():
+    """Two Ray clusters of one machine on 127.0.0.1 trip over each other (the worker node's
+    runtime-env downloads failed against the session's runtime), so the test session's own Ray
+    is stopped for this test and started again after it."""
+    import ray
+
+    from flops_fit.ray.sweep import start_private_ray
+
+    was_running = ray.is_initialized()
+    ray.shutdown()
+    yield
+    if was_running:
+        start_private_ray(num_cpus=2)
+
+
+@pytest.fixture
+def two_node_cluster(no_session_ray):
     """Head + one worker node, one CPU each, on 127.0.0.1, each with its own temp dir (on one
     machine a shared one lets a node garbage-collect the other's job directory)."""
     dash = _free_port()
     env = {**_env(), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     # Short paths: Ray's unix sockets live under the temp dir and must fit in 107 bytes.
     head_tmp, worker_tmp = (tempfile.mkdtemp(prefix=f"ff{role}", dir="/tmp") for role in ("h", "w"))
-    proc = subprocess.Popen([sys.executable, "-c", CLUSTER, head_tmp, worker_tmp, str(dash)], env=env,
+    ports = [",".join(str(_free_port()) for _ in range(3)) for _node in ("head", "worker")]
+    proc = subprocess.Popen([sys.executable, "-c", CLUSTER, head_tmp, worker_tmp, str(dash), *ports], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready", "the two-node cluster did not start"
