@@ -20,7 +20,7 @@ from torch import nn
 
 from flops_fit.config import DataOptions, SweepConfig
 from flops_fit.plan import CountedSizes, PlanError, TrialSpec, plan
-from flops_fit.train import _open_data, count_parameters
+from flops_fit.train import _open_data, _pair, count_parameters
 
 #: Values tried for an integer size parameter when the user gives none: 2^(k/2), 1..65536.
 DEFAULT_SIZE_LADDER = tuple(sorted({max(1, round(2 ** (k / 2))) for k in range(0, 33)}))
@@ -121,7 +121,6 @@ class UserWorkload:
     dataset: Any  # None: TinyStories through `data`; a Dataset; or a (train, validation) pair
     data: DataOptions
     val_fraction: float = 0.05
-    max_epochs: float = 10.0
 
     def build_model(self, spec: TrialSpec) -> nn.Module:
         torch.manual_seed(spec.seed)
@@ -136,9 +135,9 @@ class UserWorkload:
         else:
             train, val = split_holdout(self.dataset, self.val_fraction)
         epochs = spec.tokens / (len(train) * spec.seq_len)
-        if epochs > self.max_epochs:
+        if epochs > self.data.max_epochs:
             raise ValueError(f"trial {spec.trial_id} needs {spec.tokens:,} tokens: {epochs:.1f} epochs of the "
-                             f"dataset > max_epochs={self.max_epochs}; use more data or raise max_epochs")
+                             f"dataset > max_epochs={self.data.max_epochs}; use more data or raise max_epochs")
         return train, val
 
 
@@ -147,7 +146,7 @@ def probe(workload: UserWorkload, spec: TrialSpec) -> int:
     the sequence length of the data. Raises PlanError with a one-line reason."""
     train, _ = workload.open_data(spec)
     batch = train.get_batch([0, min(1, len(train) - 1)])
-    x, y = batch if isinstance(batch, tuple) else (batch, batch)
+    x, y = _pair(batch, torch.device("cpu"))
     if x.dtype != torch.long or x.dim() != 2:
         raise PlanError(f"dataset items must be (input_ids, labels) 1-D LongTensors; got a batch {x.dtype} {tuple(x.shape)}")
     model = workload.build_model(spec)
@@ -217,9 +216,8 @@ def find_optimal(
     kwargs = dict(model_kwargs or {})
     counts = count_sizes(model_cls, model_size_param, kwargs, size_values or DEFAULT_SIZE_LADDER)
     tokenizer_json = prepare_tokenizer(cfg)[0] if dataset is None else None
-    data = DataOptions(source=cfg.source, cache_dir=cfg.cache_dir, tokenizer_name=cfg.tokenizer_name,
-                       tokenizer_json=tokenizer_json, val_tokens=cfg.val_tokens, max_epochs=cfg.max_epochs)
-    workload = UserWorkload(model_cls, model_size_param, kwargs, loss_fn, dataset, data, val_fraction, cfg.max_epochs)
+    data = cfg.data_options(tokenizer_json)
+    workload = UserWorkload(model_cls, model_size_param, kwargs, loss_fn, dataset, data, val_fraction)
     if dataset is not None:  # the data fixes the sequence length
         train = dataset[0] if is_split_pair(dataset) else dataset
         cfg = cfg.replace(seq_len=int(torch.as_tensor(train[0][0]).shape[-1]))

@@ -83,20 +83,14 @@ class SweepConfig:
                 raise PlanError(f"simulate needs the law's {sorted(missing)} (and optionally noise)")
 
     def plan_config(self, vocab_size: int | None = None) -> PlanConfig:
-        return PlanConfig(
-            budgets=self.budgets,
-            points_per_budget=self.points_per_budget,
-            tokens_per_param=self.tokens_per_param,
-            span=self.span,
-            size_count=self.size_count,
-            vocab_size=vocab_size or self.vocab_size,
-            seq_len=self.seq_len,
-            flops_convention=self.flops_convention,
-            min_steps=self.min_steps,
-            max_batch_size=self.max_batch_size,
-            base_lr=self.base_lr,
-            seed=self.seed,
-        )
+        """The planning fields (every PlanConfig field has its namesake here)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(PlanConfig)}
+        return PlanConfig(**{**fields, "vocab_size": vocab_size or self.vocab_size})
+
+    def data_options(self, tokenizer_json: str | None) -> "DataOptions":
+        """What every trial of this sweep reads, with the driver's tokenizer."""
+        return DataOptions(source=self.source, cache_dir=self.cache_dir, tokenizer_name=self.tokenizer_name,
+                           tokenizer_json=tokenizer_json, val_tokens=self.val_tokens, max_epochs=self.max_epochs)
 
     def replace(self, **changes: Any) -> "SweepConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}

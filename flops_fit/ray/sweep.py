@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from flops_fit.config import DataOptions, SweepConfig, TrainOptions, preset as get_preset
+from flops_fit.config import SweepConfig, TrainOptions, preset as get_preset
 from flops_fit.plan import PlanError, TrialSpec, format_plan, plan
 from flops_fit.examples.tokenizer import default_cache_dir
 from flops_fit.ray.preflight import check_cache_writable, preflight
@@ -235,8 +235,7 @@ def _run_tuner(cfg: SweepConfig, specs: list[TrialSpec], run_dir: Path, tokenize
     from flops_fit.ray.progress import SweepProgress
     from flops_fit.ray.trainable import run_trial_on_worker
 
-    data = DataOptions(source=cfg.source, cache_dir=cfg.cache_dir, tokenizer_name=cfg.tokenizer_name,
-                       tokenizer_json=tokenizer_json, val_tokens=cfg.val_tokens, max_epochs=cfg.max_epochs)
+    data = cfg.data_options(tokenizer_json)
     options = TrainOptions(threads=max(1, int(cfg.cpus_per_trial)), checkpoint_every_s=cfg.checkpoint_every_s,
                            compile=cfg.compile, faults=cfg.faults)
     trainable = tune.with_resources(
