@@ -19,6 +19,7 @@ open (nothing re-tokenized), and the loader (``get_batch``) against each preset'
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -39,15 +40,14 @@ def main(argv: list[str] | None = None) -> dict:
     repeats = 1 if args.quick else 3
 
     import numpy as np
-
-    from flops_fit.config import preset
-    from flops_fit.examples import shards
-    from flops_fit.examples.tinystories import TinyStoriesDataset
-    from flops_fit.examples.tokenizer import resolve_tokenizer
-    from flops_fit.plan import plan
     import torch
 
-    from flops_fit.train import BatchOrder, BatchStream
+    from flops_fit.batches import BatchOrder, BatchStream
+    from flops_fit.config import preset
+    from flops_fit.data import shards, sources
+    from flops_fit.data.tinystories import TinyStoriesDataset
+    from flops_fit.data.tokenizer import resolve_tokenizer
+    from flops_fit.plan import plan
 
     load_start = load()
     result: dict = {"benchmark": "data", "quick": args.quick, "load_start": load_start}
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
             t0 = time.perf_counter()
             ds.prepare_data()
             prep.append(ds.num_tokens_available / (time.perf_counter() - t0))
-            stories = shards.StorySource(shards.SourceSpec.parse("sample"), "train", None).stories(0, 1024 if args.quick else 4096)
+            stories = sources.StorySource(sources.SourceSpec.parse("sample"), "train", None).stories(0, 1024 if args.quick else 4096)
             t0 = time.perf_counter()
             ids = shards.tokenize_stories(tok.backend, stories, tok.dtype)
             tok_only.append(ids.size / (time.perf_counter() - t0))
@@ -96,10 +96,10 @@ def main(argv: list[str] | None = None) -> dict:
         presets = ["smoke"] if args.quick else ["smoke", "tiny", "tinystories-gpu"]
         for name in presets:
             cfg = preset(name)
-            specs = plan(cfg.plan_config(vocab))
+            specs = plan(dataclasses.replace(cfg.plan, vocab_size=vocab))
             cuda = bool(cfg.gpus_per_trial) and torch.cuda.is_available()
             worst = None
-            for s in {(s.d_model, s.num_layers, s.batch_size): s for s in specs}.values():
+            for s in {(s.label, s.batch_size): s for s in specs}.values():
                 step_tokens = s.batch_size * s.seq_len
                 if cfg.gpus_per_trial and not cuda:
                     step_s, how = s.flops_per_token * step_tokens / (0.4 * H100_BF16_PEAK), "estimated (H100, 40% MFU)"
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
                 after.append(spent / n_steps)
             per_step, per_step_before = median(after), median(before)
             assert x.shape == (s.batch_size, s.seq_len)
-            loader_rows.append({"preset": name, "trial": f"{s.d_model}x{s.num_layers} b{s.batch_size} T{s.seq_len}",
+            loader_rows.append({"preset": name, "trial": f"{s.label} b{s.batch_size} T{s.seq_len}",
                                 "loader_ms_per_step": per_step * 1e3, "loader_tokens_per_s": s.batch_size * s.seq_len / per_step,
                                 "step_ms": step_s * 1e3, "step_time": how, "loader_frac": per_step / step_s,
                                 "per_step_gather_ms": per_step_before * 1e3, "loader_frac_per_step_gather": per_step_before / step_s,

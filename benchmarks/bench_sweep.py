@@ -58,7 +58,7 @@ def run(preset: str, slots: int, quick: bool, reuse_actors: bool = False, **over
     from flops_fit.throughput import estimate_sweep_seconds
 
     cfg = get_preset(preset).replace(**overrides)
-    specs = plan(cfg.plan_config())
+    specs = plan(cfg.plan)
     t0 = time.perf_counter()
     est = estimate_sweep_seconds(specs, cfg.cpus_per_trial, slots)
     probe_s = time.perf_counter() - t0

@@ -13,10 +13,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "GPT": ("flops_fit.examples.gpt", "GPT"),
-    "GPTConfig": ("flops_fit.examples.gpt", "GPTConfig"),
-    "create_model_for_scaling": ("flops_fit.examples.gpt", "create_model_for_scaling"),
-    "TinyStoriesDataset": ("flops_fit.examples.tinystories", "TinyStoriesDataset"),
+    "GPT": ("flops_fit.models.gpt", "GPT"),
+    "GPTConfig": ("flops_fit.models.gpt", "GPTConfig"),
+    "create_model_for_scaling": ("flops_fit.models.gpt", "create_model_for_scaling"),
+    "TinyStoriesDataset": ("flops_fit.data.tinystories", "TinyStoriesDataset"),
     "find_optimal": ("flops_fit.api", "find_optimal"),
     "Result": ("flops_fit.report", "Result"),
 }

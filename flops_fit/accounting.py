@@ -2,7 +2,7 @@
 
 Pure Python (no torch, no numpy) so that planning a sweep of 1e9-parameter models
 never allocates a weight: the counts here are exact closed forms of the reference GPT in
-``flops_fit/examples/gpt.py`` (tested against the instantiated model over many shapes).
+``flops_fit/models/gpt.py`` (tested against the instantiated model over many shapes).
 
 The reference GPT (pre-norm, RMSNorm with a learnable gain, fused bias-free QKV, rotary
 positions with no learned position table, SwiGLU MLP, untied output head)::
@@ -33,6 +33,15 @@ DEFAULT_FLOPS_CONVENTION = "6n"
 
 #: Parameter counts the fit can use as "N".
 PARAM_COUNTS = ("n", "n_non_embedding", "n_matmul")
+
+#: The default trained BPE's vocabulary (planner default and tokenizer default).
+# 2048: tiny scaling-study models (d_model 16-256) must not be mostly embedding and output
+# head: at d_model=64 a 2048 vocabulary costs 131k parameters per matrix, already as much as
+# a 2-layer body; 32k (GPT-2/Llama) would be 2M, and the head would dominate FLOPs too.
+# TinyStories keeps to a ~1.5k-word child lexicon (Eldan & Li 2023), and the offline sample
+# is smaller still, so 2048 BPE merges keep nearly every word one token (llama2.c trains its
+# small TinyStories models with 512-4096 vocabularies for the same reason).
+DEFAULT_VOCAB_SIZE = 2048
 
 
 @dataclass(frozen=True)

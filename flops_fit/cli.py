@@ -1,7 +1,8 @@
 """The ``flops-fit`` command: ``plan``, ``sweep``, ``fit``, ``predict``.
 
-Every SweepConfig field is a flag (``--points-per-budget 5``); a preset supplies the rest
-(``tiny`` by default). Errors exit with status 2 and one line naming the problem.
+Every SweepConfig field is a flag by its flat name (``--points-per-budget 5``), generated
+from the nested config groups; a preset supplies the rest (``tiny`` by default). Errors exit
+with status 2 and one line naming the problem.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import sys
 import typing
 from typing import Any, Sequence
 
-from flops_fit.config import PRESETS, SweepConfig
-from flops_fit.plan import PlanError
+from flops_fit.config import FLAT_FIELDS, PRESETS
+from flops_fit.errors import PlanError
 
 #: The law a plain ``--simulate`` uses: Besiroglu et al. 2024's refit of Chinchilla.
 DEFAULT_SIMULATED_LAW = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.348, "beta": 0.366, "noise": 0.01}
 
-#: Fields set through dedicated flags (or not from the command line at all).
-_SPECIAL = {"simulate", "faults"}
+#: Fields set through dedicated flags, or not from the command line at all: the law has its
+#: own flags, the driver fills in the tokenizer and threads, step hooks are Python callables.
+_SPECIAL = {"simulate", "tokenizer_json", "threads", "step_hooks"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,45 +41,49 @@ def _flag_type(field: dataclasses.Field) -> tuple[Any, dict[str, Any]]:
     return str, {}
 
 
+def _flag_fields() -> list[tuple[str, dataclasses.Field, type]]:
+    """(flat name, field, declaring class) of every config field that is a flag."""
+    out = []
+    for name, (_group, cls) in FLAT_FIELDS.items():
+        if name not in _SPECIAL:
+            out.append((name, next(f for f in dataclasses.fields(cls) if f.name == name), cls))
+    return out
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="tiny", help=f"named preset: {', '.join(sorted(PRESETS))} (default tiny)")
-    docs = _field_docs()
-    for field in dataclasses.fields(SweepConfig):
-        if field.name in _SPECIAL:
-            continue
+    docs: dict[type, dict[str, str]] = {}
+    for name, field, cls in _flag_fields():
         kind, extra = _flag_type(field)
-        flag = "--" + field.name.replace("_", "-")
-        kwargs = dict(default=None, dest=field.name, help=docs.get(field.name), **extra)
+        doc = docs.setdefault(cls, _field_docs(cls)).get(name)
+        kwargs = dict(default=None, dest=name, help=doc, **extra)
         if kind is not None:
             kwargs["type"] = kind
-        parser.add_argument(flag, **kwargs)
+        parser.add_argument("--" + name.replace("_", "-"), **kwargs)
     parser.add_argument("--simulate", action="store_true",
                         help="trials return losses from a known law (Besiroglu et al. 2024 refit) plus noise")
     parser.add_argument("--simulate-noise", type=float, default=None, help="multiplicative noise of --simulate")
 
 
-def _field_docs() -> dict[str, str]:
-    """The short description of each field, from the attribute docstrings in config.py."""
+def _field_docs(cls: type) -> dict[str, str]:
+    """The short description of each field of ``cls``, from its attribute docstrings."""
     import ast
     import inspect
-
-    from flops_fit import config
+    import textwrap
 
     docs: dict[str, str] = {}
-    body = next(n for n in ast.parse(inspect.getsource(config)).body
-                if isinstance(n, ast.ClassDef) and n.name == "SweepConfig").body
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
     for node, after in zip(body, body[1:]):
         if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
-            docs[node.target.id] = str(after.value.value).replace("%", "%%")
+            docs[node.target.id] = " ".join(str(after.value.value).split()).replace("%", "%%")
     return docs
 
 
-def config_from_args(args: argparse.Namespace) -> SweepConfig:
+def config_from_args(args: argparse.Namespace):
     from flops_fit.config import preset
 
     base = preset(args.preset)
-    changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(SweepConfig)
-               if f.name not in _SPECIAL and getattr(args, f.name, None) is not None}
+    changes = {name: getattr(args, name) for name, _f, _c in _flag_fields() if getattr(args, name, None) is not None}
     if args.simulate:
         law = dict(DEFAULT_SIMULATED_LAW)
         if args.simulate_noise is not None:
@@ -87,10 +93,11 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from flops_fit.plan import format_plan, plan
+    from flops_fit.engine import default_workload
+    from flops_fit.plan import format_plan
 
     cfg = config_from_args(args)
-    specs = plan(cfg.plan_config())
+    specs = default_workload(cfg).plan(cfg.plan)
     print(format_plan(specs))
     if args.estimate:
         import os
@@ -121,9 +128,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from flops_fit.results import results_path
 
     result = _load_result(args)
-    print(result.format_table())
-    for note in result.notes:
-        print(f"note: {note}")
+    print(result.format_table())  # the notes are part of the table's text
     out_dir = Path(args.out) if args.out else results_path(args.path).parent
     written = result.save(out_dir)
     print(f"wrote {len(written)} files to {out_dir}")

@@ -9,94 +9,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from flops_fit.plan import PlanConfig, PlanError
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    """Everything ``flops_fit.ray.sweep`` needs. Field groups: plan, data, resources, storage."""
-
-    # --- plan (see flops_fit.plan.PlanConfig for the meaning of each)
-    budgets: tuple[float, ...] = (1e12, 3e12, 1e13)
-    points_per_budget: int = 5
-    tokens_per_param: float = 20.0
-    span: float = 16.0
-    size_count: str = "n"
-    flops_convention: str = "6n"
-    seq_len: int = 256
-    vocab_size: int = 2048  # the default BPE's size (flops_fit/examples/tokenizer.py says why)
-    """Vocabulary of the default trained BPE; a named tokenizer brings its own size."""
-    min_steps: int = 50
-    max_batch_size: int = 512
-    base_lr: float = 3e-3
-    seed: int = 0
-    # --- data
-    source: str = "sample"
-    """"sample" (offline synthetic corpus), "roneneldan/TinyStories" (hub), or local files."""
-    cache_dir: str | None = None
-    """Token cache; node-local (default $FLOPS_FIT_CACHE or ~/.cache/flops_fit)."""
-    tokenizer_name: str | None = None
-    """None trains the default byte-level BPE; else a HF tokenizer name or directory."""
-    val_tokens: int = 65_536
-    max_epochs: float = 10.0
-    # --- resources and policy
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_concurrent_trials: int | None = None
-    max_failures: int = 2
-    """Retries of a trial whose worker or node died, each from its last checkpoint."""
-    checkpoint_every_s: float = 30.0
-    compile: bool = False
-    # --- storage
-    storage_path: str = "runs"
-    name: str = "sweep"
-    address: str | None = None
-    """Ray cluster to attach to; None uses $RAY_ADDRESS or starts Ray in-process."""
-    simulate: dict[str, float] | None = None
-    """A known law {E, A, B, alpha, beta, noise}: trials return its losses instead of training."""
-    n_boot: int = 200
-    faults: dict[str, dict[str, int]] | None = None
-    """Fault injection for tests and drills: {"diverge"|"kill": {trial_id: step}}; a kill
-    (SIGKILL of the worker) fires only on a trial's first attempt."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "budgets", tuple(float(b) for b in self.budgets))
-        self.plan_config()  # validates the planning fields with PlanError messages
-        if self.cpus_per_trial <= 0:
-            raise PlanError(f"cpus_per_trial must be positive, got {self.cpus_per_trial}")
-        if self.gpus_per_trial < 0 or (self.gpus_per_trial > 1 and not float(self.gpus_per_trial).is_integer()):
-            raise PlanError(f"gpus_per_trial must be a fraction in [0, 1] or a whole number, got {self.gpus_per_trial}")
-        if self.max_failures < 0:
-            raise PlanError(f"max_failures must be >= 0, got {self.max_failures}")
-        if not self.name or os.sep in self.name or self.name in (".", ".."):
-            raise PlanError(f"name {self.name!r} must be a plain directory name")
-        if self.val_tokens < self.seq_len:
-            raise PlanError(f"val_tokens={self.val_tokens} must hold at least one seq_len={self.seq_len} window")
-        if not (self.max_epochs > 0 and math.isfinite(self.max_epochs)):
-            raise PlanError(f"max_epochs must be a positive number, got {self.max_epochs}")
-        if self.simulate is not None:
-            missing = {"E", "A", "B", "alpha", "beta"} - set(self.simulate)
-            if missing:
-                raise PlanError(f"simulate needs the law's {sorted(missing)} (and optionally noise)")
-
-    def plan_config(self, vocab_size: int | None = None) -> PlanConfig:
-        """The planning fields (every PlanConfig field has its namesake here)."""
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(PlanConfig)}
-        return PlanConfig(**{**fields, "vocab_size": vocab_size or self.vocab_size})
-
-    def data_options(self, tokenizer_json: str | None) -> "DataOptions":
-        """What every trial of this sweep reads, with the driver's tokenizer."""
-        return DataOptions(source=self.source, cache_dir=self.cache_dir, tokenizer_name=self.tokenizer_name,
-                           tokenizer_json=tokenizer_json, val_tokens=self.val_tokens, max_epochs=self.max_epochs)
-
-    def replace(self, **changes: Any) -> "SweepConfig":
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise PlanError(f"unknown option(s) {sorted(unknown)}")
-        return dataclasses.replace(self, **changes)
+from flops_fit.errors import PlanError
+from flops_fit.plan import PlanConfig
 
 
 @dataclass(frozen=True)
@@ -104,8 +21,11 @@ class DataOptions:
     """Where a trial's tokens come from (shared by every trial of a sweep)."""
 
     source: str = "sample"
+    """"sample" (offline synthetic corpus), "roneneldan/TinyStories" (hub), or local files."""
     cache_dir: str | None = None
+    """Token cache; node-local (default $FLOPS_FIT_CACHE or ~/.cache/flops_fit)."""
     tokenizer_name: str | None = None
+    """None trains the default byte-level BPE; else a HF tokenizer name or directory."""
     tokenizer_json: str | None = None
     """The driver's tokenizer, serialised; workers rebuild it from this, so all agree."""
     val_tokens: int = 65_536
@@ -114,24 +34,132 @@ class DataOptions:
     """Refuse trials that would repeat the training data more often than this."""
 
     def __post_init__(self) -> None:
-        if self.val_tokens < 1:
-            raise ValueError(f"val_tokens must be positive, got {self.val_tokens}")
-        if not self.max_epochs > 0:
-            raise ValueError(f"max_epochs must be positive, got {self.max_epochs}")
+        if isinstance(self.val_tokens, bool) or not isinstance(self.val_tokens, int) or self.val_tokens < 1:
+            raise PlanError(f"val_tokens must be a positive int, got {self.val_tokens!r}")
+        if not (self.max_epochs > 0 and math.isfinite(self.max_epochs)):
+            raise PlanError(f"max_epochs must be a positive number, got {self.max_epochs}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainOptions:
     """How a trial runs (not what it trains: that is the TrialSpec)."""
 
-    device: str | None = None  # None: cuda when available, else cpu
-    threads: int | None = None  # torch CPU threads; None leaves torch's default
-    log_every: int = 10  # steps between curve points (and host syncs on CUDA)
+    device: str | None = None
+    """Where trials train; None: cuda when available, else cpu."""
+    threads: int | None = None
+    """torch CPU threads per trial; None leaves torch's default (a sweep sets cpus_per_trial)."""
+    log_every: int = 10
+    """Steps between curve points (and host syncs on CUDA)."""
     checkpoint_every_s: float = 30.0
+    """Seconds between a trial's checkpoints (what a dead worker resumes from)."""
     eval_batch_size: int = 32
+    """Sequences per batch when scoring the validation set."""
     weight_decay: float = 0.1
+    """AdamW weight decay on matrices."""
     compile: bool = False
-    faults: dict[str, dict[str, int]] | None = None  # see SweepConfig.faults
+    """torch.compile the model (worth it on GPUs)."""
+    step_hooks: tuple[Callable[..., Any], ...] = ()
+    """Callables run before every optimizer step with a ``flops_fit.train.StepContext``
+    (fault drills in the tests, custom logging); shipped to workers like user code."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "step_hooks", tuple(self.step_hooks))
+        if not self.checkpoint_every_s > 0:
+            raise PlanError(f"checkpoint_every_s must be positive, got {self.checkpoint_every_s}")
+        if not (isinstance(self.log_every, int) and self.log_every >= 1):
+            raise PlanError(f"log_every must be a positive int, got {self.log_every!r}")
+
+
+def _default_plan() -> PlanConfig:
+    return PlanConfig(budgets=(1e12, 3e12, 1e13))
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything ``flops_fit.ray.sweep`` needs: the plan, the data, how trials train, and
+    the sweep's own resources and storage. Each field is declared once, in its group; the
+    flat names (``budgets``, ``source``, ``compile``, ...) read through to the group, and
+    ``replace(**flat)``, the command-line flags and ``sweep(**kwargs)`` take them."""
+
+    plan: PlanConfig = field(default_factory=_default_plan)
+    data: DataOptions = field(default_factory=DataOptions)
+    train: TrainOptions = field(default_factory=TrainOptions)
+    # --- resources and policy
+    cpus_per_trial: float = 1.0
+    """CPU cores a trial holds (also its torch thread count)."""
+    gpus_per_trial: float = 0.0
+    """GPUs a trial holds: a fraction packs several trials on one GPU."""
+    max_concurrent_trials: int | None = None
+    """At most this many trials at once (None: as many as resources allow)."""
+    max_failures: int = 2
+    """Retries of a trial whose worker or node died, each from its last checkpoint."""
+    # --- storage
+    storage_path: str = "runs"
+    """Directory that holds sweep directories (shared storage on a cluster)."""
+    name: str = "sweep"
+    """The sweep's directory under storage_path; rerunning the same name resumes it."""
+    address: str | None = None
+    """Ray cluster to attach to; None uses $RAY_ADDRESS or starts Ray in-process."""
+    simulate: dict[str, float] | None = None
+    """A known law {E, A, B, alpha, beta, noise}: trials return its losses instead of training."""
+    n_boot: int = 200
+    """Bootstrap resamples of each fit's intervals."""
+
+    def __post_init__(self) -> None:
+        if self.cpus_per_trial <= 0:
+            raise PlanError(f"cpus_per_trial must be positive, got {self.cpus_per_trial}")
+        if self.gpus_per_trial < 0 or (self.gpus_per_trial > 1 and not float(self.gpus_per_trial).is_integer()):
+            raise PlanError(f"gpus_per_trial must be a fraction in [0, 1] or a whole number, got {self.gpus_per_trial}")
+        if self.max_failures < 0:
+            raise PlanError(f"max_failures must be >= 0, got {self.max_failures}")
+        if not self.name or os.sep in self.name or self.name in (".", ".."):
+            raise PlanError(f"name {self.name!r} must be a plain directory name")
+        if self.data.val_tokens < self.plan.seq_len:
+            raise PlanError(f"val_tokens={self.data.val_tokens} must hold at least one seq_len={self.plan.seq_len} window")
+        if self.simulate is not None:
+            missing = {"E", "A", "B", "alpha", "beta"} - set(self.simulate)
+            if missing:
+                raise PlanError(f"simulate needs the law's {sorted(missing)} (and optionally noise)")
+
+    def __getattr__(self, name: str) -> Any:
+        """Flat read access to the groups' fields: ``cfg.budgets`` is ``cfg.plan.budgets``."""
+        group = _GROUP_OF.get(name)
+        if group is None or name.startswith("__"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(object.__getattribute__(self, group), name)
+
+    def replace(self, **changes: Any) -> "SweepConfig":
+        """A copy with fields changed by their flat names (or whole groups: ``plan=...``)."""
+        unknown = set(changes) - set(FLAT_FIELDS) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise PlanError(f"unknown option(s) {sorted(unknown)}")
+        top = {k: v for k, v in changes.items() if k not in _GROUP_OF}
+        for group in _GROUPS:
+            sub = {k: v for k, v in changes.items() if _GROUP_OF.get(k) == group}
+            if sub:
+                top[group] = dataclasses.replace(top.get(group, getattr(self, group)), **sub)
+        return dataclasses.replace(self, **top)
+
+    @classmethod
+    def of(cls, **flat: Any) -> "SweepConfig":
+        """A config from flat field names over the defaults: ``SweepConfig.of(budgets=[1e12, 1e13])``."""
+        return cls().replace(**flat)
+
+
+#: Group field name -> its dataclass; every flat name belongs to exactly one group.
+_GROUPS = {"plan": PlanConfig, "data": DataOptions, "train": TrainOptions}
+_GROUP_OF: dict[str, str] = {}
+for _group, _cls in _GROUPS.items():
+    for _f in dataclasses.fields(_cls):
+        if _f.name in _GROUP_OF or _f.name in {f.name for f in dataclasses.fields(SweepConfig)}:
+            raise TypeError(f"config field {_f.name!r} is declared twice")  # import-time guard
+        _GROUP_OF[_f.name] = _group
+
+#: Every flat name -> (group or None for a top-level field, the declaring dataclass).
+FLAT_FIELDS: dict[str, tuple[str | None, type]] = {
+    **{name: (group, _GROUPS[group]) for name, group in _GROUP_OF.items()},
+    **{f.name: (None, SweepConfig) for f in dataclasses.fields(SweepConfig) if f.name not in _GROUPS},
+}
 
 
 # --- presets -----------------------------------------------------------------------------
@@ -148,7 +176,7 @@ def tiny() -> SweepConfig:
     3's frontier, so both fits speak the same units (``--flops-convention attention`` budgets
     the compute these models really spend instead; every convention is recorded either way).
     """
-    return SweepConfig(
+    return SweepConfig.of(
         # 3e12 gives a clean valley too (235k parameters best at ~9 tokens per parameter at
         # vocabulary 2048, measured) but costs ~20 CPU-minutes; these three take a few.
         budgets=(1e11, 3e11, 1e12),
@@ -169,7 +197,7 @@ def tiny() -> SweepConfig:
 
 def tinystories_gpu() -> SweepConfig:
     """The real TinyStories from the hub on GPUs: 5 budgets, 7 sizes each, one GPU a trial."""
-    return SweepConfig(
+    return SweepConfig.of(
         budgets=(1e16, 3e16, 1e17, 3e17, 1e18),
         points_per_budget=7,
         tokens_per_param=20.0,
@@ -189,7 +217,7 @@ def tinystories_gpu() -> SweepConfig:
 
 def smoke() -> SweepConfig:
     """The least sweep that exercises every part (tests and ``--smoke-test``): seconds."""
-    return SweepConfig(
+    return SweepConfig.of(
         budgets=(1e10, 2e10, 4e10),
         points_per_budget=3,
         tokens_per_param=10.0,

@@ -26,7 +26,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 # Approach 2 and the bootstrap live in their own modules; the public names stay importable
-# from flops_fit.fit (DESIGN.md).
+# from flops_fit.fit (scripts import them from here).
 from flops_fit.fitboot import Bootstrap, interval, one_blas_thread, positive, resample
 from flops_fit.isoflop import BudgetOptimum, IsoFLOPFit, fit_isoflop
 

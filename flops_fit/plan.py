@@ -1,7 +1,8 @@
 """Budgets -> an IsoFLOP grid of trial specs (Chinchilla Approach 2 data), with checks.
 
-Pure Python: no torch, no Ray, no numpy. Parameter counts come from the exact closed form
-in :mod:`flops_fit.accounting`, never from building a model.
+Pure Python: no torch, no Ray, no numpy. Which sizes exist and what each costs comes from
+a size table (:mod:`flops_fit.sizes`): the reference GPT's exact closed form by default, or
+the table a workload measured.
 
 For each FLOPs budget C the grid holds ``points_per_budget`` model sizes spaced log-evenly
 in the parameter count the fit uses (``size_count``, default all parameters) around the size
@@ -14,32 +15,19 @@ minimum for a parabola fit (Hoffmann et al. 2022, §3.2, Fig. 3).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from flops_fit import accounting
-from flops_fit.accounting import ModelShape
-
-
-class PlanError(ValueError):
-    """A sweep request that cannot run; the message names the problem and the fix."""
+from flops_fit.errors import PlanError
+from flops_fit.sizes import GPTSizes, SizeTable
 
 
 def deepseek_batch_tokens(budget: float) -> float:
     """Compute-optimal batch size in tokens, B = 0.292·C^0.3271 (DeepSeek LLM, Bi et al.
     2024, §3.1). It shrinks with the budget, which gives the large models of small
-    budgets enough optimizer steps for an IsoFLOP valley to show (see NOTES-ray-hf.md)."""
+    budgets enough optimizer steps for an IsoFLOP valley to show."""
     return 0.292 * budget**0.3271
-
-
-def lr_for_width(d_model: int, base_lr: float) -> float:
-    """Peak AdamW learning rate by model width: base_lr·sqrt(256/d_model), capped at 2·base_lr.
-
-    Wider models need smaller steps (μP prescribes 1/width for hidden matrices; Kaplan et al.
-    2020, eq. D.1, fit a slowly falling LR in N); the square root is a deliberately gentle
-    middle ground that stays stable across the 16..4096 widths a sweep spans.
-    """
-    return min(2.0 * base_lr, base_lr * math.sqrt(256.0 / d_model))
 
 
 @dataclass(frozen=True)
@@ -56,7 +44,8 @@ class PlanConfig:
     """Ratio of the largest to the smallest model of a budget (in ``size_count``)."""
     size_count: str = "n"
     """Which parameter count the sizes are spaced in and targeted by (accounting.PARAM_COUNTS)."""
-    vocab_size: int = 2048  # the default BPE's size (flops_fit/examples/tokenizer.py says why)
+    vocab_size: int = accounting.DEFAULT_VOCAB_SIZE
+    """The reference GPT's vocabulary (a trained tokenizer's real size replaces it)."""
     seq_len: int = 256
     flops_convention: str = accounting.DEFAULT_FLOPS_CONVENTION
     min_steps: int = 50
@@ -105,17 +94,16 @@ class PlanConfig:
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """One trial: a model shape and an exact token count for one budget."""
+    """One trial: a model and an exact token count for one budget.
+
+    ``model`` is the workload's own description of the model (the reference GPT's shape and
+    size target, or a user model's size value); ``params`` its parameter counts by group
+    (None where a workload cannot know one); ``flops_per_token_by`` its FLOPs per token
+    under every convention it supports.
+    """
 
     trial_id: str
     budget: float
-    target_params: float  # handed to create_model_for_scaling with count=size_count
-    size_count: str
-    vocab_size: int
-    d_model: int
-    num_layers: int
-    num_heads: int
-    d_ff: int
     seq_len: int
     batch_size: int
     steps: int
@@ -124,9 +112,11 @@ class TrialSpec:
     flops_convention: str
     flops_per_token: float
     n: int
-    n_non_embedding: int
     seed: int
-    extra: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any]
+    params: dict[str, int | None]
+    flops_per_token_by: dict[str, float]
+    label: str = ""
 
     @property
     def tokens(self) -> int:
@@ -136,37 +126,20 @@ class TrialSpec:
     def flops(self) -> float:
         return self.tokens * self.flops_per_token
 
-    @property
-    def shape(self) -> ModelShape:
-        return ModelShape(self.vocab_size, self.d_model, self.num_layers, self.num_heads, self.d_ff, self.seq_len)
+    def flops_columns(self, tokens: int) -> dict[str, float]:
+        """``flops_<convention>`` columns for ``tokens`` trained tokens."""
+        return {k: v * tokens for k, v in self.flops_per_token_by.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @property
-    def is_reference_gpt(self) -> bool:
-        """False for a user's model (find_optimal): only its total count n is known."""
-        return "size_param" not in self.extra
-
-    def flops_per_token_all(self) -> dict[str, float]:
-        """Training FLOPs per token under every convention this model supports."""
-        if not self.is_reference_gpt:
-            return {"flops_6n": 6.0 * self.n}
-        return accounting.all_flops_per_token(self.shape, self.seq_len)
-
     def record(self) -> dict[str, Any]:
         """The plan-side columns of this trial's results row (no outcome yet)."""
-        groups = (accounting.param_groups(self.shape).as_dict() if self.is_reference_gpt
-                  else {"n": self.n, "n_non_embedding": self.n_non_embedding})
         return dict(
             trial_id=self.trial_id,
             budget=self.budget,
-            **groups,
-            d_model=self.d_model,
-            num_layers=self.num_layers,
-            num_heads=self.num_heads,
-            d_ff=self.d_ff,
-            vocab_size=self.vocab_size,
+            **self.params,
+            **{c: self.model.get(c) for c in MODEL_COLUMNS},
             seq_len=self.seq_len,
             batch_size=self.batch_size,
             lr=self.lr,
@@ -175,7 +148,7 @@ class TrialSpec:
             flops_convention=self.flops_convention,
             tokens=self.tokens,
             flops=self.flops,
-            **{k: v * self.tokens for k, v in self.flops_per_token_all().items()},
+            **self.flops_columns(self.tokens),
         )
 
     @classmethod
@@ -183,75 +156,11 @@ class TrialSpec:
         return cls(**d)
 
 
-#: The smallest model a grid uses: 16 wide, 1 layer (narrower models learn next to nothing).
-MIN_D_MODEL = 16
+#: Columns of the results table that describe a model's shape (null for a model without one).
+MODEL_COLUMNS = ("d_model", "num_layers", "num_heads", "d_ff", "vocab_size")
 
 
-def smallest_shape(cfg: PlanConfig) -> ModelShape:
-    return accounting.ModelShape(
-        cfg.vocab_size, MIN_D_MODEL, 1, 1, accounting.swiglu_hidden(MIN_D_MODEL), cfg.seq_len
-    )
-
-
-class GPTSizes:
-    """Model sizes of the reference GPT: any target count maps to a shape by the shape rule."""
-
-    def __init__(self, cfg: PlanConfig):
-        self.cfg = cfg
-        self.floor_key = smallest_shape(cfg)
-        self.floor = float(accounting.count_params(self.floor_key, cfg.size_count))
-
-    def pick(self, target: float) -> ModelShape:
-        if target <= self.floor:
-            return self.floor_key
-        return accounting.shape_for_params(target, self.cfg.vocab_size, self.cfg.seq_len, count=self.cfg.size_count)
-
-    def n(self, shape: ModelShape) -> int:
-        return accounting.param_groups(shape).total
-
-    def flops_per_token(self, shape: ModelShape) -> float:
-        return accounting.flops_per_token(shape, self.cfg.seq_len, self.cfg.flops_convention)
-
-    def spec_fields(self, shape: ModelShape, target: float) -> dict[str, Any]:
-        return dict(
-            target_params=target, size_count=self.cfg.size_count, vocab_size=shape.vocab_size,
-            d_model=shape.d_model, num_layers=shape.num_layers, num_heads=shape.num_heads, d_ff=shape.d_ff,
-            lr=lr_for_width(shape.d_model, self.cfg.base_lr),
-            n_non_embedding=accounting.param_groups(shape).non_embedding,
-        )
-
-
-class CountedSizes:
-    """Sizes of a user's model: a finite table {size value: parameter count} measured by
-    building the model (``flops_fit.api``); the budget convention is 6·N·D."""
-
-    def __init__(self, cfg: PlanConfig, size_param: str, counts: dict[Any, int]):
-        if not counts:
-            raise PlanError(f"no usable values of {size_param!r}: the model factory rejected every one tried")
-        self.cfg, self.size_param = cfg, size_param
-        self.values = sorted(counts, key=lambda v: counts[v])
-        self.counts = counts
-        self.floor_key = self.values[0]
-        self.floor = float(counts[self.floor_key])
-
-    def pick(self, target: float) -> Any:
-        return min(self.values, key=lambda v: abs(math.log(self.counts[v] / target)))
-
-    def n(self, value: Any) -> int:
-        return self.counts[value]
-
-    def flops_per_token(self, value: Any) -> float:
-        return 6.0 * self.counts[value]
-
-    def spec_fields(self, value: Any, target: float) -> dict[str, Any]:
-        return dict(
-            target_params=target, size_count="n", vocab_size=0, d_model=0, num_layers=0, num_heads=0, d_ff=0,
-            lr=self.cfg.base_lr, n_non_embedding=self.counts[value],
-            extra={"size_param": self.size_param, "size_value": value},
-        )
-
-
-def _prior_optimum(budget: float, sizes: Any) -> float:
+def _prior_optimum(budget: float, sizes: SizeTable) -> float:
     """Size target t where D/N(total) equals the prior; bisection in log t."""
 
     def tokens_per_param(t: float) -> float:
@@ -270,7 +179,7 @@ def _prior_optimum(budget: float, sizes: Any) -> float:
     return math.exp((lo + hi) / 2)
 
 
-def smallest_feasible_budget(cfg: PlanConfig, sizes: Any = None) -> float:
+def smallest_feasible_budget(cfg: PlanConfig, sizes: SizeTable | None = None) -> float:
     """The least budget whose smallest model still gets ``min_steps`` steps of one sequence."""
     sizes = sizes or GPTSizes(cfg)
     return sizes.flops_per_token(sizes.floor_key) * cfg.min_steps * cfg.seq_len
@@ -286,7 +195,7 @@ def _batch_and_steps(budget: float, tokens: float, cfg: PlanConfig) -> tuple[int
     return batch, max(1, round(tokens / (batch * cfg.seq_len)))
 
 
-def plan_budget(budget: float, cfg: PlanConfig, sizes: Any = None) -> list[TrialSpec]:
+def plan_budget(budget: float, cfg: PlanConfig, sizes: SizeTable | None = None) -> list[TrialSpec]:
     """The IsoFLOP grid for one budget (sizes merged when they round to the same model)."""
     sizes = sizes or GPTSizes(cfg)
     floor = smallest_feasible_budget(cfg, sizes)
@@ -313,18 +222,23 @@ def plan_budget(budget: float, cfg: PlanConfig, sizes: Any = None) -> list[Trial
                 f"(< min_steps={cfg.min_steps}) even at batch 1; use a budget >= "
                 f"{budget * cfg.min_steps / steps:.3g}, a smaller span, or a lower min_steps"
             )
+        entry = sizes.entry(key, target)
         specs[key] = TrialSpec(
             trial_id=f"C{budget:.2e}_N{n}".replace("+", ""),
             budget=budget,
             seq_len=cfg.seq_len,
             batch_size=batch,
             steps=steps,
+            lr=entry.lr,
             warmup_steps=max(1, min(1000, round(0.05 * steps))),
-            flops_convention=cfg.flops_convention if isinstance(sizes, GPTSizes) else "6n",
+            flops_convention=sizes.flops_convention,
             flops_per_token=fpt,
             n=n,
             seed=cfg.seed,
-            **sizes.spec_fields(key, target),
+            model=entry.model,
+            params=entry.params,
+            flops_per_token_by=entry.flops_per_token_by,
+            label=entry.label,
         )
     grid = sorted(specs.values(), key=lambda s: s.n)
     if len(grid) < 3:
@@ -335,21 +249,15 @@ def plan_budget(budget: float, cfg: PlanConfig, sizes: Any = None) -> list[Trial
     return grid
 
 
-def plan(budgets: Sequence[float] | PlanConfig, points_per_budget: int = 5, *, sizes: Any = None,
+def plan(budgets: Sequence[float] | PlanConfig, points_per_budget: int = 5, *, sizes: SizeTable | None = None,
          **options: Any) -> list[TrialSpec]:
     """The whole sweep: every budget's grid, smallest budget first. Raises PlanError
     before anything runs when any part of the request is infeasible. ``sizes`` replaces the
-    reference GPT's shape rule (a ``CountedSizes`` for a user's model)."""
+    reference GPT's shape rule (``flops_fit.sizes.CountedSizes`` for a user's model)."""
     cfg = budgets if isinstance(budgets, PlanConfig) else PlanConfig(
         budgets=tuple(budgets), points_per_budget=points_per_budget, **options
     )
     return [spec for budget in cfg.budgets for spec in plan_budget(budget, cfg, sizes)]
-
-
-def _size_label(spec: TrialSpec) -> str:
-    if spec.is_reference_gpt:
-        return f"{spec.d_model}x{spec.num_layers}"
-    return f"{spec.extra['size_param']}={spec.extra['size_value']}"
 
 
 def format_plan(specs: Sequence[TrialSpec]) -> str:
@@ -358,9 +266,13 @@ def format_plan(specs: Sequence[TrialSpec]) -> str:
     lines = [header, "-" * len(header)]
     for s in specs:
         lines.append(
-            f"{s.budget:9.2e} {s.n:11,d} {s.n_non_embedding:10,d} {_size_label(s):>9} "
+            f"{s.budget:9.2e} {s.n:11,d} {_count(s.params.get('n_non_embedding')):>10} {s.label:>9} "
             f"{s.tokens:11,d} {s.tokens / s.n:7.2f} {s.steps:6d} {s.batch_size:5d} {s.lr:8.2e} {s.flops:9.2e}"
         )
     total = sum(s.flops for s in specs)
     lines.append(f"{len(specs)} trials, total {total:.3e} FLOPs ({specs[0].flops_convention if specs else ''} convention)")
     return "\n".join(lines)
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,d}"

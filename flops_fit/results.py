@@ -20,7 +20,7 @@ RESULTS_FILENAME = "results.parquet"
 STATUSES = ("ok", "diverged", "failed")
 
 #: Column name -> arrow type. Rows may omit optional columns (they become null); the first
-#: block is required of every row (DESIGN.md: the public minimum).
+#: block is required of every row (the public minimum a results table must carry).
 SCHEMA = pa.schema(
     [
         # required: identity, plan, outcome
@@ -34,7 +34,7 @@ SCHEMA = pa.schema(
         ("flops", pa.float64()),  # tokens x flops-per-token under `flops_convention`
         ("loss", pa.float64()),  # held-out validation loss (nats/token); null unless ok
         ("status", pa.string()),  # ok | diverged | failed
-        # parameter groups and FLOPs conventions (DESIGN.md: record all, let the fit choose)
+        # parameter groups and FLOPs conventions (record all, let the fit choose)
         ("n_embedding", pa.int64()),
         ("n_head", pa.int64()),
         ("n_matmul", pa.int64()),

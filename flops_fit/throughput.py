@@ -53,13 +53,14 @@ def matmul_peak_flops(threads: int | None = None, dtype: Any = None, *, n: int |
 
 
 def _shape_of(spec_or_shape: Any):
-    """A TrialSpec, a ModelShape or a GPTConfig -> (GPTConfig, default batch, default seq_len)."""
+    """A reference-GPT TrialSpec, a ModelShape or a GPTConfig -> (GPTConfig, default batch, default seq_len)."""
     from flops_fit.accounting import ModelShape
-    from flops_fit.examples.gpt import GPTConfig
+    from flops_fit.models.gpt import GPTConfig
+    from flops_fit.sizes import gpt_shape
 
     if isinstance(spec_or_shape, GPTConfig):
         return spec_or_shape, None, spec_or_shape.max_seq_len
-    shape = spec_or_shape if isinstance(spec_or_shape, ModelShape) else spec_or_shape.shape
+    shape = spec_or_shape if isinstance(spec_or_shape, ModelShape) else gpt_shape(spec_or_shape.model)
     return GPTConfig.from_shape(shape), getattr(spec_or_shape, "batch_size", None), shape.max_seq_len
 
 
@@ -77,7 +78,7 @@ def probe_tokens_per_s(spec_or_shape: Any, batch_size: int | None = None, seq_le
     torch, dev = _setup(threads, device)
     config, spec_batch, spec_seq = _shape_of(spec_or_shape)
     B, T = batch_size or spec_batch or 16, seq_len or spec_seq
-    from flops_fit.examples.gpt import GPT
+    from flops_fit.models.gpt import GPT
 
     torch.manual_seed(0)
     model = GPT(config).to(dev)
@@ -85,7 +86,7 @@ def probe_tokens_per_s(spec_or_shape: Any, batch_size: int | None = None, seq_le
     step_fn = torch.compile(model) if compile else model
     x = torch.randint(0, config.vocab_size, (B, T), device=dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    autocast = train_mod._autocast(dev)
+    autocast = train_mod.autocast_for(dev)
     for _ in range(warmup):
         train_mod.train_step(step_fn, optimizer, x, autocast)
     sync()
@@ -123,15 +124,17 @@ def estimate_sweep_seconds(specs: Sequence[Any], cpus_per_trial: float = 1.0, sl
     Each trial costs ``overhead_s + tokens / tokens_per_s(shape, batch)``; trials are packed
     longest first onto ``slots`` slots (default: CPUs // cpus_per_trial), the rule the
     driver launches by, so the makespan is the LPT schedule's. ``tokens_per_s`` may supply
-    measured rates keyed by (d_model, num_layers, batch_size, seq_len) to skip probing.
+    measured rates keyed by (ModelShape, batch_size, seq_len) to skip probing.
     """
     import os
+
+    from flops_fit.sizes import gpt_shape
 
     slots = slots or max(1, int((os.cpu_count() or 1) // cpus_per_trial))
     rates = dict(tokens_per_s or {})
     per_trial = []
     for s in specs:
-        key = (s.d_model, s.num_layers, s.batch_size, s.seq_len)
+        key = (gpt_shape(s.model), s.batch_size, s.seq_len)
         if key not in rates:
             rates[key] = probe_tokens_per_s(s, steps=probe_steps, warmup=1, threads=max(1, int(cpus_per_trial)))
         per_trial.append(overhead_s + s.tokens / rates[key])

@@ -29,7 +29,7 @@ def ray_session():
     ray.shutdown()
 
 
-# --- TinyStories data fixtures (flops_fit/examples/tinystories.py) ------------------------
+# --- TinyStories data fixtures (flops_fit/data/tinystories.py) ------------------------
 # One small tokenizer and one prepared offline-sample cache for the whole session, so every
 # test that needs tokens reuses them instead of training/tokenizing again. Use as
 #   TinyStoriesDataset(source="sample", seq_len=..., num_tokens=..., **sample_data)
@@ -44,8 +44,8 @@ SAMPLE_TEST_STORIES_PER_SHARD = 64
 @pytest.fixture(scope="session")
 def sample_tokenizer_json() -> str:
     """Canonical tokenizer.json of a 512-token byte-level BPE trained on 256 sample stories."""
-    from flops_fit.examples import sample
-    from flops_fit.examples.tokenizer import EOS_TOKEN, DataTokenizer, train_bpe
+    from flops_fit.data import sample
+    from flops_fit.data.tokenizer import EOS_TOKEN, DataTokenizer, train_bpe
 
     bpe = train_bpe(sample.generate_stories("train", 0, 256), SAMPLE_TEST_VOCAB)
     return DataTokenizer.from_json(bpe.to_str(), EOS_TOKEN).json
@@ -54,7 +54,7 @@ def sample_tokenizer_json() -> str:
 @pytest.fixture(scope="session")
 def sample_data(tmp_path_factory, sample_tokenizer_json) -> MappingProxyType:
     """Constructor kwargs for a prepared sample cache: cache_dir, tokenizer, stories_per_shard."""
-    from flops_fit.examples.tinystories import TinyStoriesDataset
+    from flops_fit.data.tinystories import TinyStoriesDataset
 
     kwargs = {"cache_dir": tmp_path_factory.mktemp("flops_fit_cache"), "tokenizer": sample_tokenizer_json,
               "stories_per_shard": SAMPLE_TEST_STORIES_PER_SHARD}

@@ -1,4 +1,4 @@
-"""Every script in examples/ runs with --smoke-test (DESIGN.md: a test runs each one that way)."""
+"""Every script in examples/ runs with --smoke-test."""
 
 from __future__ import annotations
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from flops_fit.api import count_sizes, find_optimal
+from flops_fit.api import find_optimal
 from flops_fit.plan import PlanError
+from flops_fit.workloads.user import count_sizes
 
 SEQ, VOCAB = 16, 32
 
@@ -87,3 +89,20 @@ def test_bad_models_are_refused_before_any_trial(tmp_path, model_cls, size_param
     with pytest.raises(PlanError, match=message):
         find_optimal(model_cls, size_param, storage_path=str(tmp_path / "runs"), **_bad(**changes))
     assert not (tmp_path / "runs").exists()  # nothing ran, nothing was written
+
+
+def test_without_a_dataset_a_user_model_trains_on_tinystories(ray_session, tmp_path):
+    """dataset=None is the README's "TinyStories": the sweep's tokenizer (the offline sample's
+    BPE here) feeds the user's model; its vocabulary reaches the data pipeline, not a GPT-only zero."""
+    vocab = 512
+    result = find_optimal(
+        TinyLM, "width", model_kwargs={"vocab": vocab, "max_len": 64}, loss_fn=next_token_loss,
+        compute_budgets=(1e9, 2e9, 4e9), points_per_budget=3, size_values=[4, 8, 16, 32, 64],
+        seq_len=64, vocab_size=vocab, source="sample", val_tokens=4096, cache_dir=str(tmp_path / "cache"),
+        storage_path=str(tmp_path), name="stories", min_steps=8, max_batch_size=8, n_boot=10,
+    )
+    table = result.results
+    assert len(table) >= 6 and (table["status"] == "ok").all(), table[["trial_id", "status", "error"]]
+    assert set(table["seq_len"]) == {64}
+    assert (table["loss"] < np.log(vocab)).all()  # learned something about the stories
+    assert table["d_model"].isna().all()  # a user model has no GPT shape: null, not a sentinel zero

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from flops_fit import accounting
-from flops_fit.examples import gpt as gpt_module
-from flops_fit.examples.gpt import (
+from flops_fit.models import gpt as gpt_module
+from flops_fit.models.gpt import (
     GPT,
     GPTConfig,
     apply_rotary,
@@ -48,10 +48,14 @@ def model() -> GPT:
 
 
 def test_public_import_paths_are_the_same_objects():
-    from flops_fit.model import GPT as G1, GPTConfig as C1
-    from flops_fit.model import create_model_for_scaling as cm1, estimate_params_from_config as ep1
-    from flops_fit.examples import GPT as G2, GPTConfig as C2, create_model_for_scaling as cm2
     import flops_fit
+    from flops_fit.examples import GPT as G2
+    from flops_fit.examples import GPTConfig as C2
+    from flops_fit.examples import create_model_for_scaling as cm2
+    from flops_fit.model import GPT as G1
+    from flops_fit.model import GPTConfig as C1
+    from flops_fit.model import create_model_for_scaling as cm1
+    from flops_fit.model import estimate_params_from_config as ep1
 
     assert G1 is G2 is flops_fit.GPT is GPT
     assert C1 is C2 is flops_fit.GPTConfig is GPTConfig

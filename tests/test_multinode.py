@@ -6,10 +6,10 @@ import os
 import shutil
 import signal
 import socket
-import tempfile
-import time
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest

@@ -12,13 +12,14 @@ import pytest
 from flops_fit import accounting
 from flops_fit.config import preset
 from flops_fit.plan import PlanConfig, PlanError, TrialSpec, format_plan, plan, smallest_feasible_budget
+from flops_fit.sizes import gpt_shape
 
 
 @pytest.mark.parametrize("convention", accounting.FLOPS_CONVENTIONS)
 def test_each_trial_spends_its_budget_within_rounding(convention):
     specs = plan([1e15, 1e16, 1e17], 7, vocab_size=8192, seq_len=512, flops_convention=convention)
     for s in specs:
-        flops = s.tokens * accounting.flops_per_token(s.shape, s.seq_len, convention)
+        flops = s.tokens * accounting.flops_per_token(gpt_shape(s.model), s.seq_len, convention)
         # tokens are whole steps: the error is at most half a step's worth of tokens
         assert abs(flops - s.budget) / s.budget <= 0.5 / s.steps + 1e-12
         assert s.steps >= 50
@@ -47,7 +48,7 @@ def test_sizes_that_round_to_one_model_are_merged():
     # nine targets within 30% of each other: widths move in steps of 2, so several coincide
     cfg = PlanConfig(budgets=(1e11,), points_per_budget=9, span=1.3, vocab_size=512, seq_len=32, min_steps=8)
     specs = plan(cfg)
-    shapes = [s.shape for s in specs]
+    shapes = [gpt_shape(s.model) for s in specs]
     assert len(shapes) == len(set(shapes))
     assert 3 <= len(specs) < 9
 
@@ -104,14 +105,14 @@ def test_spec_round_trips_and_records_every_convention():
     assert TrialSpec.from_dict(spec.to_dict()) == spec
     row = spec.record()
     for c in accounting.FLOPS_CONVENTIONS:
-        assert row[f"flops_{c}"] == pytest.approx(spec.tokens * accounting.flops_per_token(spec.shape, 128, c))
-    assert row["n"] == spec.n and row["n_non_embedding"] == spec.n_non_embedding
+        assert row[f"flops_{c}"] == pytest.approx(spec.tokens * accounting.flops_per_token(gpt_shape(spec.model), 128, c))
+    assert row["n"] == spec.n and row["n_non_embedding"] == spec.params["n_non_embedding"]
 
 
 @pytest.mark.parametrize("name", ["tiny", "tinystories-gpu", "smoke"])
 def test_presets_plan(name):
     cfg = preset(name)
-    specs = plan(cfg.plan_config())
+    specs = plan(cfg.plan)
     assert len(specs) >= 3 * len(cfg.budgets) >= 9
     assert "total" in format_plan(specs)
 

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from flops_fit.examples import sample
-from flops_fit.examples.sample_lexicon import PETS
-from flops_fit.examples.sample import SAMPLE_VERSION, SPLIT_SIZES, generate_stories, iter_stories, world
+from flops_fit.data import sample
+from flops_fit.data.sample import SAMPLE_VERSION, SPLIT_SIZES, generate_stories, iter_stories, world
+from flops_fit.data.sample_lexicon import PETS
 
 
 def _hero(story: str) -> dict:

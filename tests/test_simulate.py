@@ -17,7 +17,7 @@ LAW = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Chinch
 def test_a_simulated_sweep_through_ray_recovers_the_law(ray_session, tmp_path):
     from flops_fit.ray import sweep
 
-    cfg = SweepConfig(
+    cfg = SweepConfig.of(
         budgets=(1e18, 1e19, 1e20, 1e21), points_per_budget=9, span=12.0, vocab_size=32000, seq_len=1024,
         simulate={**LAW, "noise": 0.003}, storage_path=str(tmp_path), name="sim", n_boot=50,
     )

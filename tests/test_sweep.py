@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -14,13 +15,15 @@ from flops_fit.results import read_results
 @pytest.fixture(scope="module")
 def smoke_sweep(ray_session, tmp_path_factory):
     """One real smoke sweep (9 trials), one of which is made to diverge at step 5."""
+    from drills import DivergeAt
+
     from flops_fit.ray import sweep
 
     storage = tmp_path_factory.mktemp("runs")
     cache = tmp_path_factory.mktemp("cache")
     cfg = preset("smoke").replace(storage_path=str(storage), cache_dir=str(cache), name="smoke")
-    diverging = plan(cfg.plan_config())[4].trial_id
-    cfg = cfg.replace(faults={"diverge": {diverging: 5}})
+    diverging = plan(cfg.plan)[4].trial_id
+    cfg = cfg.replace(step_hooks=(DivergeAt(diverging, 5),))
     result = sweep(cfg)
     return cfg, result, diverging
 
@@ -28,7 +31,7 @@ def smoke_sweep(ray_session, tmp_path_factory):
 def test_every_planned_trial_lands_in_the_results_table(smoke_sweep):
     cfg, result, diverging = smoke_sweep
     table = read_results(f"{cfg.storage_path}/{cfg.name}")
-    specs = plan(cfg.plan_config(int(table["vocab_size"].iloc[0])))
+    specs = plan(dataclasses.replace(cfg.plan, vocab_size=int(table["vocab_size"].iloc[0])))
     assert sorted(table["trial_id"]) == sorted(s.trial_id for s in specs)
     ok = table[table["status"] == "ok"]
     assert len(ok) == len(specs) - 1
@@ -49,16 +52,15 @@ def test_a_diverged_trial_is_recorded_not_retried(smoke_sweep):
 
 
 def test_n_is_the_models_own_count(smoke_sweep):
-    from flops_fit.examples.gpt import create_model_for_scaling
+    from flops_fit.models.gpt import create_model_for_scaling
 
     cfg, _, _ = smoke_sweep
     table = read_results(f"{cfg.storage_path}/{cfg.name}")
     row = table[table["status"] == "ok"].iloc[0]
-    model = create_model_for_scaling(2e4, vocab_size=int(row["vocab_size"]), max_seq_len=cfg.seq_len)
-    specs = {s.trial_id: s for s in plan(cfg.plan_config(int(row["vocab_size"])))}
-    spec = specs[row["trial_id"]]
-    model = create_model_for_scaling(spec.target_params, vocab_size=spec.vocab_size, max_seq_len=spec.seq_len,
-                                     count=spec.size_count)
+    specs = {s.trial_id: s for s in plan(dataclasses.replace(cfg.plan, vocab_size=int(row["vocab_size"])))}
+    m = specs[row["trial_id"]].model
+    model = create_model_for_scaling(m["target_params"], vocab_size=m["vocab_size"], max_seq_len=cfg.seq_len,
+                                     count=m["size_count"])
     assert row["n"] == model.n()
 
 

@@ -17,15 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flops_fit.examples import sample, shards
-from flops_fit.examples import tokenizer as tkz
-from flops_fit.examples.shards import HubUnavailableError, ShardStore, SourceSpec
-from flops_fit.examples.tokenizer import DataTokenizer
+from flops_fit.data import sample, shards, sources
+from flops_fit.data import tokenizer as tkz
+from flops_fit.data.shards import ShardStore
+from flops_fit.data.sources import HubUnavailableError, SourceSpec
+from flops_fit.data.tokenizer import DataTokenizer
 
 
 @pytest.fixture
 def TS():
-    from flops_fit.examples.tinystories import TinyStoriesDataset
+    from flops_fit.data.tinystories import TinyStoriesDataset
 
     return TinyStoriesDataset
 
@@ -132,7 +133,7 @@ def test_packing_is_the_eos_joined_stream(TS, sample_data):
 
 
 def test_validation_set_is_fixed_prefix(TS, sample_data):
-    from flops_fit.examples.tinystories import validation_set
+    from flops_fit.data.tinystories import validation_set
 
     v1 = validation_set("sample", seq_len=32, num_tokens=10_000, **sample_data)
     v2 = TS("validation", 32, source="sample", num_tokens=10_000, **sample_data).prepare_data()
@@ -160,7 +161,7 @@ def test_local_parquet_carves_validation_tail(TS, tmp_path, sample_tokenizer_jso
     kw = dict(cache_dir=tmp_path / "c", tokenizer=sample_tokenizer_json, stories_per_shard=50)
     tr = TS("train", 16, source=str(tmp_path / "part*.parquet"), **kw).prepare_data()
     va = TS("validation", 16, source=str(tmp_path / "part*.parquet"), **kw).prepare_data()
-    n_val = shards.holdout_size(300)
+    n_val = sources.holdout_size(300)
     assert n_val == 3 and tr.split_exhausted and va.split_exhausted
     assert np.array_equal(tr.tokens(), expected_stream(sample_tokenizer_json, stories[:-n_val])[: len(tr) * 16])
     assert np.array_equal(va.tokens(), expected_stream(sample_tokenizer_json, stories[-n_val:])[: len(va) * 16])

@@ -1,6 +1,7 @@
-"""Reference model and data: the GPT (``gpt.py``), TinyStories (``tinystories.py``) and
-the synthetic offline sample (``sample.py``). Imported lazily: torch and the Hugging Face
-stack load on first use, so ``import flops_fit.examples`` stays cheap."""
+"""Compatibility home of the seed's names: the model moved to ``flops_fit.models.gpt`` and
+the data pipeline to ``flops_fit.data``; ``from flops_fit.examples import GPT, GPTConfig,
+TinyStoriesDataset, create_model_for_scaling`` keeps working. Imported lazily, so
+``import flops_fit.examples`` stays cheap (torch loads on first use)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "GPT": "flops_fit.examples.gpt",
-    "GPTConfig": "flops_fit.examples.gpt",
-    "create_model_for_scaling": "flops_fit.examples.gpt",
-    "estimate_params_from_config": "flops_fit.examples.gpt",
-    "TinyStoriesDataset": "flops_fit.examples.tinystories",
+    "GPT": "flops_fit.models.gpt",
+    "GPTConfig": "flops_fit.models.gpt",
+    "create_model_for_scaling": "flops_fit.models.gpt",
+    "estimate_params_from_config": "flops_fit.models.gpt",
+    "TinyStoriesDataset": "flops_fit.data.tinystories",
 }
 
 __all__ = list(_LAZY)

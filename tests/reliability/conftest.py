@@ -31,8 +31,9 @@ def ray_tmp():
 def smoke_cache(tmp_path_factory) -> Path:
     """A token cache holding the smoke preset's tokenizer, trained once for the group."""
     from flops_fit.config import preset
-    from flops_fit.ray.sweep import prepare_tokenizer
+    from flops_fit.workloads.gpt import ReferenceGPT
 
     cache = tmp_path_factory.mktemp("rel_cache")
-    prepare_tokenizer(preset("smoke").replace(cache_dir=str(cache)))
+    cfg = preset("smoke").replace(cache_dir=str(cache))
+    ReferenceGPT.on(cfg.data).prepare(cfg.plan)
     return cache

@@ -23,8 +23,8 @@ def subprocess_env(ray_tmp: Path) -> dict[str, str]:
 
 
 def psutil():
-    import ray  # noqa: F401  (Ray vendors psutil and puts it on sys.path)
     import psutil as ps
+    import ray  # noqa: F401  (Ray vendors psutil and puts it on sys.path)
 
     return ps
 

@@ -32,7 +32,7 @@ def no_ray(monkeypatch):
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory):
     """60 sample stories as a local jsonl: ~38k training tokens at the smoke vocabulary."""
-    from flops_fit.examples import sample
+    from flops_fit.data import sample
 
     path = tmp_path_factory.mktemp("corpus") / "stories.jsonl"
     path.write_text("".join(json.dumps({"text": s}) + "\n" for s in sample.generate_stories("train", 0, 60)))
@@ -42,6 +42,15 @@ def tiny_corpus(tmp_path_factory):
 def _cfg(tmp_path, cache, **changes):
     base = dict(storage_path=str(tmp_path / "runs"), cache_dir=str(cache), name="bad")
     return preset("smoke").replace(**{**base, **changes})
+
+
+def _tokenizer_json(cfg) -> str:
+    """The sweep's tokenizer, as the driver prepares it (serialised)."""
+    from flops_fit.workloads.gpt import ReferenceGPT
+
+    workload = ReferenceGPT.on(cfg.data)
+    workload.prepare(cfg.plan)
+    return workload.data.options.tokenizer_json
 
 
 def _refused(call, match: str, kind=PlanError) -> str:
@@ -110,24 +119,22 @@ def test_dataset_too_small_is_refused_with_epochs_and_the_flag(tmp_path, smoke_c
 
 
 def test_raising_max_epochs_lets_it_through(tmp_path, smoke_cache, tiny_corpus, capsys):
-    from flops_fit.plan import plan
-    from flops_fit.ray.preflight import preflight
-    from flops_fit.ray.sweep import prepare_tokenizer
+    from flops_fit.workloads.gpt import ReferenceGPT
 
     cfg = _cfg(tmp_path, smoke_cache, source=str(tiny_corpus), max_epochs=30.0)
-    tokenizer_json, vocab, _ = prepare_tokenizer(cfg)
-    preflight(cfg, plan(cfg.plan_config(vocab)), tokenizer_json)
+    workload = ReferenceGPT.on(cfg.data)
+    workload.prepare(cfg.plan)
+    workload.preflight(workload.plan(cfg.plan))
     assert "repeats the train split" in capsys.readouterr().err
 
 
 def test_preflight_counts_the_tokens_a_trial_would_see(tmp_path, smoke_cache, tiny_corpus):
     """The count is the trainer's: exact for a small split, within 3% from samples of a big one."""
-    from flops_fit.examples import sample
-    from flops_fit.examples.tinystories import TinyStoriesDataset
-    from flops_fit.ray.preflight import estimate_split_tokens, open_split
-    from flops_fit.ray.sweep import prepare_tokenizer
+    from flops_fit.data import sample
+    from flops_fit.data.preflight import estimate_split_tokens, open_split
+    from flops_fit.data.tinystories import TinyStoriesDataset
 
-    tokenizer_json = prepare_tokenizer(_cfg(tmp_path, smoke_cache))[0]
+    tokenizer_json = _tokenizer_json(_cfg(tmp_path, smoke_cache))
     big = tmp_path / "big.jsonl"
     big.write_text("".join(json.dumps({"text": s}) + "\n" for s in sample.generate_stories("train", 0, 6000)))
     for corpus, exact in ((tiny_corpus, True), (big, False)):
@@ -142,17 +149,16 @@ def test_preflight_counts_the_tokens_a_trial_would_see(tmp_path, smoke_cache, ti
 def test_unreachable_hub_without_local_data_is_refused_in_one_line(tmp_path, smoke_cache, no_ray):
     """HF_HUB_OFFLINE=1 stands in for no network (conftest). The driver's tokenizer step or the
     pre-flight source check fails in seconds, naming the offline and local alternatives."""
-    from flops_fit.examples.shards import HubUnavailableError
+    from flops_fit.data.sources import HubUnavailableError
     from flops_fit.ray import sweep
-    from flops_fit.ray.sweep import prepare_tokenizer
 
     hub = "roneneldan/TinyStories"
     _refused(lambda: sweep(_cfg(tmp_path, smoke_cache, source=hub)),
              r"(cannot|could not) .*'roneneldan/TinyStories'.*Use source='sample' .*or point source= at local", HubUnavailableError)
     # a named tokenizer needs no corpus on the driver: the pre-flight check catches it instead
-    from flops_fit.examples.tokenizer import DataTokenizer
+    from flops_fit.data.tokenizer import DataTokenizer
 
-    tok_dir = DataTokenizer.from_json(prepare_tokenizer(_cfg(tmp_path, smoke_cache))[0]).save(smoke_cache)
+    tok_dir = DataTokenizer.from_json(_tokenizer_json(_cfg(tmp_path, smoke_cache))).save(smoke_cache)
     _refused(lambda: sweep(_cfg(tmp_path, smoke_cache, source=hub, tokenizer_name=str(tok_dir))),
              r"data source 'roneneldan/TinyStories' \(train split\) cannot be opened: .*Use source='sample'")
 
@@ -185,7 +191,7 @@ def test_unwritable_cache_is_refused_before_any_trial(tmp_path, no_ray):
 def test_unwritable_cache_is_refused_by_preflight(tmp_path, smoke_cache):
     """Once the tokenizer exists, the pre-flight probe refuses an unwritable cache (workers
     write shards there) before any trial, instead of every trial failing in turn."""
-    from flops_fit.ray.preflight import check_cache_writable
+    from flops_fit.data.preflight import check_cache_writable
 
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from flops_fit.examples import tokenizer as tkz
+from flops_fit.data import tokenizer as tkz
 
 KW = dict(vocab_size=300, train_stories=100)
 

@@ -1,7 +1,7 @@
 """Faults 1 and 4 in one real smoke sweep (real Ray, real training of tiny GPTs; two budgets,
 six trials, to keep the group short).
 
-1. The longest trial's worker process is SIGKILLed at step 300 of 519 (``faults={"kill": ...}``
+1. The longest trial's worker process is SIGKILLed at step 300 of 519 (the ``KillAt`` step hook of ``tests/drills.py``
    sends SIGKILL to itself on the first attempt only). Tune reschedules it from its last
    reported checkpoint; its final validation loss must match an uninterrupted run of the same
    spec trained in-process. Tolerance: 1e-6 relative. Resume is exact by construction (the
@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from flops_fit.config import DataOptions, TrainOptions, preset
-from flops_fit.plan import plan
+from flops_fit.config import TrainOptions, preset
 from flops_fit.results import read_results
 
 KILL_STEP = 300
@@ -31,21 +30,24 @@ KILL_STEP = 300
 
 @pytest.fixture(scope="module")
 def faulty_sweep(ray_session, tmp_path_factory, smoke_cache):
+    from drills import DivergeAt, KillAt
+
     from flops_fit.ray import sweep
-    from flops_fit.ray.sweep import prepare_tokenizer
+    from flops_fit.workloads.gpt import ReferenceGPT
 
     storage = tmp_path_factory.mktemp("rel_runs")
     cfg = preset("smoke").replace(storage_path=str(storage), cache_dir=str(smoke_cache), name="faults",
                                   budgets=(1e10, 2e10), checkpoint_every_s=0.3)
-    tokenizer_json, vocab, _ = prepare_tokenizer(cfg)
-    specs = plan(cfg.plan_config(vocab))
+    workload = ReferenceGPT.on(cfg.data)
+    workload.prepare(cfg.plan)
+    specs = workload.plan(cfg.plan)
     killed = max(specs, key=lambda s: (s.steps, s.tokens))  # C2e10, 16x1: 519 steps
     assert killed.steps > KILL_STEP + 100
     diverging = specs[1]  # C1e10, the middle size
     assert diverging.trial_id != killed.trial_id
-    cfg = cfg.replace(faults={"kill": {killed.trial_id: KILL_STEP}, "diverge": {diverging.trial_id: 5}})
+    cfg = cfg.replace(step_hooks=(KillAt(killed.trial_id, KILL_STEP), DivergeAt(diverging.trial_id, 5)))
     result = sweep(cfg, progress=False)
-    return cfg, specs, killed, diverging, tokenizer_json, result
+    return cfg, specs, killed, diverging, workload, result
 
 
 def _trial_reports(run_dir: Path, trial_id: str) -> list[dict]:
@@ -59,7 +61,7 @@ def _trial_reports(run_dir: Path, trial_id: str) -> list[dict]:
 def test_killed_worker_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(faulty_sweep):
     from flops_fit.train import run_trial
 
-    cfg, specs, killed, diverging, tokenizer_json, _ = faulty_sweep
+    cfg, specs, killed, diverging, workload, _ = faulty_sweep
     run_dir = Path(cfg.storage_path) / cfg.name
     table = read_results(run_dir).set_index("trial_id")
     assert sorted(table.index) == sorted(s.trial_id for s in specs)
@@ -83,9 +85,7 @@ def test_killed_worker_resumes_from_its_checkpoint_and_matches_an_uninterrupted_
 
     threads = torch.get_num_threads()
     try:
-        data = DataOptions(source=cfg.source, cache_dir=cfg.cache_dir, tokenizer_json=tokenizer_json,
-                           val_tokens=cfg.val_tokens, max_epochs=cfg.max_epochs)
-        reference = run_trial(killed, data, TrainOptions(threads=int(cfg.cpus_per_trial), checkpoint_every_s=1e9))
+        reference = run_trial(killed, workload, TrainOptions(threads=int(cfg.cpus_per_trial), checkpoint_every_s=1e9))
     finally:
         torch.set_num_threads(threads)
     want = reference.metrics["loss"]

@@ -1,4 +1,4 @@
-"""Pre-flight checks: what ``sweep()`` verifies after planning and before any trial starts.
+"""Pre-flight checks of the story data: what a sweep verifies after planning and before any trial starts.
 
 A sweep is days of cluster time, so every mistake that can be found on the driver in
 seconds is found there, with a one-line ``PlanError`` that names the problem and the fix
@@ -32,10 +32,11 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flops_fit.plan import PlanError, TrialSpec
+from flops_fit.errors import PlanError
 
 if TYPE_CHECKING:
-    from flops_fit.config import SweepConfig
+    from flops_fit.config import DataOptions
+    from flops_fit.plan import TrialSpec
 
 #: Splits up to this many stories are tokenized whole (exact count, well under a second).
 EXACT_STORY_LIMIT = 4096
@@ -61,7 +62,7 @@ def check_cache_writable(cache_dir: Path) -> None:
 
 def open_split(source: Any, split: str, cache_dir: Path):
     """The split's ``StorySource`` with its length known, or a one-line PlanError."""
-    from flops_fit.examples.shards import SourceSpec, StorySource
+    from flops_fit.data.sources import SourceSpec, StorySource
 
     try:
         stories = StorySource(SourceSpec.parse(source), split, cache_dir / "hf")
@@ -79,7 +80,7 @@ def estimate_split_tokens(stories, count: int, tokenizer_json: str) -> tuple[int
     """(tokens in the split, exact?) with the sweep's tokenizer; EOS after every story."""
     import numpy as np
 
-    from flops_fit.examples.tokenizer import DataTokenizer
+    from flops_fit.data.tokenizer import DataTokenizer
 
     tok = DataTokenizer.from_json(tokenizer_json)
 
@@ -94,7 +95,7 @@ def estimate_split_tokens(stories, count: int, tokenizer_json: str) -> tuple[int
     return int(round(tokens_of(sampled) / len(sampled) * count)), False
 
 
-def check_data_size(cfg: "SweepConfig", specs: list[TrialSpec], stories, count: int, tokenizer_json: str) -> float:
+def check_data_size(data: "DataOptions", specs: list["TrialSpec"], stories, count: int, tokenizer_json: str) -> float:
     """Refuse when the largest trial repeats the training split more than ``max_epochs``
     times; return that trial's epochs (a note is printed when it is above one)."""
     largest = max(specs, key=lambda s: s.tokens)
@@ -102,33 +103,34 @@ def check_data_size(cfg: "SweepConfig", specs: list[TrialSpec], stories, count: 
     usable = (total // largest.seq_len) * largest.seq_len  # whole seq_len windows (packing)
     about = "" if exact else "about "
     if usable <= 0:
-        raise PlanError(f"data source {cfg.source!r}: the train split holds {about}{total:,} tokens, less than one "
+        raise PlanError(f"data source {data.source!r}: the train split holds {about}{total:,} tokens, less than one "
                         f"seq_len={largest.seq_len} window; use a larger source= or a smaller --seq-len")
     epochs = largest.tokens / usable
-    if epochs > cfg.max_epochs:
+    if epochs > data.max_epochs:
         raise PlanError(
             f"dataset too small: trial {largest.trial_id} needs {largest.tokens:,} tokens but the train split of "
-            f"{cfg.source!r} holds {about}{usable:,} ({count:,} stories), {epochs:.1f} epochs > "
-            f"max_epochs={cfg.max_epochs:g}; use a larger source= or raise --max-epochs to {math.ceil(epochs * 10) / 10:g}"
+            f"{data.source!r} holds {about}{usable:,} ({count:,} stories), {epochs:.1f} epochs > "
+            f"max_epochs={data.max_epochs:g}; use a larger source= or raise --max-epochs to {math.ceil(epochs * 10) / 10:g}"
         )
     if epochs > 1:
         print(f"note: trial {largest.trial_id} repeats the train split {epochs:.1f} times "
-              f"(max_epochs={cfg.max_epochs:g})", file=sys.stderr, flush=True)
+              f"(max_epochs={data.max_epochs:g})", file=sys.stderr, flush=True)
     return epochs
 
 
-def preflight(cfg: "SweepConfig", specs: list[TrialSpec], tokenizer_json: str | None) -> None:
-    """Everything that can be checked before a trial starts; raises a one-line PlanError."""
-    if cfg.simulate is not None or not specs:
-        return  # simulated trials read no data
-    from flops_fit.examples.tokenizer import default_cache_dir
+def preflight(data: "DataOptions", specs: list["TrialSpec"]) -> None:
+    """Everything about the data that can be checked before a trial starts; raises a
+    one-line PlanError. ``data.tokenizer_json`` is the driver's tokenizer (size check)."""
+    if not specs:
+        return
+    from flops_fit.data.tokenizer import default_cache_dir
 
-    cache = default_cache_dir(cfg.cache_dir).resolve()
+    cache = default_cache_dir(data.cache_dir).resolve()
     check_cache_writable(cache)
-    stories, count = open_split(cfg.source, "train", cache)
-    open_split(cfg.source, "validation", cache)
-    if tokenizer_json is not None:
-        check_data_size(cfg, specs, stories, count, tokenizer_json)
+    stories, count = open_split(data.source, "train", cache)
+    open_split(data.source, "validation", cache)
+    if data.tokenizer_json is not None:
+        check_data_size(data, specs, stories, count, data.tokenizer_json)
 
 
 __all__ = ["preflight", "check_cache_writable", "open_split", "estimate_split_tokens", "check_data_size"]

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from flops_fit import accounting
 from flops_fit.accounting import ModelShape
 
-# Fields that fix the parameter count; everything else is a numerical knob.
-_SHAPE_FIELDS = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "max_seq_len")
+# Fields that fix the parameter count (accounting.ModelShape's); everything else is a numerical knob.
+_SHAPE_FIELDS = tuple(f.name for f in fields(ModelShape))
 
 
 @dataclass
@@ -43,7 +43,7 @@ class GPTConfig:
             if _is_pos_int(getattr(self, name)):
                 setattr(self, name, operator.index(getattr(self, name)))  # numpy ints from a planner -> int
         try:
-            self.shape  # one set of shape rules: accounting.ModelShape validates (heads, rotary)
+            _ = self.shape  # one set of shape rules: accounting.ModelShape validates (heads, rotary)
         except ValueError as exc:
             raise ValueError(str(exc).replace("ModelShape.", "GPTConfig.")) from None
         for name in ("rope_theta", "norm_eps", "init_std"):

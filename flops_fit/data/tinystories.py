@@ -22,7 +22,7 @@ Every path component is a hash, so no source or tokenizer name can write outside
 Sources (``SourceSpec.parse`` classifies a ``source=`` value without touching the disk
 or the network):
 
-- ``"sample"``: the offline synthetic corpus (``flops_fit.examples.sample``), generated
+- ``"sample"``: the offline synthetic corpus (``flops_fit.data.sample``), generated
   shard by shard; no files.
 - a hub dataset id such as ``"roneneldan/TinyStories"`` (text column ``text``, splits
   ``train`` and ``validation``), loaded with ``datasets.load_dataset`` into
@@ -48,8 +48,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from flops_fit.examples.shards import HUB_DATASET, SPLITS, STORIES_PER_SHARD, ShardStore, SourceSpec
-from flops_fit.examples.tokenizer import (
+from flops_fit.data.shards import STORIES_PER_SHARD, ShardStore
+from flops_fit.data.sources import HUB_DATASET, SPLITS, SourceSpec
+from flops_fit.data.tokenizer import (
     DEFAULT_TOKENIZER_STORIES,
     DEFAULT_VOCAB_SIZE,
     DataTokenizer,
@@ -270,11 +271,11 @@ def validation_set(source: Any = HUB_DATASET, cache_dir: str | os.PathLike[str] 
 
 
 def _bench(cache_dir: str, num_tokens: int = 4_000_000, seq_len: int = 256) -> None:  # pragma: no cover
-    """``python -m flops_fit.examples.tinystories [cache_dir]``: default tokenizer training,
+    """``python -m flops_fit.data.tinystories [cache_dir]``: default tokenizer training,
     shard preparation, cached re-open and ``get_batch`` throughput on the offline sample."""
     import time
 
-    from flops_fit.examples import shards
+    from flops_fit.data import shards
 
     t = time.perf_counter()
     tok = resolve_tokenizer("sample", cache_dir)

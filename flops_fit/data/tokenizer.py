@@ -22,17 +22,11 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
+from flops_fit.accounting import DEFAULT_VOCAB_SIZE
 from flops_fit.atomic import atomic_write
-from flops_fit.examples.shards import LOCK_TIMEOUT_S, SourceSpec, StorySource, source_key
+from flops_fit.data.sources import LOCK_TIMEOUT_S, SourceSpec, StorySource, source_key
 
 EOS_TOKEN = "<|endoftext|>"
-# 2048: tiny scaling-study models (d_model 16-256) must not be mostly embedding and output
-# head: at d_model=64 a 2048 vocabulary costs 131k parameters per matrix, already as much as
-# a 2-layer body; 32k (GPT-2/Llama) would be 2M, and the head would dominate FLOPs too.
-# TinyStories keeps to a ~1.5k-word child lexicon (Eldan & Li 2023), and the offline sample
-# is smaller still, so 2048 BPE merges keep nearly every word one token (llama2.c trains its
-# small TinyStories models with 512-4096 vocabularies for the same reason).
-DEFAULT_VOCAB_SIZE = 2048
 # The default tokenizer trains on this many stories from the start of the train split:
 # a fixed sample, so the result depends only on (source, vocab_size). Measured on the offline
 # sample at vocab 2048: 1k, 4k and 8k stories give the same compression (4.03 chars/token)
@@ -140,8 +134,8 @@ class DataTokenizer:
             object.__setattr__(self, k, v)
 
     def to_transformers(self) -> Any:
-        from transformers import PreTrainedTokenizerFast
         from tokenizers import Tokenizer
+        from transformers import PreTrainedTokenizerFast
 
         # Without the EOS-appending post-processor: ``tok(prompt)`` must not end a prompt
         # with EOS. (Only the data pipeline appends it; the fingerprint ignores the field.)

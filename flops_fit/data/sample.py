@@ -24,7 +24,7 @@ How it is built
 Why
 ---
 A naive template generator saturates tiny models: the IsoFLOP curve is flat and the
-smallest model wins (see ``NOTES-ray-hf.md``). Here part of the loss is *knowledge*:
+smallest model wins (measured on an earlier template corpus). Here part of the loss is *knowledge*:
 grammar and templates are learnt by small models, but predicting ``Mia Brook``'s pet's
 name, town or favourite food needs the world memorised (~3,000 children x ~14 facts),
 which pays off with capacity -- so bigger models keep getting better for a while and
@@ -35,7 +35,7 @@ through a per-story ``random.Random`` seeded with an integer (never Python's sal
 ``hash()``), so any contiguous shard can be generated lazily, in any order, on any worker.
 Bump ``SAMPLE_VERSION`` whenever the output changes (consumers key their caches on it).
 
-Run ``python -m flops_fit.examples.sample`` for corpus statistics.
+Run ``python -m flops_fit.data.sample`` for corpus statistics.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import random
 from functools import lru_cache
 from typing import Iterator
 
-from flops_fit.examples import sample_lexicon as L
+from flops_fit.data import sample_lexicon as L
 
 SAMPLE_VERSION = "synthetic-v1"
 """Changes whenever any story's text changes; a cache key for tokenised shards."""

@@ -1,23 +1,13 @@
-"""Where TinyStories text comes from, and how it is cut into cached token shards.
+"""Where stories come from: the Hugging Face hub, local files, or the offline sample.
 
-Sources (hub, local files, the offline sample): see ``flops_fit.examples.tinystories``.
-
-Shards: a split is cut into fixed contiguous blocks of ``stories_per_shard`` stories, so
-shard k is the same tokens on every machine. Each shard is tokenized once and stored as
-``shard-XXXXX.bin`` (flat uint16/uint32 tokens, each story followed by EOS) plus a JSON
-manifest, in a directory named by a hash of (source, split, tokenizer, shard size,
-format): no user-supplied name ever becomes a path. Writes are atomic (temp file in the
-same directory, fsync, ``os.replace``; the manifest is written last and is the commit
-marker) and serialised per shard by a ``FileLock``. Every open re-checks the manifest,
-the file size and the sha256 of the token bytes (~2 ms per 1.4M-token shard, 1.5 GB/s), so a
-truncated or corrupted shard is rebuilt, never read.
+A ``SourceSpec`` names a source (a hub id, a local file/glob/directory, a per-split dict,
+or ``"sample"``); a ``StorySource`` is one split of it with its length known and stories
+read by index range. ``source_key`` is the content identity the shard cache is keyed by.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import glob as globlib
-import hashlib
 import itertools
 import json
 import os
@@ -26,22 +16,10 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-import numpy as np
-from filelock import FileLock
-
-from flops_fit.atomic import atomic_write
-
-if TYPE_CHECKING:
-    from flops_fit.examples.tokenizer import DataTokenizer
+from typing import Any, Literal
 
 HUB_DATASET = "roneneldan/TinyStories"
 SPLITS = ("train", "validation")
-FORMAT_VERSION = 1
-# ~1.2M tokens per shard on TinyStories-like text: big enough that a trial opens few
-# files, small enough that a tiny budget prepares seconds of work, not the whole split.
-STORIES_PER_SHARD = 4096
 LOCK_TIMEOUT_S = 1800.0
 HUB_PROBE_TIMEOUT_S = 3.0
 _EXTENSIONS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".txt": "text"}
@@ -148,7 +126,7 @@ def source_key(spec: SourceSpec, split: str) -> str:
     """Stable identity of one split's stories; the cache is keyed by its hash. Local files
     count by resolved path, size and mtime, so an edited file invalidates its shards."""
     if spec.kind == "sample":
-        from flops_fit.examples import sample
+        from flops_fit.data import sample
 
         return f"sample:{sample.SAMPLE_VERSION}:{split}"
     if spec.kind == "hub":
@@ -255,7 +233,7 @@ class StorySource:
 
     def __len__(self) -> int:
         if self.spec.kind == "sample":
-            from flops_fit.examples import sample
+            from flops_fit.data import sample
 
             return int(sample.SPLIT_SIZES[self.split])
         self._load()
@@ -264,7 +242,7 @@ class StorySource:
     def stories(self, start: int, count: int) -> list[str]:
         count = max(0, min(count, len(self) - start))
         if self.spec.kind == "sample":
-            from flops_fit.examples import sample
+            from flops_fit.data import sample
 
             return list(sample.generate_stories(self.split, start, count))
         a = self._offset + start
@@ -284,114 +262,3 @@ def _load_hub(name: str, split: str, hf_cache: Path) -> Any:
     except Exception as e:  # noqa: BLE001 - every hub failure gets the same actionable message
         raise HubUnavailableError(f"could not load {name!r} split {split!r} from the Hugging Face hub: {e}. "
                                   f"{_ALTERNATIVES}") from e
-
-
-@dataclass(frozen=True)
-class ShardManifest:
-    """What a ``shard-XXXXX.json`` holds; written after the token file, as its commit marker."""
-
-    format_version: int
-    source: str
-    split: str
-    tokenizer: str  # sha256 fingerprint of the canonical tokenizer.json
-    eos_id: int
-    stories_per_shard: int
-    shard_index: int
-    story_start: int
-    story_end: int
-    final: bool  # the last shard of the split
-    num_tokens: int
-    dtype: str
-    sha256: str  # of the token bytes
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def tokenize_stories(backend: Any, stories: list[str], dtype: np.dtype) -> np.ndarray:
-    """One flat token array: every story then EOS (the canonical tokenizer's post-processor
-    appends it), batched through the Rust tokenizer. Module-level so tests can count calls."""
-    ids = [e.ids for e in backend.encode_batch_fast(stories, add_special_tokens=True)]
-    return np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=sum(map(len, ids)))
-
-
-class ShardStore:
-    """The token shards of one (source, split, tokenizer, shard size) in one directory."""
-
-    def __init__(self, cache_dir: Path, spec: SourceSpec, split: str, tok: DataTokenizer,
-                 stories_per_shard: int = STORIES_PER_SHARD) -> None:
-        self.spec, self.split, self.tok, self.stories_per_shard = spec, split, tok, stories_per_shard
-        self.source_key = source_key(spec, split)
-        identity = json.dumps([FORMAT_VERSION, self.source_key, split, tok.fingerprint, tok.eos_id, stories_per_shard])
-        self.dir = Path(cache_dir) / "tokens" / hashlib.sha256(identity.encode()).hexdigest()[:32]
-        self._source = StorySource(spec, split, Path(cache_dir) / "hf")
-
-    def _paths(self, k: int) -> tuple[Path, Path, Path]:
-        stem = self.dir / f"shard-{k:05d}"
-        return stem.with_suffix(".bin"), stem.with_suffix(".json"), stem.with_suffix(".lock")
-
-    def open(self, k: int) -> tuple[np.ndarray, ShardManifest] | None:
-        """The verified shard k, or None if missing, truncated, corrupted or foreign."""
-        bin_path, man_path, _ = self._paths(k)
-        try:
-            man = ShardManifest(**json.loads(man_path.read_text()))
-            size = bin_path.stat().st_size
-        except (OSError, ValueError, TypeError):
-            return None
-        expect = (FORMAT_VERSION, self.source_key, self.split, self.tok.fingerprint, self.tok.eos_id,
-                  self.stories_per_shard, k, self.tok.dtype.name)
-        got = (man.format_version, man.source, man.split, man.tokenizer, man.eos_id,
-               man.stories_per_shard, man.shard_index, man.dtype)
-        if got != expect or size != man.num_tokens * self.tok.dtype.itemsize or _sha256_file(bin_path) != man.sha256:
-            return None
-        if man.num_tokens == 0:
-            return np.zeros(0, dtype=self.tok.dtype), man
-        return np.memmap(bin_path, dtype=self.tok.dtype, mode="r"), man
-
-    def prepare(self, k: int) -> tuple[np.ndarray, ShardManifest] | None:
-        """Shard k, built once across processes; None if the split has fewer shards."""
-        if (hit := self.open(k)) is not None:
-            return hit
-        self.dir.mkdir(parents=True, exist_ok=True)
-        bin_path, man_path, lock_path = self._paths(k)
-        with FileLock(str(lock_path), timeout=LOCK_TIMEOUT_S):
-            if (hit := self.open(k)) is not None:  # another process built it while we waited
-                return hit
-            n = len(self._source)
-            start = k * self.stories_per_shard
-            if start >= n:
-                if n == 0:
-                    raise ValueError(f"split {self.split!r} of source {self.spec.name!r} has no stories")
-                return None
-            end = min(n, start + self.stories_per_shard)
-            tokens = tokenize_stories(self.tok.backend, self._source.stories(start, end - start), self.tok.dtype)
-            man = ShardManifest(FORMAT_VERSION, self.source_key, self.split, self.tok.fingerprint, self.tok.eos_id,
-                                self.stories_per_shard, k, start, end, end == n, int(tokens.size),
-                                self.tok.dtype.name, hashlib.sha256(tokens.tobytes()).hexdigest())
-            atomic_write(bin_path, tokens.tobytes())
-            atomic_write(man_path, json.dumps(dataclasses.asdict(man), indent=1).encode())
-        hit = self.open(k)
-        if hit is None:
-            raise OSError(f"shard {k} in {self.dir} failed verification right after it was written")
-        return hit
-
-    def prepare_until(self, num_tokens: int | None) -> tuple[list[np.ndarray], bool]:
-        """Shards 0, 1, ... in order until they hold ``num_tokens`` (all if None). Returns
-        the token arrays and whether the split ran out first."""
-        arrays: list[np.ndarray] = []
-        total, k = 0, 0
-        while num_tokens is None or total < num_tokens:
-            hit = self.prepare(k)
-            if hit is None:
-                return arrays, True
-            arrays.append(hit[0])
-            total += hit[1].num_tokens
-            if hit[1].final:
-                return arrays, num_tokens is None or total < num_tokens
-            k += 1
-        return arrays, False

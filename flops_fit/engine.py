@@ -1,0 +1,176 @@
+"""The sweep engine: config in, a results table and the fits out, on any backend.
+
+Flow: config -> workload (``prepare`` on the driver: tokenizer, sizes) -> plan ->
+``preflight`` -> sweep directory and resume manifest -> backend runs every trial (longest
+first) -> one row per planned trial -> ``results.parquet`` -> Result (fits, table, plots).
+
+Nothing here imports Ray: the backend (``flops_fit.ray.tune_backend.TuneBackend``) only
+runs trials and hands back what each reported. Resume: a sweep directory records its plan
+and its workload's identity in ``sweep.json``; running the same sweep again resumes it
+(the backend restores finished trials and restarts the rest from their checkpoints), and a
+different sweep under the same name is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from flops_fit.config import SweepConfig
+from flops_fit.config import preset as get_preset
+from flops_fit.errors import PlanError
+from flops_fit.plan import TrialSpec, format_plan
+from flops_fit.results import RESULTS_FILENAME, SCHEMA, atomic_write_text, write_results
+from flops_fit.workloads.base import Workload
+
+RESULT_COLUMNS = frozenset(SCHEMA.names)
+MANIFEST = "sweep.json"
+#: Finished trials' final records: a trial restarted after its driver died replays its own.
+FINISHED_DIR = "finished"
+#: Key under which a trial reports its id (Tune, like other backends, owns ``trial_id``).
+SPEC_ID = "spec_id"
+
+
+@dataclass
+class TrialReport:
+    """What the backend saw of one trial: its spec, its last reported metrics, any error."""
+
+    spec: dict[str, Any]
+    metrics: dict[str, Any]
+    error: str | None = None
+
+
+class Backend(Protocol):
+    def run(self, cfg: SweepConfig, specs: list[TrialSpec], workload: Workload, run_dir: Path,
+            resuming: bool, progress: bool) -> list[TrialReport]: ...
+
+
+def resolve_config(config: SweepConfig | None = None, preset: str | None = None, **overrides: Any) -> SweepConfig:
+    if config is not None and preset is not None:
+        raise PlanError("pass either config= or preset=, not both")
+    base = config or (get_preset(preset) if preset else SweepConfig())
+    return base.replace(**overrides) if overrides else base
+
+
+def default_workload(cfg: SweepConfig) -> Workload:
+    """The reference GPT on the config's data, or the known law of ``simulate``."""
+    if cfg.simulate is not None:
+        from flops_fit.workloads.simulated import SimulatedLaw
+
+        return SimulatedLaw(cfg.simulate)
+    from flops_fit.workloads.gpt import ReferenceGPT
+
+    return ReferenceGPT.on(cfg.data)
+
+
+def prepare_storage(cfg: SweepConfig) -> Path:
+    """The sweep directory, created and proven writable now rather than after hours."""
+    if "://" in cfg.storage_path:
+        raise PlanError(
+            f"storage_path {cfg.storage_path!r}: remote URIs are for Tune checkpoints only; "
+            "mount the bucket or NFS share and pass its local path"
+        )
+    run_dir = Path(cfg.storage_path).expanduser().resolve() / cfg.name
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-probe-{uuid.uuid4().hex}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise PlanError(f"storage_path {cfg.storage_path!r} is not writable ({exc.strerror}); choose another --storage-path") from exc
+    return run_dir
+
+
+def manifest(specs: list[TrialSpec], workload: Workload) -> dict[str, Any]:
+    return {"plan": [s.to_dict() for s in specs], "workload": workload.kind, **workload.identity()}
+
+
+def check_manifest(run_dir: Path, wanted: dict[str, Any]) -> bool:
+    """True when resuming the same sweep; refuses a different one under the same name."""
+    path = run_dir / MANIFEST
+    if not path.exists():
+        atomic_write_text(path, json.dumps(wanted, indent=1, sort_keys=True))
+        return False
+    stored = json.loads(path.read_text())
+    wanted = json.loads(json.dumps(wanted))
+    if stored != wanted:
+        changed = [k for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
+        raise PlanError(
+            f"{run_dir} holds a different sweep (changed: {', '.join(changed)}); "
+            "use a new --name, or delete that directory to start over"
+        )
+    return True
+
+
+#: Fixed cost of one optimizer step (Python, optimizer, launch overheads) in FLOP-equivalents:
+#: ~2 ms at the ~50 GFLOP/s a tiny CPU model reaches (benchmarks/RESULTS.md), so step count
+#: matters as much as FLOPs for the tiny models of a CPU sweep.
+STEP_OVERHEAD_FLOPS = 1e8
+
+
+def expected_cost(spec: TrialSpec) -> float:
+    """A trial's expected run time in FLOP-equivalents: the compute it really spends (all
+    matmuls incl. attention, not the budget's convention) plus its per-step overhead."""
+    per_token = spec.flops_per_token_by.get("flops_attention", 6.0 * spec.n)
+    return per_token * spec.tokens + spec.steps * STEP_OVERHEAD_FLOPS
+
+
+def launch_order(specs: list[TrialSpec]) -> list[TrialSpec]:
+    """Longest expected run first: the classic LPT rule keeps slots busy at the end of the
+    sweep instead of waiting on one long straggler."""
+    return sorted(specs, key=lambda s: (-expected_cost(s), s.trial_id))
+
+
+def _failed(spec: TrialSpec, error: str, node_id: Any = None) -> dict[str, Any]:
+    return {**spec.record(), "status": "failed", "loss": None, "tokens": 0, "flops": 0.0,
+            "error": error[:4000], "node_id": node_id}
+
+
+def collect_rows(reports: list[TrialReport], specs: list[TrialSpec]) -> list[dict[str, Any]]:
+    """One row per planned trial, failed and diverged ones included."""
+    by_id: dict[str, dict[str, Any]] = {}
+    for report in reports:
+        spec = TrialSpec.from_dict(report.spec)
+        metrics = dict(report.metrics or {})
+        if report.error is not None or metrics.get("status") not in ("ok", "diverged"):
+            row = _failed(spec, str(report.error or "trial ended without a final report"), metrics.get("node_id"))
+        else:
+            row = {**spec.record(), "loss": None, "error": None}  # reported metrics omit None values
+            row.update((k, v) for k, v in metrics.items() if k in RESULT_COLUMNS)
+            row["trial_id"] = metrics.get(SPEC_ID, spec.trial_id)
+        by_id[spec.trial_id] = row
+    return [by_id.get(spec.trial_id) or _failed(spec, "trial never ran") for spec in specs]
+
+
+def run_sweep(cfg: SweepConfig, backend: Backend, workload: Workload | None = None, progress: bool = True):
+    """Plan, check, run on ``backend``, record and fit; returns a :class:`flops_fit.report.Result`."""
+    workload = workload or default_workload(cfg)
+    workload.prepare(cfg.plan)
+    specs = workload.plan(cfg.plan)
+    workload.preflight(specs)  # data size, cache, source, a probe batch: before any trial starts
+    run_dir = prepare_storage(cfg)  # a refused request leaves no sweep directory behind
+    resuming = check_manifest(run_dir, manifest(specs, workload))
+    out = sys.stdout if progress else open(os.devnull, "w")
+    print(format_plan(specs), file=out)
+    print(f"{'resuming' if resuming else 'starting'} sweep {run_dir}", file=out, flush=True)
+    reports = backend.run(cfg, launch_order(specs), workload, run_dir, resuming, progress)
+    rows = collect_rows(reports, specs)
+    write_results(rows, run_dir / RESULTS_FILENAME)
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "diverged", "failed")}
+    print(f"results: {run_dir / RESULTS_FILENAME} ({counts})", file=out, flush=True)
+    return finish(run_dir, cfg, out)
+
+
+def finish(run_dir: Path, cfg: SweepConfig, out) -> Any:
+    """Fit, print the compute-optimal table, write table/fits/plots beside the results."""
+    from flops_fit.report import Result
+
+    result = Result.from_path(run_dir, n_boot=cfg.n_boot, seed=cfg.seed)
+    result.save(run_dir)
+    print(result.format_table(), file=out, flush=True)
+    return result

@@ -1,0 +1,1 @@
+"""Models: the reference decoder ``gpt`` (GPT, GPTConfig, create_model_for_scaling)."""

@@ -1,0 +1,90 @@
+"""Every use of a Ray internal in one place, so a Ray upgrade is a one-file review.
+
+Each helper says which internal it touches and why no public API does the job. They were
+written against Ray 2.60; ``check_version`` warns once when the installed Ray is outside
+the range the test suite has run on (``tests/reliability/test_security.py`` and
+``tests/test_sweep.py`` exercise every helper here against the real runtime).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from typing import Any
+
+#: Ray versions these helpers were verified on (inclusive lower, exclusive upper bound).
+TESTED_RAY = ((2, 40), (2, 61))
+_warned = False
+
+
+def check_version() -> None:
+    global _warned
+    import ray
+
+    version = tuple(int(p) for p in ray.__version__.split(".")[:2] if p.isdigit())
+    if not _warned and not (TESTED_RAY[0] <= version < TESTED_RAY[1]):
+        _warned = True
+        warnings.warn(f"flops_fit's Ray integration (flops_fit/ray/compat.py) was tested on Ray "
+                      f"{TESTED_RAY[0][0]}.{TESTED_RAY[0][1]}-{TESTED_RAY[1][0]}.{TESTED_RAY[1][1] - 1}, "
+                      f"not {ray.__version__}", stacklevel=2)
+
+
+def init_loopback_only(num_cpus: int | None = None) -> None:
+    """Start a Ray runtime of this process alone: loopback only, no dashboard.
+
+    Internal touched: ``ray._private.ray_constants.ENABLE_RAY_CLUSTER``. Ray 2.60 rewrites
+    ``_node_ip_address="127.0.0.1"`` to the machine's routable address
+    (``services.resolve_ip_for_localhost``) unless that flag is false, and its C++ servers
+    bind loopback only when their node IP is exactly 127.0.0.1 (else 0.0.0.0/::). The flag
+    is what ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` sets at import; it is flipped for this
+    call only (the node IP is fixed once the node runs), so a later
+    ``ray.init(address=<cluster>)`` in this process still resolves its routable IP.
+    ``tests/reliability/test_security.py`` checks every listening socket of the runtime.
+    """
+    import ray
+    from ray._private import ray_constants
+
+    check_version()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        # address="local": never Ray's default of joining the last `ray start` cluster here.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 log_to_driver=False)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+def set_restored_callbacks(tuner: Any, callbacks: list[Any]) -> None:
+    """Give a restored Tuner fresh callbacks.
+
+    Internal touched: ``Tuner._local_tuner._run_config.callbacks``. ``Tuner.restore`` takes
+    no callbacks, and the pickled ones would count progress from the old run; no public
+    setter exists. Without the attribute (another Ray), the restored run keeps its own.
+    """
+    check_version()
+    local = getattr(tuner, "_local_tuner", None)
+    if local is not None and hasattr(local, "_run_config"):
+        local._run_config.callbacks = callbacks
+
+
+def ship_by_value(*objects: Any) -> None:
+    """Let Ray workers unpickle a user's classes and functions whose module they cannot import
+    (a script's neighbour module, a test file): register such modules to be pickled by value
+    (``ray.cloudpickle.register_pickle_by_value``, the vendored cloudpickle's public call).
+    Installed packages (site-packages), ``__main__`` (already by value) and flops_fit,
+    torch and numpy themselves are left alone."""
+    from ray import cloudpickle
+
+    for obj in objects:
+        if obj is None:
+            continue
+        module = sys.modules.get(getattr(type(obj) if not callable(obj) else obj, "__module__", "") or "")
+        path = getattr(module, "__file__", None) or ""
+        if module is None or module.__name__ == "__main__" or "site-packages" in path or not path:
+            continue
+        if module.__name__.split(".")[0] in ("flops_fit", "torch", "numpy"):
+            continue
+        cloudpickle.register_pickle_by_value(module)

@@ -1,0 +1,55 @@
+"""The ``Workload`` protocol: what one kind of trial decides, so the engine has one path.
+
+A workload answers, in the order the engine asks (``flops_fit.engine.run_sweep``):
+
+1. ``prepare(plan)`` on the driver, once: train or load the tokenizer, measure model sizes;
+2. ``plan(plan)``: which sizes exist and their exact parameter/FLOPs accounting, as the
+   IsoFLOP grid of ``TrialSpec`` (through ``flops_fit.plan.plan`` with its size table);
+3. ``preflight(specs)``: everything checkable before any trial starts (one-line PlanError);
+4. ``identity()``: what, besides the plan, makes two sweeps the same (the resume manifest);
+5. ``run_trial(spec, options, ...)`` on a worker: the trial's results row.
+
+The workload object is pickled to the workers after ``prepare``, so it carries what the
+driver prepared (the serialised tokenizer, the measured sizes). Trained workloads
+(``TrainedWorkload``) answer ``run_trial`` with the one trainer, ``flops_fit.train``, and
+supply ``build_model(spec)`` and ``open_data(spec)``. This module stays free of torch and Ray.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+if TYPE_CHECKING:
+    from flops_fit.config import TrainOptions
+    from flops_fit.plan import PlanConfig, TrialSpec
+
+SaveCheckpoint = Callable[[Path, dict[str, Any]], None]
+
+
+class Workload(Protocol):
+    kind: str
+
+    def prepare(self, plan: "PlanConfig") -> None: ...
+    def plan(self, plan: "PlanConfig") -> list["TrialSpec"]: ...
+    def preflight(self, specs: list["TrialSpec"]) -> None: ...
+    def identity(self) -> dict[str, Any]: ...
+    def run_trial(self, spec: "TrialSpec", options: "TrainOptions", *,
+                  resume_from: str | os.PathLike[str] | None = None,
+                  save_checkpoint: SaveCheckpoint | None = None,
+                  checkpoint_root: str | os.PathLike[str] | None = None) -> dict[str, Any]: ...
+
+
+class TrainedWorkload:
+    """A workload whose trials really train: ``run_trial`` is ``flops_fit.train.run_trial``
+    with this workload's ``build_model`` and ``open_data``."""
+
+    def run_trial(self, spec: "TrialSpec", options: "TrainOptions", *,
+                  resume_from: str | os.PathLike[str] | None = None,
+                  save_checkpoint: SaveCheckpoint | None = None,
+                  checkpoint_root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        from flops_fit.train import run_trial  # torch: only on the workers that train
+
+        return run_trial(spec, self, options, resume_from=resume_from, save_checkpoint=save_checkpoint,
+                         checkpoint_root=checkpoint_root).metrics

@@ -1,0 +1,58 @@
+"""The reference workload: the GPT of ``flops_fit.models.gpt`` on story data.
+
+Sizes come from the closed-form shape rule (``flops_fit.sizes.GPTSizes``), so planning
+never builds a model; a trial builds its GPT with ``create_model_for_scaling`` and checks
+that the built shape is the planned one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from flops_fit.config import DataOptions
+from flops_fit.plan import plan
+from flops_fit.sizes import GPTSizes, gpt_shape
+from flops_fit.workloads.base import TrainedWorkload
+from flops_fit.workloads.stories import StoryData
+
+if TYPE_CHECKING:
+    from flops_fit.plan import PlanConfig, TrialSpec
+
+
+@dataclass
+class ReferenceGPT(TrainedWorkload):
+    data: StoryData = field(default_factory=lambda: StoryData(DataOptions()))
+    kind = "gpt"
+
+    @classmethod
+    def on(cls, options: DataOptions) -> "ReferenceGPT":
+        return cls(StoryData(options))
+
+    def prepare(self, plan_cfg: "PlanConfig") -> None:
+        self.data.prepare(plan_cfg.vocab_size)
+
+    def plan(self, plan_cfg: "PlanConfig") -> list["TrialSpec"]:
+        # A named tokenizer brings its own vocabulary: the grid is planned with its real size.
+        cfg = dataclasses.replace(plan_cfg, vocab_size=self.data.vocab_size or plan_cfg.vocab_size)
+        return plan(cfg, sizes=GPTSizes(cfg))
+
+    def preflight(self, specs: list["TrialSpec"]) -> None:
+        self.data.preflight(specs)
+
+    def identity(self) -> dict[str, Any]:
+        return self.data.identity()
+
+    def open_data(self, spec: "TrialSpec") -> tuple[Any, Any]:
+        return self.data.open(spec)
+
+    def build_model(self, spec: "TrialSpec"):
+        from flops_fit.models.gpt import create_model_for_scaling
+
+        m = spec.model
+        model = create_model_for_scaling(m["target_params"], vocab_size=m["vocab_size"], max_seq_len=spec.seq_len,
+                                         count=m["size_count"])
+        if model.config.shape != gpt_shape(m):
+            raise RuntimeError(f"trial {spec.trial_id}: built shape {model.config.shape} differs from the planned one")
+        return model

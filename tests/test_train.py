@@ -1,0 +1,118 @@
+"""The trainer alone, without Ray: schedule, batch order, batch stream, in-process resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from flops_fit.batches import BatchOrder, BatchStream
+from flops_fit.config import TrainOptions
+from flops_fit.plan import plan
+from flops_fit.train import lr_at, run_trial
+
+VOCAB, SEQ = 64, 16
+
+
+class _Windows:
+    """A dataset of fixed random token windows, answering get_batch like the real ones."""
+
+    def __init__(self, n: int, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        self.data = torch.randint(0, VOCAB, (n, SEQ), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def get_batch(self, idx) -> torch.Tensor:
+        return self.data[torch.as_tensor(np.asarray(idx), dtype=torch.long)]
+
+
+class _TinyGPTWorkload:
+    """The reference GPT's model on in-memory windows (no token cache, no tokenizer)."""
+
+    def __init__(self):
+        self.models: list[torch.nn.Module] = []  # every model built, to compare trained weights
+
+    def open_data(self, spec):
+        return _Windows(200, 1), _Windows(8, 2)
+
+    def build_model(self, spec):
+        from flops_fit.workloads.gpt import ReferenceGPT
+
+        self.models.append(ReferenceGPT().build_model(spec))
+        return self.models[-1]
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return plan([2e9], 3, vocab_size=VOCAB, seq_len=SEQ, min_steps=20, max_batch_size=8)[0]
+
+
+def test_schedule_warms_up_linearly_and_ends_at_the_floor(spec):
+    assert lr_at(0, spec) == pytest.approx(spec.lr / spec.warmup_steps)
+    assert lr_at(spec.warmup_steps - 1, spec) == pytest.approx(spec.lr)
+    assert lr_at(spec.warmup_steps, spec) == pytest.approx(spec.lr)  # cosine starts at the peak
+    assert lr_at(spec.steps, spec) == pytest.approx(0.1 * spec.lr)  # exactly min_ratio at the end
+    lrs = [lr_at(k, spec) for k in range(spec.warmup_steps, spec.steps + 1)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))  # monotone decay
+
+
+def test_batch_order_is_a_permutation_each_epoch_and_differs_across_epochs():
+    order = BatchOrder(num_windows=10, batch_size=5, seed=3)
+    epoch0 = np.concatenate([order.indices(0), order.indices(1)])
+    epoch1 = np.concatenate([order.indices(2), order.indices(3)])
+    assert sorted(epoch0) == list(range(10)) and sorted(epoch1) == list(range(10))
+    assert not np.array_equal(epoch0, epoch1)
+    assert np.array_equal(order.indices(1, 3), np.concatenate([order.indices(1), order.indices(2)]))
+    assert np.array_equal(BatchOrder(10, 5, 3).indices(3), order.indices(3))  # a pure function of (seed, step)
+
+
+def test_batch_stream_equals_gathering_each_step_directly():
+    data, steps = _Windows(37, 0), 23
+    order = BatchOrder(len(data), 4, seed=7)
+    stream = BatchStream(data, order, steps, SEQ, torch.device("cpu"), prefetch=True)
+    stream.ahead = 5  # several chunks, one crossing an epoch boundary
+    try:
+        for k in range(steps):
+            x, y = stream.get(k)
+            assert torch.equal(x, data.get_batch(order.indices(k))) and y is x
+    finally:
+        stream.close()
+
+
+def test_save_then_resume_in_one_process_gives_bitwise_equal_weights(spec, tmp_path):
+    torch.set_num_threads(1)
+    workload = _TinyGPTWorkload()
+    saved: list = []
+
+    def save(directory, progress):
+        saved.append((directory, progress["step"]))
+
+    class _Stop(Exception):
+        pass
+
+    def stop_after_first_checkpoint(ctx):
+        if saved and not ctx.resumed:
+            raise _Stop
+
+    options = TrainOptions(threads=1, checkpoint_every_s=1e-9, log_every=1)
+    straight = run_trial(spec, workload, TrainOptions(threads=1, log_every=1))
+    with pytest.raises(_Stop):
+        run_trial(spec, workload, TrainOptions(threads=1, checkpoint_every_s=1e-9, log_every=1,
+                                               step_hooks=(stop_after_first_checkpoint,)),
+                  save_checkpoint=save, checkpoint_root=tmp_path)
+    directory, step = saved[0]
+    assert 0 < step < spec.steps
+    resumed = run_trial(spec, workload, options, resume_from=directory, checkpoint_root=tmp_path)
+    straight_weights, resumed_weights = workload.models[0].state_dict(), workload.models[2].state_dict()
+    assert all(torch.equal(straight_weights[k], resumed_weights[k]) for k in straight_weights)  # bitwise
+    assert resumed.metrics["loss"] == straight.metrics["loss"]
+    assert resumed.metrics["curve"] == straight.metrics["curve"]
+    assert resumed.metrics["tokens"] == spec.tokens
+
+
+def test_step_hooks_see_every_step_once(spec):
+    seen: list[int] = []
+    run_trial(spec, _TinyGPTWorkload(), TrainOptions(threads=1, step_hooks=(lambda ctx: seen.append(ctx.step),)))
+    assert seen == list(range(spec.steps))
