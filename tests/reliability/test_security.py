@@ -72,7 +72,7 @@ def test_trust_remote_code_is_never_enabled():
                  for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not offenders, offenders
     # and the named-tokenizer path passes False explicitly (hub code would run otherwise)
-    assert "trust_remote_code=False" in (REPO / "flops_fit" / "examples" / "tokenizer.py").read_text()
+    assert "trust_remote_code=False" in (REPO / "flops_fit" / "data" / "tokenizer.py").read_text()
 
 
 def test_hostile_names_cannot_write_outside_the_cache_through_sweep(tmp_path, monkeypatch, smoke_cache):
