@@ -23,10 +23,11 @@ def subprocess_env(ray_tmp: Path) -> dict[str, str]:
 
 
 def psutil():
-    import psutil as ps
-    import ray  # noqa: F401  (Ray vendors psutil and puts it on sys.path)
+    import importlib
 
-    return ps
+    import ray  # noqa: F401  (Ray vendors psutil and puts it on sys.path: it must come first)
+
+    return importlib.import_module("psutil")
 
 
 def descendants(pid: int) -> list:
