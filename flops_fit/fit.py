@@ -34,6 +34,10 @@ __all__ = ["fit_isoflop", "fit_parametric", "compare", "IsoFLOPFit", "BudgetOpti
            "Comparison", "LawFrontier", "Bootstrap", "one_blas_thread", "huber_objective"]
 
 HUBER_DELTA = 1e-3
+#: A parameter whose bootstrap interval spans more than this ratio (a decade) is undetermined.
+DECADE = 10.0
+#: E within this fraction of 0 (or of the least observed loss) sits on its bound.
+E_FLOOR_FRACTION = 0.01
 #: Hoffmann et al. 2022, App. D.2: α, β ∈ {0, 0.5, …, 2}, e ∈ {−1, −.5, …, 1}, a, b ∈ {0, 5, …, 25}.
 INIT_GRID = np.array(
     [
@@ -106,10 +110,46 @@ class ParametricFit(LawFrontier):
     converged: bool = True
     n_points: int = 0
     bootstrap: Bootstrap | None = None
+    raw: tuple[float, ...] = ()  # the optimizer's (a, b, e, α, β): ln A, ln B, ln E may be < -700
+    e_bound: float = math.inf  # E was kept below this (the least observed loss)
 
     @property
     def theta(self) -> np.ndarray:
-        return np.array([math.log(self.A), math.log(self.B), math.log(self.E), self.alpha, self.beta])
+        if self.raw:
+            return np.array(self.raw, dtype=float)
+        with np.errstate(divide="ignore"):  # E = 0 (a law with no floor): ln E = -inf, clipped
+            ln_a, ln_b, ln_e = np.maximum(np.log([self.A, self.B, self.E]), -700.0)
+        return np.array([ln_a, ln_b, ln_e, self.alpha, self.beta])
+
+    def undetermined(self) -> dict[str, str]:
+        """Parameters the data do not pin down, with the reason: a bootstrap interval that spans
+        more than a decade, or one that sits on a bound (E at 0 or at the least observed loss;
+        α or β near 0). Empty when determined; None-free, so ``not fit.undetermined()`` reads."""
+        if self.bootstrap is None or len(self.bootstrap.draws) < 2:
+            return {}
+        out = {}
+        for name in PARAM_NAMES:
+            lo, hi = self.interval(lambda f, k=name: getattr(f, k))
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                out[name] = "no finite interval"
+            elif name == "E" and lo <= E_FLOOR_FRACTION * self.e_bound:
+                out[name] = f"its {self.bootstrap.level:.0%} interval [{lo:.3g}, {hi:.3g}] reaches the bound E = 0"
+            elif name == "E" and hi >= (1 - E_FLOOR_FRACTION) * self.e_bound:
+                out[name] = (f"its {self.bootstrap.level:.0%} interval [{lo:.3g}, {hi:.3g}] reaches the least "
+                             f"observed loss {self.e_bound:.3g}")
+            elif lo <= 0:
+                out[name] = f"its {self.bootstrap.level:.0%} interval [{lo:.3g}, {hi:.3g}] reaches 0"
+            elif hi / lo > DECADE:
+                out[name] = (f"its {self.bootstrap.level:.0%} interval [{lo:.3g}, {hi:.3g}] spans "
+                             f"{math.log10(hi / lo):.1f} decades")
+        return out
+
+    @property
+    def determined(self) -> bool | None:
+        """True when every parameter is pinned down, False when one is not, None untested."""
+        if self.bootstrap is None or len(self.bootstrap.draws) < 2:
+            return None
+        return not self.undetermined()
 
     def loss(self, n: float | np.ndarray, d: float | np.ndarray) -> float | np.ndarray:
         return self.law_loss(n, d)
@@ -120,7 +160,8 @@ class ParametricFit(LawFrontier):
     def to_dict(self) -> dict[str, Any]:
         names = (*PARAM_NAMES, "a", "b", "G")
         out: dict[str, Any] = {k: getattr(self, k) for k in names}
-        out.update(objective=self.objective, converged=self.converged, n_points=self.n_points)
+        out.update(objective=self.objective, converged=self.converged, n_points=self.n_points,
+                   determined=self.determined, undetermined=self.undetermined())
         if self.bootstrap is not None:
             out["bootstrap"] = self.bootstrap.summary()
             out["intervals"] = {k: self.interval(lambda f, k=k: getattr(f, k)) for k in names}
@@ -193,14 +234,17 @@ def _make_objective(ln_n: np.ndarray, ln_d: np.ndarray, ln_l: np.ndarray, delta:
 
 
 def _lbfgs(starts: np.ndarray, data: tuple, delta: float, reduction: str,
-           options: dict | None = None) -> tuple[np.ndarray, float, bool]:
+           options: dict | None = None, e_max: float = math.inf) -> tuple[np.ndarray, float, bool]:
     fun = _make_objective(*data, delta, reduction)
+    # E stays below the least observed loss (a floor above a measured loss is not a floor).
+    bounds = [(None, None), (None, None), (None, e_max if math.isfinite(e_max) else None), (None, None), (None, None)]
     grad_scale = 1.0 if reduction == "sum" else 1.0 / data[2].size
     opts = LBFGS_OPTIONS if options is None else options
     best: tuple[np.ndarray, float, bool] = (starts[0], math.inf, False)
     for x0 in starts:
         with np.errstate(over="ignore", invalid="ignore"):
-            res = minimize(fun, x0, jac=True, method="L-BFGS-B", options=opts)
+            res = minimize(fun, np.minimum(x0, [np.inf, np.inf, e_max, np.inf, np.inf]), jac=True,
+                           method="L-BFGS-B", bounds=bounds, options=opts)
         if np.all(np.isfinite(res.x)) and res.fun < best[1]:
             # L-BFGS-B's "ABNORMAL" (line search failed) at a Huber kink is still an optimum
             # when the gradient there is ~0 (seen: |g| ~1e-8 vs ~1e-2 at the grid starts);
@@ -232,82 +276,134 @@ def fit_parametric(
     seed: int | None = 0,
     delta: float = HUBER_DELTA,
     top_k: int | None = 32,
-    boot_top_k: int = 3,
+    boot_top_k: int | None = None,
     reduction: str = "sum",
     lbfgs_options: dict | None = None,
+    method: str = "residual",
+    sigma: float | None = None,
 ) -> ParametricFit:
-    """Chinchilla Approach 3 by L-BFGS from the published 4500-point grid.
+    """Chinchilla Approach 3 by L-BFGS from the published 4500-point grid, with E kept in
+    [0, least observed loss).
 
     Speed: the objective is first evaluated at all 4500 grid points in one vectorised pass
     and L-BFGS runs only from the ``top_k`` best (``top_k=None`` runs all 4500, ~100x slower;
     tests check both reach the same optimum). Bootstrap refits start from the point estimate
     (a warm start: resampled data move the optimum little) plus the ``boot_top_k`` best grid
-    points for that resample, so a resample whose optimum moved to another basin is still found.
+    points for that resample (default 0 for the fixed-design bootstraps, where extra starts
+    changed no interval in tests and cost 4x; 2 for "resample", whose optimum can change basin).
     A refit counts as failed (``bootstrap.n_failed``) when no start converges to α, β > 0.
-    ``reduction="mean"`` and ``lbfgs_options`` exist to demonstrate (tests) why Chinchilla sums.
+
+    ``method``: "residual" (default) keeps the design (every run's N and D) and adds the
+    fit's own residuals in ln L, resampled and inflated by √(n/(n−5)) for the five fitted
+    parameters, to the fitted ln L; "seed" adds σ·z with the run-to-run σ measured from
+    replicates; "resample" draws runs with replacement (the classic pairs bootstrap, which on
+    a fixed IsoFLOP design gave intervals 1.2-1.3x too wide). ``reduction="mean"`` and
+    ``lbfgs_options`` exist to demonstrate (tests) why Chinchilla sums.
     """
     if reduction not in ("sum", "mean"):
         raise ValueError("reduction must be 'sum' (Chinchilla) or 'mean'")
+    if method not in ("residual", "seed", "resample"):
+        raise ValueError("method must be 'residual', 'seed' or 'resample'")
+    if method == "seed" and not (sigma is not None and sigma > 0):
+        raise ValueError("method='seed' needs sigma, the run-to-run noise measured from replicates")
     ln_n, ln_d = np.log(positive(n, "n")), np.log(positive(d, "d"))
     ln_l = np.log(positive(loss, "loss"))
     if not (ln_n.shape == ln_d.shape == ln_l.shape) or ln_n.size < 5:
         raise ValueError("n, d, loss must have the same length, at least 5 (five parameters)")
+    if boot_top_k is None:  # a fixed design moves the optimum little: the warm start finds it
+        boot_top_k = 2 if method == "resample" else 0
+    e_max = float(ln_l.min()) - 1e-9
+    e_bound = float(np.exp(ln_l.min()))
 
-    def run(idx: np.ndarray, starts: np.ndarray) -> ParametricFit:
-        data = (ln_n[idx], ln_d[idx], ln_l[idx])
-        th, f, ok = _lbfgs(starts, data, delta, reduction, lbfgs_options)
+    def run(y: np.ndarray, idx: np.ndarray, starts: np.ndarray) -> ParametricFit:
+        data = (ln_n[idx], ln_d[idx], y)
+        th, f, ok = _lbfgs(starts, data, delta, reduction, lbfgs_options, e_max)
         # Unbounded L-BFGS can wander off on data the law does not describe (a few noisy
-        # points): e, a, b past exp's range give inf, and such a fit is not converged.
+        # points): a, b past exp's range give inf, and such a fit is not converged.
         with np.errstate(over="ignore"):
             E, A, B = (float(np.exp(th[i])) for i in (2, 0, 1))
         ok = ok and all(math.isfinite(v) for v in (E, A, B)) and th[3] > 0 and th[4] > 0
-        return ParametricFit(E, A, B, float(th[3]), float(th[4]), f, ok, idx.size)
+        return ParametricFit(E, A, B, float(th[3]), float(th[4]), f, ok, idx.size,
+                             raw=tuple(float(v) for v in th), e_bound=e_bound)
 
     everything = np.arange(ln_l.size)
     data = (ln_n, ln_d, ln_l)
-    fit = run(everything, INIT_GRID if top_k is None else _best_starts(data, top_k, delta, reduction))
+    fit = run(ln_l, everything, INIT_GRID if top_k is None else _best_starts(data, top_k, delta, reduction))
+    fitted = np.log(np.maximum(fit.law_loss(np.exp(ln_n), np.exp(ln_d)), 1e-300)) if fit.converged else ln_l
+    resid = (ln_l - fitted) * math.sqrt(ln_l.size / max(ln_l.size - 5, 1))
+    resid -= resid.mean()
+
     def refit(rng: np.random.Generator) -> ParametricFit:
-        idx = rng.choice(everything, size=everything.size, replace=True)
-        sub = (ln_n[idx], ln_d[idx], ln_l[idx])
+        if method == "resample":
+            idx = rng.choice(everything, size=everything.size, replace=True)
+            y = ln_l[idx]
+        else:
+            idx = everything
+            noise = rng.choice(resid, size=resid.size) if method == "residual" else sigma * rng.standard_normal(resid.size)
+            y = fitted + noise
+        sub = (ln_n[idx], ln_d[idx], y)
         grid_starts = _best_starts(sub, boot_top_k if fit.converged else (top_k or 32), delta, reduction)
         # Warm start from the point estimate only when it is a real optimum.
-        return run(idx, np.vstack([fit.theta, grid_starts]) if fit.converged else grid_starts)
+        return run(y, idx, np.vstack([fit.theta, grid_starts]) if fit.converged else grid_starts)
 
     if n_boot > 0:
         fit.bootstrap = resample(refit, lambda r: r.converged, n_boot, level, seed)
+        fit.bootstrap.method = method
     return fit
 
 
 # --- side by side --------------------------------------------------------------------------
+#: "The approaches agree" needs both exponents' intervals narrower than this (in a): wider
+#: intervals overlap whatever the truth, which made the old overlap rule vacuous.
+AGREE_MAX_WIDTH = 0.1
+
+
 @dataclass
 class Comparison:
     a_isoflop: float
     a_parametric: float
     interval_isoflop: tuple[float, float] | None
     interval_parametric: tuple[float, float] | None
-    agree: bool | None  # None: no intervals to judge by
+    agree: bool | None  # None: the intervals cannot decide (missing, or too wide to mean anything)
     note: str
+    units: str = "C = 6ND"  # the FLOPs convention both exponents are in
 
 
-def compare(isoflop_fit: IsoFLOPFit, parametric_fit: ParametricFit) -> Comparison:
-    """Compare the frontier exponent a of N_opt ∝ C^a from both approaches.
+def compare(isoflop_fit: IsoFLOPFit, parametric_fit: ParametricFit,
+            parametric_a: Callable[[ParametricFit], float] | None = None, units: str = "C = 6ND") -> Comparison:
+    """Compare the frontier exponent a of N_opt ∝ C^a from both approaches, in the same units.
 
-    They "disagree" when their bootstrap intervals do not overlap (Hoffmann et al. 2022
-    report a = 0.49 from Approach 2 and 0.46 from Approach 3 on the same runs, so some gap
-    is normal; Besiroglu et al. 2024 traced a larger one to the Approach 3 fit itself).
+    ``parametric_a`` gives Approach 3's exponent under the budgets' own FLOPs convention
+    (default: the closed form under C = 6ND). They "agree" only when both intervals are
+    narrower than ``AGREE_MAX_WIDTH`` and each point estimate lies inside the other's
+    interval; they "disagree" when the intervals do not overlap; otherwise the data cannot
+    tell (agree is None) and the note says which number decided. Hoffmann et al. 2022 report
+    a = 0.49 (Approach 2) and 0.46 (Approach 3) on the same runs; Besiroglu et al. 2024 traced
+    a larger gap to the Approach 3 fit itself.
     """
-    ai, ap = isoflop_fit.a, parametric_fit.a
+    get = parametric_a or (lambda f: f.a)
+    ai, ap = isoflop_fit.a, get(parametric_fit)
     ii = isoflop_fit.interval(lambda f: f.a)
-    ip = parametric_fit.interval(lambda f: f.a)
-    head = f"frontier exponent a (N_opt ∝ C^a): Approach 2 {ai:.3f}, Approach 3 {ap:.3f}"
+    ip = parametric_fit.interval(get)
+    head = f"frontier exponent a (N_opt ∝ C^a, {units}): Approach 2 {ai:.3f}, Approach 3 {ap:.3f}"
     if not (math.isfinite(ai) and math.isfinite(ap)):
-        return Comparison(ai, ap, ii, ip, None, head + "; cannot compare (a fit is unusable)")
+        return Comparison(ai, ap, ii, ip, None, head + "; cannot compare (a fit is unusable)", units)
     if ii is None or ip is None or not all(map(math.isfinite, (*ii, *ip))):
-        return Comparison(ai, ap, ii, ip, None, head + "; no bootstrap intervals to judge agreement")
+        return Comparison(ai, ap, ii, ip, None, head + "; no bootstrap intervals to judge agreement", units)
     level = isoflop_fit.bootstrap.level if isoflop_fit.bootstrap else 0.9
     span = f" ({level:.0%} intervals [{ii[0]:.3f}, {ii[1]:.3f}] and [{ip[0]:.3f}, {ip[1]:.3f}])"
-    agree = ii[0] <= ip[1] and ip[0] <= ii[1]
-    verdict = "; the approaches agree" if agree else (
-        "; the approaches DISAGREE beyond their intervals: the parametric form (Approach 3) or "
-        "the IsoFLOP grid (Approach 2) is likely misspecified; prefer Approach 2 for N_opt/D_opt")
-    return Comparison(ai, ap, ii, ip, agree, head + span + verdict)
+    if ii[0] > ip[1] or ip[0] > ii[1]:
+        return Comparison(ai, ap, ii, ip, False, head + span + (
+            "; the approaches DISAGREE beyond their intervals: the parametric form (Approach 3) or "
+            "the IsoFLOP grid (Approach 2) is likely misspecified; prefer Approach 2 for N_opt/D_opt"), units)
+    wide = [(name, iv[1] - iv[0]) for name, iv in (("Approach 2", ii), ("Approach 3", ip))
+            if iv[1] - iv[0] > AGREE_MAX_WIDTH]
+    if wide:
+        why = ", ".join(f"{name}'s is {w:.3f} wide" for name, w in wide)
+        return Comparison(ai, ap, ii, ip, None, head + span + (
+            f"; agreement undetermined: {why} (> {AGREE_MAX_WIDTH} needed to tell them apart)"), units)
+    if not (ii[0] <= ap <= ii[1] and ip[0] <= ai <= ip[1]):
+        return Comparison(ai, ap, ii, ip, None, head + span + (
+            "; the intervals overlap but each estimate is not inside the other's interval: "
+            "agreement undetermined"), units)
+    return Comparison(ai, ap, ii, ip, True, head + span + "; the approaches agree", units)

@@ -54,6 +54,9 @@ class Bootstrap:
     level: float
     seed: int | None
     draws: list[Any] = field(default_factory=list, repr=False)
+    method: str = "resample"
+    """How the data were redrawn: "residual" (fixed design, resampled residuals), "seed"
+    (fixed design, Gaussian noise of the measured seed σ) or "resample" (runs with replacement)."""
 
     def interval(self, fn: Callable[[Any], float], level: float | None = None) -> tuple[float, float]:
         """Percentile interval of ``fn(draw)`` over the successful draws."""
@@ -67,7 +70,8 @@ class Bootstrap:
         return (float(lo), float(hi))
 
     def summary(self) -> dict[str, Any]:
-        return {"n_boot": self.n_boot, "n_failed": self.n_failed, "level": self.level, "seed": self.seed}
+        return {"n_boot": self.n_boot, "n_failed": self.n_failed, "level": self.level, "seed": self.seed,
+                "method": self.method}
 
 
 def interval(boot: Bootstrap | None, fn: Callable[[Any], float]) -> tuple[float, float] | None:

@@ -15,7 +15,7 @@ minimum for a parabola fit (Hoffmann et al. 2022, §3.2, Fig. 3).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
 from flops_fit import accounting
@@ -54,6 +54,9 @@ class PlanConfig:
     """Upper bound on sequences per step (memory)."""
     base_lr: float = 3e-3
     seed: int = 0
+    replicates: int = 0
+    """Extra seeds for each of the smallest budget's three central sizes: their spread measures
+    the run-to-run noise σ the fits report and use (flops_fit.noise)."""
 
     def __post_init__(self) -> None:
         budgets = tuple(self.budgets)
@@ -82,6 +85,8 @@ class PlanConfig:
                 raise PlanError(f"{name} must be positive, got {getattr(self, name)!r}")
         if not self.span > 1:
             raise PlanError(f"span must be > 1 (largest/smallest model ratio), got {self.span!r}")
+        if isinstance(self.replicates, bool) or not isinstance(self.replicates, int) or self.replicates < 0:
+            raise PlanError(f"replicates must be a whole number >= 0, got {self.replicates!r}")
         for name in ("vocab_size", "seq_len", "min_steps", "max_batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise PlanError(f"{name} must be a positive int, got {getattr(self, name)!r}")
@@ -257,7 +262,20 @@ def plan(budgets: Sequence[float] | PlanConfig, points_per_budget: int = 5, *, s
     cfg = budgets if isinstance(budgets, PlanConfig) else PlanConfig(
         budgets=tuple(budgets), points_per_budget=points_per_budget, **options
     )
-    return [spec for budget in cfg.budgets for spec in plan_budget(budget, cfg, sizes)]
+    specs = [spec for budget in cfg.budgets for spec in plan_budget(budget, cfg, sizes)]
+    return specs + replicate_specs(specs, cfg.replicates)
+
+
+def replicate_specs(specs: Sequence[TrialSpec], k: int) -> list[TrialSpec]:
+    """``k`` seed-varied copies of the smallest budget's three central trials (cheapest runs,
+    near the optimum where the fits look): same model and tokens, seeds seed+1 ... seed+k."""
+    if k <= 0 or not specs:
+        return []
+    first = [s for s in specs if s.budget == min(t.budget for t in specs)]
+    mid = len(first) // 2
+    central = first[max(0, mid - 1): mid + 2]
+    return [replace(s, trial_id=f"{s.trial_id}_s{s.seed + r}", seed=s.seed + r)
+            for r in range(1, k + 1) for s in central]
 
 
 def format_plan(specs: Sequence[TrialSpec]) -> str:

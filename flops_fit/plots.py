@@ -1,6 +1,6 @@
 """Figures for a fitted sweep (matplotlib, Agg backend: no display needed).
 
-1. ``isoflop.png``: loss vs N per budget, with the Approach 2 parabolas and their minima
+1. ``isoflop.png``: loss vs N per budget, with the Approach 2 local parabolas and their minima
    (the figure of Hoffmann et al. 2022, Fig. 3 left).
 2. ``frontier.png``: N_opt(C) and D_opt(C) with both approaches' fitted lines and bootstrap
    bands (Hoffmann et al. 2022, Fig. 3 centre/right; Fig. A5 compares approaches).
@@ -83,8 +83,9 @@ def plot_isoflop(result: Any, path: Path) -> Path:
         opt = optima.get(c)
         if opt is None or not opt.coeffs:
             continue
-        x = np.linspace(np.log(n.min()) - 0.15, np.log(n.max()) + 0.15, 200)
-        ax.plot(np.exp(x), np.polyval(opt.coeffs, x), color=colour(c), lw=1.2,
+        # Drawn only over the sizes it was fitted on (a local fit says nothing beyond them).
+        x = np.linspace(np.log(opt.n_range[0]), np.log(opt.n_range[1]), 200)
+        ax.plot(np.exp(x), np.exp(np.polyval(opt.coeffs, x)), color=colour(c), lw=1.2,
                 ls="-" if opt.used else "--", alpha=0.9 if opt.used else 0.6, zorder=2)
         if opt.used:
             ax.scatter([opt.n_opt], [opt.loss_opt], marker="D", s=46, color=colour(c),
@@ -101,7 +102,7 @@ def plot_isoflop(result: Any, path: Path) -> Path:
     ax.grid(True, which="major", alpha=0.3)
     handles = [
         Line2D([], [], color="0.3", marker="o", ls="", ms=4, label="run"),
-        Line2D([], [], color="0.3", lw=1.2, label="parabola in log N"),
+        Line2D([], [], color="0.3", lw=1.2, label="local parabola of ln L in ln N"),
         Line2D([], [], color="0.3", marker="D", ls="", ms=6, mec="black", label="minimum ($N_{opt}$)"),
     ]
     if any(not o.used for o in optima.values()):
@@ -126,7 +127,7 @@ def plot_frontier(result: Any, path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharex=True)
     for ax, what, label in ((axes[0], "n", "N_opt"), (axes[1], "d", "D_opt")):
         for fit, colour, name, ls in ((iso, C_ISO, "Approach 2", "-"), (par, C_PAR, "Approach 3", "--")):
-            if fit is None or not np.isfinite(getattr(fit, "a", np.nan)):
+            if fit is None or not np.isfinite(getattr(fit, "a", np.nan)) or getattr(fit, "determined", None) is False:
                 continue
             fn = (lambda f: f.n_opt(cs)) if what == "n" else (lambda f: f.d_opt(cs))
             exp_name = "a" if what == "n" else "b"
@@ -171,7 +172,7 @@ def plot_loss_frontier(result: Any, path: Path) -> Path:
         ax.scatter([o.budget for o in used], [o.loss_opt for o in used], marker="D", s=36,
                    color=C_ISO, edgecolors="black", linewidths=0.7, zorder=4,
                    label="IsoFLOP parabola minima (Approach 2)")
-    if par is not None:
+    if par is not None and par.determined is not False:  # an undetermined law is not drawn as one
         if par.bootstrap is not None:
             band = _band(par.bootstrap.draws, lambda f: f.loss_opt(cs), par.bootstrap.level)
             if band is not None:

@@ -22,6 +22,9 @@ import pandas as pd
 from flops_fit import results as results_io
 from flops_fit.accounting import PARAM_COUNTS
 from flops_fit.fit import Comparison, IsoFLOPFit, ParametricFit, compare, fit_isoflop, fit_parametric
+from flops_fit.fitchecks import backtest, describe_backtest, exponents_by_count, parametric_a_in_budget_units
+from flops_fit.isoflop import RESIDUAL_NOTE_SIGMAS
+from flops_fit.noise import SeedNoise, seed_noise
 
 #: Past this many decades beyond the largest swept budget, predict() warns.
 EXTRAPOLATION_WARN_DECADES = 3.0
@@ -60,25 +63,33 @@ class Result:
         self.notes: list[str] = []
         self.fit_data = self._select_runs()
         d = self.fit_data
+        self.noise: SeedNoise = seed_noise(d, param_count)
+        sigma = self.noise.sigma if self.noise.measured else None
         self.isoflop: IsoFLOPFit | None = None
         self.parametric: ParametricFit | None = None
         if len(d):
-            self.isoflop = fit_isoflop(d["budget"], d[param_count], d["loss"], tokens=d["tokens"],
-                                       n_boot=n_boot, level=level, seed=seed)
-            self._note_isoflop()
+            names = d["trial_id"].astype(str).tolist() if "trial_id" in d else None
+            self.isoflop = _quietly(self.notes, "Approach 2", lambda: fit_isoflop(
+                d["budget"], d[param_count], d["loss"], tokens=d["tokens"], n_boot=n_boot, level=level,
+                seed=seed, sigma=sigma, names=names))
+            if self.isoflop is not None:
+                self._note_isoflop()
         if len(d) >= 5:
-            self.parametric = fit_parametric(d[param_count], d["tokens"], d["loss"], n_boot=n_boot,
-                                             level=level, seed=seed)
-            self._note_parametric()
+            self.parametric = _quietly(self.notes, "Approach 3", lambda: fit_parametric(
+                d[param_count], d["tokens"], d["loss"], n_boot=n_boot, level=level, seed=seed))
+            if self.parametric is not None:
+                self._note_parametric()
         else:
             self.notes.append(f"Approach 3 not fitted: {len(d)} usable runs (needs at least 5)")
         self.comparison: Comparison | None = None
         if self.isoflop is not None and self.parametric is not None:
-            self.comparison = compare(self.isoflop, self.parametric)
-            if self.comparison.agree is False:
-                self.notes.append(self.comparison.note)
+            in_units = parametric_a_in_budget_units(d, param_count)
+            conventions = sorted(set(d.get("flops_convention", pd.Series(["6n"])).dropna()))
+            units = "C = 6ND" if in_units is None else f"C under {'/'.join(conventions)}, N = {param_count}"
+            self.comparison = compare(self.isoflop, self.parametric, in_units, units)
+        law_known = self.parametric is not None and self.parametric.converged and self.parametric.determined is not False
         self.primary = ("isoflop" if self.isoflop is not None and self.isoflop.usable else
-                        "parametric" if self.parametric is not None and self.parametric.converged else None)
+                        "parametric" if law_known else None)
 
     @classmethod
     def from_path(cls, path: str | Path, **kwargs: Any) -> Result:
@@ -109,13 +120,23 @@ class Result:
 
     def _note_isoflop(self) -> None:
         fit = self.isoflop
+        sigma = self.noise.sigma if self.noise.measured else fit.sigma
         for o in fit.optima:
             if not o.used:
                 self.notes.append(f"Approach 2: budget {o.budget:.3g} left out of the exponent fit ({o.flag})")
+            if o.excluded:
+                self.notes.append(f"Approach 2: budget {o.budget:.3g} fitted without " + ", ".join(o.excluded))
+            if o.note:
+                self.notes.append(f"Approach 2: budget {o.budget:.3g}: {o.note}")
+            if o.used and math.isfinite(sigma) and sigma > 0 and o.max_residual > RESIDUAL_NOTE_SIGMAS * sigma:
+                self.notes.append(f"Approach 2: budget {o.budget:.3g}'s parabola misses a run by "
+                                  f"{o.max_residual / sigma:.1f}σ (σ = {sigma:.3g} in ln L, {fit.sigma_source})")
         if not fit.usable:
-            self.notes.append("Approach 2 unusable: fewer than 2 budgets with a bracketed minimum")
+            self.notes.append("Approach 2 unusable: fewer than 2 budgets with a located minimum")
         elif fit.bootstrap is not None and fit.bootstrap.n_failed:
             self.notes.append(_failed_note("Approach 2", fit.bootstrap))
+        elif self.n_boot and fit.bootstrap is None:
+            self.notes.append("Approach 2: no intervals (too few runs beyond three per budget to measure the noise)")
 
     def _note_parametric(self) -> None:
         fit = self.parametric
@@ -123,12 +144,11 @@ class Result:
             self.notes.append("Approach 3: L-BFGS did not converge from any start; treat its numbers with care")
         if fit.bootstrap is not None and fit.bootstrap.n_failed:
             self.notes.append(_failed_note("Approach 3", fit.bootstrap))
-        conventions = set(self.fit_data.get("flops_convention", pd.Series(dtype=str)).dropna()) - {"6n"}
-        if self.param_count != "n" or conventions:
-            self.notes.append(
-                f"Approach 3's frontier assumes C = 6·N·D with N = {self.param_count}, but the budgets "
-                f"use {sorted(conventions) or ['6n']} with N = n; its N_opt/D_opt are in those units, "
-                "Approach 2's follow the budgets")
+        missing = fit.undetermined()
+        if missing:
+            self.notes.append("Approach 3: the data do not determine " + "; ".join(
+                f"{k} ({why})" for k, why in missing.items()) + "; its law, frontier and irreducible loss "
+                "are not reported as known")
 
     # --- predictions ----------------------------------------------------------------------
     def predict(self, flops: float) -> Prediction:
@@ -159,7 +179,7 @@ class Result:
             by[name] = {"n": float(fit.n_opt(c)), "d": float(fit.d_opt(c)),
                         "n_interval": fit.interval(lambda f: float(f.n_opt(c))),
                         "d_interval": fit.interval(lambda f: float(f.d_opt(c)))}
-        if self.parametric is not None:
+        if self.parametric is not None and "parametric" in by:
             by["parametric"]["loss"] = float(self.parametric.loss_opt(c))
         main = by[self.primary]
         n, d = main["n"], main["d"]
@@ -200,18 +220,52 @@ class Result:
                              f"{_iv(r.loss, r.loss_lo, r.loss_hi, '.4g'):>22}")
         if self.isoflop is not None and self.isoflop.usable:
             f, used = self.isoflop, sum(o.used for o in self.isoflop.optima)
+            method = f", {f.bootstrap.method} bootstrap" if f.bootstrap is not None else ""
             lines.append(f"Approach 2: N_opt ∝ C^{_iv(f.a, *_ivs(f, 'a'), '.3f')}, D_opt ∝ "
-                         f"C^{_iv(f.b, *_ivs(f, 'b'), '.3f')} ({used} of {len(f.optima)} budgets used)")
+                         f"C^{_iv(f.b, *_ivs(f, 'b'), '.3f')} ({used} of {len(f.optima)} budgets used, "
+                         f"local parabolas within {f.window} of each best ln L{method}); "
+                         f"Akima cross-check a = {_iv(f.a_interp, math.nan, math.nan, '.3f')}")
         if self.parametric is not None:
-            p = self.parametric
-            lines.append(f"Approach 3: L = E + A/N^α + B/D^β with E={_iv(p.E, *_ivs(p, 'E'), '.3g')}, "
-                         f"A={_iv(p.A, *_ivs(p, 'A'), '.3g')}, B={_iv(p.B, *_ivs(p, 'B'), '.3g')}, "
-                         f"α={_iv(p.alpha, *_ivs(p, 'alpha'), '.3f')}, β={_iv(p.beta, *_ivs(p, 'beta'), '.3f')}; "
-                         f"N_opt ∝ C^{_iv(p.a, *_ivs(p, 'a'), '.3f')}")
+            p, missing = self.parametric, self.parametric.undetermined()
+
+            def par(name: str, fmt: str) -> str:
+                lo, hi = _ivs(p, name)
+                if name in missing:
+                    return f"{name} undetermined [{format(lo, fmt)}, {format(hi, fmt)}]"
+                return f"{name}={_iv(getattr(p, name), lo, hi, fmt)}"
+
+            law = ", ".join(par(k, f) for k, f in (("E", ".3g"), ("A", ".3g"), ("B", ".3g"),
+                                                    ("alpha", ".3f"), ("beta", ".3f")))
+            if missing:
+                lines.append(f"Approach 3: L = E + A/N^α + B/D^β is NOT determined by these runs: {law}; "
+                             "no frontier or irreducible loss from it")
+            else:
+                lines.append(f"Approach 3: L = E + A/N^α + B/D^β with {law}; "
+                             f"N_opt ∝ C^{_iv(p.a, *_ivs(p, 'a'), '.3f')}")
         if self.comparison is not None:
             lines.append(self.comparison.note)
+        lines.append(self.noise.describe())
+        by_count = self.exponents_by_count()
+        if len(by_count) > 1:
+            lines.append("Approach 2's a by parameter count: " + ", ".join(f"{k} {v:.3f}" for k, v in by_count.items()))
+        lines.append(describe_backtest(self.backtest()))
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+    # --- checks ---------------------------------------------------------------------------
+    def backtest(self) -> dict[str, Any] | None:
+        """Refit without the largest budget and set its prediction there beside the measurement."""
+        if not hasattr(self, "_backtest"):
+            self._backtest = _quietly(self.notes, "backtest", lambda: backtest(self))
+        return self._backtest
+
+    def exponents_by_count(self) -> dict[str, float]:
+        """Approach 2's a under each recorded parameter count (n, n_non_embedding, n_matmul)."""
+        if not hasattr(self, "_by_count"):
+            names = self.fit_data["trial_id"].astype(str).tolist() if "trial_id" in self.fit_data else None
+            self._by_count = (_quietly(self.notes, "exponents by count",
+                                       lambda: exponents_by_count(self.fit_data, names)) or {}) if len(self.fit_data) else {}
+        return self._by_count
 
     def __str__(self) -> str:
         return self.format_table()
@@ -227,6 +281,9 @@ class Result:
             "parametric": None if self.parametric is None else self.parametric.to_dict(),
             "comparison": None if self.comparison is None else vars(self.comparison),
             "table": self.table().to_dict(orient="records") if self.primary else [],
+            "seed_noise": self.noise.to_dict(),
+            "exponents_by_count": self.exponents_by_count(),
+            "backtest": self.backtest(),
             "notes": list(self.notes),
         }
         return _jsonable(out)
@@ -253,6 +310,17 @@ class Result:
         if not self.fit_data.empty:
             written += self.plot(out)
         return written
+
+
+def _quietly(notes: list[str], name: str, fit: Any) -> Any:
+    """Run one fit; a numerical failure on a valid table becomes a note, never a traceback
+    that would throw away a finished sweep's table and plots."""
+    try:
+        with np.errstate(all="ignore"):
+            return fit()
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+        notes.append(f"{name} failed on this table ({type(exc).__name__}: {exc}); it is left out")
+        return None
 
 
 def _failed_note(name: str, boot: Any) -> str:

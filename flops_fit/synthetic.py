@@ -118,3 +118,55 @@ def simulate_isoflop(
                 }
             )
     return pd.DataFrame(rows)
+
+
+#: A second law for calibration, more asymmetric than Chinchilla's (α = 0.45 vs β = 0.25:
+#: the IsoFLOP valley rises much faster on the small-N side).
+ASYMMETRIC = ScalingLaw(E=1.5, A=800.0, B=1200.0, alpha=0.45, beta=0.25)
+#: A 16x span (max/min size ratio), in decades either side of the centre.
+SPAN_16X = math.log10(16) / 2
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How an estimator of a behaves across seeds of one synthetic design."""
+
+    truth: float
+    estimates: np.ndarray
+    intervals: np.ndarray  # (seeds, 2); NaN rows where a fit gave none
+
+    @property
+    def bias(self) -> float:
+        return float(np.nanmean(self.estimates) - self.truth)
+
+    @property
+    def coverage(self) -> float:
+        lo, hi = self.intervals[:, 0], self.intervals[:, 1]
+        return float(np.mean((lo <= self.truth) & (self.truth <= hi)))
+
+    @property
+    def ideal_width(self) -> float:
+        """The 90% spread of the point estimates across seeds: what a 90% interval should span."""
+        lo, hi = np.nanpercentile(self.estimates, [5, 95])
+        return float(hi - lo)
+
+    @property
+    def width_ratio(self) -> float:
+        return float(np.nanmean(self.intervals[:, 1] - self.intervals[:, 0]) / self.ideal_width)
+
+    def summary(self) -> str:
+        return (f"bias {self.bias:+.4f}, coverage {self.coverage:.0%}, width {self.width_ratio:.2f}x ideal "
+                f"({np.isnan(self.estimates).sum()} NaN)")
+
+
+def calibrate(estimate, law: ScalingLaw, budgets: Sequence[float], seeds: int, points_per_budget: int = 7,
+              noise: float = 0.01, centre_offset: float = 0.0, span: float = SPAN_16X) -> Calibration:
+    """Run ``estimate(table) -> (a, (lo, hi))`` on ``seeds`` simulated sweeps of ``law``."""
+    est, ivs = [], []
+    for s in range(seeds):
+        table = simulate_isoflop(budgets, points_per_budget, noise, seed=s, law=law, span=span,
+                                 centre_offset=centre_offset)
+        a, iv = estimate(table)
+        est.append(a)
+        ivs.append(iv if iv is not None else (math.nan, math.nan))
+    return Calibration(law.a, np.array(est, dtype=float), np.array(ivs, dtype=float))
