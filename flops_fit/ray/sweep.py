@@ -44,6 +44,12 @@ def start_private_ray(num_cpus: int | None = None) -> None:
     init_loopback_only(num_cpus)
 
 
+def trial_name(trial: Any) -> str:
+    """A trial's name and directory is its trial id (C1.00e12_N237200 ...), not Tune's
+    ``run_trial_on_worker_<hash>_00000_0_spec=...`` that spells out the whole config."""
+    return str(trial.config["spec"]["trial_id"])
+
+
 class TuneBackend:
     """Runs a sweep's trials as one Tune experiment under ``<storage_path>/<name>``."""
 
@@ -85,7 +91,8 @@ class TuneBackend:
                 param_space={"spec": tune.grid_search([s.to_dict() for s in specs])},
                 # reuse_actors: a fresh worker per trial pays torch + dynamo imports and actor start
                 # (18 s -> 4.5 s fixed cost per trial; efficiency 0.88 -> 0.97, benchmarks/RESULTS.md).
-                tune_config=tune.TuneConfig(max_concurrent_trials=cfg.max_concurrent_trials, reuse_actors=True),
+                tune_config=tune.TuneConfig(max_concurrent_trials=cfg.max_concurrent_trials, reuse_actors=True,
+                                            trial_name_creator=trial_name, trial_dirname_creator=trial_name),
                 run_config=tune.RunConfig(
                     name=cfg.name,
                     storage_path=str(run_dir.parent),
