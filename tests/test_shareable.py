@@ -126,3 +126,19 @@ def test_report_html_renders_in_headless_chromium(sweep_dir):
     assert sorted(i[0] for i in images) == ["frontier", "isoflop", "loss_frontier"]
     assert all(ok and w > 600 and h > 400 for _, ok, w, h in images), images
     assert curves > 0
+
+
+def test_progress_eta_from_plan_costs_corrected_by_measured_rate(capsys):
+    from types import SimpleNamespace
+
+    from flops_fit.ray.progress import SweepProgress
+
+    trial = lambda tid: SimpleNamespace(config={"spec": {"trial_id": tid}}, trial_id=tid, status="RUNNING",  # noqa: E731
+                                        last_result={"status": "ok", "loss": 3.0})
+    prog = SweepProgress(3, costs={"a": 1.0, "b": 1.0, "c": 2.0})
+    assert prog.eta_s(10.0) is None  # nothing measured yet
+    prog.on_trial_complete(0, [], trial("a"))
+    assert prog.eta_s(10.0) == pytest.approx(30.0)  # 3 cost units left at 1 unit per 10 s
+    prog.on_trial_complete(0, [], trial("c"))
+    assert prog.eta_s(15.0) == pytest.approx(5.0)  # measured faster: 3 units in 15 s, 1 left
+    assert "ETA" in capsys.readouterr().out

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from flops_fit.config import SweepConfig, TrainOptions
-from flops_fit.engine import FINISHED_DIR, TrialReport, resolve_config, run_sweep
+from flops_fit.engine import FINISHED_DIR, TrialReport, expected_cost, resolve_config, run_sweep
 from flops_fit.plan import TrialSpec
 from flops_fit.ray.compat import init_loopback_only, set_restored_callbacks, ship_by_value
 
@@ -80,7 +80,10 @@ class TuneBackend:
                                  record_dir=str(run_dir / FINISHED_DIR)),
             {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial},
         )
-        callbacks = [SweepProgress(len(specs))] if progress else []
+        from flops_fit.ray.trackers import tracker_callbacks
+
+        costs = {s.trial_id: expected_cost(s) for s in specs}
+        callbacks = ([SweepProgress(len(specs), costs=costs)] if progress else []) + tracker_callbacks(cfg, run_dir)
         tune_dir = str(run_dir)
         if resuming and tune.Tuner.can_restore(tune_dir):
             tuner = tune.Tuner.restore(tune_dir, trainable=trainable, resume_errored=True)
@@ -114,5 +117,11 @@ def sweep(config: SweepConfig | None = None, *, preset: str | None = None, progr
     flat name. ``workload`` replaces the default one (the reference GPT, or the known law of
     ``simulate``): ``flops_fit.find_optimal`` passes a user's model this way.
     """
+    from flops_fit.ray.trackers import log_sweep, require_tracker
+
     cfg = resolve_config(config, preset, **overrides)
-    return run_sweep(cfg, TuneBackend(), workload, progress)
+    if cfg.tracker is not None:
+        require_tracker(cfg.tracker)  # a missing extra fails now, in one line, before any trial
+    result = run_sweep(cfg, TuneBackend(), workload, progress)
+    log_sweep(cfg, result.path.parent, result)
+    return result
