@@ -142,3 +142,29 @@ def test_progress_eta_from_plan_costs_corrected_by_measured_rate(capsys):
     prog.on_trial_complete(0, [], trial("c"))
     assert prog.eta_s(15.0) == pytest.approx(5.0)  # measured faster: 3 units in 15 s, 1 left
     assert "ETA" in capsys.readouterr().out
+
+
+def test_shard_preparation_shows_a_progress_bar_only_on_a_terminal(tmp_path, sample_tokenizer_json, monkeypatch,
+                                                                    capsys):
+    import io
+
+    from flops_fit.data import tokenizer
+    from flops_fit.data.tinystories import TinyStoriesDataset
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr("sys.stderr", term)
+    monkeypatch.delenv("FLOPS_FIT_QUIET", raising=False)
+    assert tokenizer.progress_enabled()
+    kw = {"tokenizer": sample_tokenizer_json, "stories_per_shard": 32}
+    TinyStoriesDataset("train", 64, source="sample", num_tokens=20_000, cache_dir=tmp_path / "a", **kw).prepare_data()
+    shown = term.getvalue()
+    assert "token shards (train)" in shown and "shards=" in shown and "tok/s" in shown
+    monkeypatch.setenv("FLOPS_FIT_QUIET", "1")  # asked to be quiet
+    assert not tokenizer.progress_enabled()
+    monkeypatch.setattr("sys.stderr", io.StringIO())  # not a terminal
+    monkeypatch.delenv("FLOPS_FIT_QUIET")
+    assert not tokenizer.progress_enabled()

@@ -112,11 +112,16 @@ def test_v1_quickstart_runs_unchanged(ray_session, tmp_path, monkeypatch):
     assert set(trial_dirs) == set(result.results["trial_id"])
 
 
-def test_v1_mock_mode_and_resume_false(ray_session, tmp_path):
+def test_v1_mock_mode_and_resume_false(ray_session, tmp_path, capfd, monkeypatch):
+    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
     result = flops_fit.find_optimal(model_cls=lambda width: nn.Linear(width, 1), model_size_param="width",
                                     compute_budgets=[1e17, 1e18, 1e19], mode="mock", output_dir=tmp_path / "mock",
-                                    n_boot=0, progress=False)
+                                    n_boot=0)
     assert (result.results["status"] == "ok").all() and len(result.results) >= 9
+    shown = capfd.readouterr()
+    printed = shown.out + shown.err
+    assert "done |" in printed and "ETA" in printed  # our progress lines, with the ETA
+    assert "╭" not in printed and "/tmp/ray/session" not in printed  # not Ray's banner or its TensorBoard hint
     with pytest.raises(PlanError, match="resume=False"):
         flops_fit.find_optimal(model_cls=lambda width: nn.Linear(width, 1), model_size_param="width",
                                compute_budgets=[1e17, 1e18, 1e19], mode="mock", output_dir=tmp_path / "mock",

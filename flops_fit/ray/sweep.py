@@ -74,6 +74,11 @@ class TuneBackend:
         from flops_fit.ray.progress import SweepProgress
         from flops_fit.ray.trainable import run_trial_on_worker
 
+        # Tune's newer console output prints a configuration box and a TensorBoard hint into
+        # /tmp/ray/session_* even at verbose=0; the legacy output honours verbose=0. Our own
+        # progress lines say what happens, and TensorBoard reads the sweep directory itself
+        # (tensorboard --logdir <storage_path>/<name>). An explicit setting is left alone.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         options: TrainOptions = dataclasses.replace(cfg.train, threads=max(1, int(cfg.cpus_per_trial)))
         trainable = tune.with_resources(
             tune.with_parameters(run_trial_on_worker, workload=workload, train_options=options,

@@ -210,7 +210,10 @@ def predicts_current_token(model: _LossAdapter, x: torch.Tensor, y: torch.Tensor
     if model.loss_fn is None or not torch.equal(x, y):
         return False
     with torch.no_grad():
-        out = model.outputs(x)
+        try:
+            out = model.outputs(x)
+        except Exception:  # the probe's own call reports a model that rejects the batch
+            return False
         if not (isinstance(out, torch.Tensor) and out.dim() == 3 and tuple(out.shape[:2]) == tuple(x.shape)):
             return False
         try:
