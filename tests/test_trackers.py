@@ -1,5 +1,6 @@
 """Experiment trackers through Ray Tune's integrations, the real ones: MLflow with a local
-file store read back with mlflow.search_runs, W&B in its offline mode."""
+store read back with mlflow.search_runs; a missing or unknown tracker refused in one line.
+(W&B offline mode is not covered yet: see the README.)"""
 
 from __future__ import annotations
 
@@ -48,13 +49,3 @@ def test_unknown_or_missing_tracker_fails_in_one_line(tmp_path, monkeypatch):
     with pytest.raises(PlanError, match=r'pip install "flops-fit\[wandb\]"'):
         require_tracker("wandb")
 
-
-def test_wandb_offline_logs_every_trial(ray_session, tmp_path, monkeypatch):
-    pytest.importorskip("wandb", reason="wandb not installed (pip install 'flops-fit[wandb]')")
-    from flops_fit.ray import sweep
-
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    result = sweep(_cfg(tmp_path, "wb", tracker="wandb"), progress=False)
-    offline = list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
-    assert len(offline) == len(result.results)
