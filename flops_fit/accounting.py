@@ -183,8 +183,11 @@ def shape_for_params(
     vocab_size: int,
     max_seq_len: int = 256,
     count: str = "n_non_embedding",
+    num_layers: int | None = None,
 ) -> ModelShape:
     """The shape whose ``count`` parameters land closest to ``target_params``.
+
+    ``num_layers`` fixes the depth (flops-fit v1.0's rule: depth given, width solved).
 
     Rule: depth from the aspect-ratio prior (d_model ≈ 64·num_layers, so depth and width
     grow together), heads = round(d_model / 64) (at least 1), head dim even (rotary), then
@@ -204,7 +207,8 @@ def shape_for_params(
         non_emb_guess = max(target_params / 4.0, 1.0)
     depth0 = _depth_for(non_emb_guess)
     best: tuple[float, float, ModelShape] | None = None
-    for depth in sorted({max(1, depth0 + k) for k in (-1, 0, 1)}):
+    depths = [num_layers] if num_layers else sorted({max(1, depth0 + k) for k in (-1, 0, 1)})
+    for depth in depths:
         shape = _closest_width(target_params, depth, vocab_size, max_seq_len, count)
         if shape is None:
             continue

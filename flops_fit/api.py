@@ -3,14 +3,36 @@
 It is a sweep with the user-model workload (``flops_fit.workloads.user.UserModel``): the
 planner varies the named size parameter over sizes counted on PyTorch's ``meta`` device,
 budgets with C = 6·N·D, and a probe runs one real batch through the smallest model before
-any trial starts.
+any trial starts. flops-fit v1.0's keywords keep working: ``train=False`` (return the plan),
+``output_dir=`` (the sweep directory), ``resume=`` and ``mode="mock"`` (the simulated law).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from flops_fit.engine import resolve_config
+from flops_fit.errors import PlanError
+
+
+def _v1_options(options: dict[str, Any], output_dir: Any, resume: bool | None, mode: str | None) -> dict[str, Any]:
+    """Map v1.0's keywords onto SweepConfig fields."""
+    if output_dir is not None:  # v1.0 wrote everything into output_dir: that is the sweep directory
+        out = Path(output_dir).expanduser().resolve()
+        options = {**options, "storage_path": str(out.parent), "name": out.name}
+    if mode not in (None, "train", "mock"):
+        raise PlanError(f"mode={mode!r}: use 'mock' (the simulated law, no training) or leave it out")
+    if mode == "mock":
+        from flops_fit.cli import DEFAULT_SIMULATED_LAW
+
+        options = {"simulate": dict(DEFAULT_SIMULATED_LAW), **options}
+    if resume is False:  # rerunning a name resumes it; v1.0's resume=False means "start fresh"
+        run_dir = Path(options.get("storage_path", "runs")).expanduser().resolve() / options.get("name", "find_optimal")
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            raise PlanError(f"resume=False but {run_dir} already holds a sweep; pass resume=True to continue it "
+                            "or another output_dir/name")
+    return options
 
 
 def find_optimal(
@@ -24,6 +46,10 @@ def find_optimal(
     size_values: Sequence[Any] | None = None,
     val_fraction: float = 0.05,
     progress: bool = True,
+    train: bool = True,
+    output_dir: str | Path | None = None,
+    resume: bool | None = None,
+    mode: str | None = None,
     **options: Any,
 ):
     """Sweep a user's model over IsoFLOP budgets on Ray and fit the scaling laws.
@@ -33,16 +59,37 @@ def find_optimal(
     (``(logits, loss)``, an object with ``.loss``, or the loss), or pass ``loss_fn(outputs,
     labels)``. ``dataset``: items ``(input_ids, labels)``, or ``(train, validation)``; None
     uses TinyStories (``source=`` etc. in ``options``). Other keywords are SweepConfig fields
-    (``storage_path``, ``name``, ``seq_len``, ``cpus_per_trial``, ...). Returns a Result.
+    (``storage_path``, ``name``, ``seq_len``, ``cpus_per_trial``, ...). Returns a Result, or
+    with ``train=False`` the planned trials (a list of TrialSpec) without running any.
+
+    With ``loss_fn`` and items whose labels equal their input_ids (v1.0's quickstart), the
+    labels are shifted by one so the objective is next-token prediction (see
+    ``flops_fit.workloads.user.probe``). ``mode="mock"`` runs the simulated law
+    (``flops_fit.workloads.simulated``) on the reference sizes instead of training.
     """
     from flops_fit.ray.compat import ship_by_value
     from flops_fit.ray.sweep import sweep
     from flops_fit.workloads.stories import StoryData
     from flops_fit.workloads.user import UserModel
 
+    options = _v1_options(options, output_dir, resume, mode)
     cfg = resolve_config(None, None, budgets=tuple(compute_budgets), points_per_budget=points_per_budget,
                          flops_convention="6n", **{"name": "find_optimal", **options})
-    workload = UserModel(model_cls, model_size_param, dict(model_kwargs or {}), loss_fn, dataset,
-                         StoryData(cfg.data), val_fraction, size_values)
-    ship_by_value(model_cls, loss_fn, dataset)
+    if cfg.simulate is not None:
+        workload = None  # the engine's simulated law
+    else:
+        workload = UserModel(model_cls, model_size_param, dict(model_kwargs or {}), loss_fn, dataset,
+                             StoryData(cfg.data), val_fraction, size_values)
+    if not train:
+        from flops_fit.engine import default_workload
+        from flops_fit.plan import format_plan
+
+        w = workload or default_workload(cfg)
+        w.prepare(cfg.plan)
+        specs = w.plan(cfg.plan)
+        if progress:
+            print(format_plan(specs))
+        return specs
+    if workload is not None:
+        ship_by_value(model_cls, loss_fn, dataset)
     return sweep(cfg, workload=workload, progress=progress)

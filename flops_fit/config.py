@@ -74,6 +74,10 @@ def _default_plan() -> PlanConfig:
     return PlanConfig(budgets=(1e12, 3e12, 1e13))
 
 
+#: Experiment trackers a sweep can log to (optional extras: pip install "flops-fit[mlflow]" etc.).
+TRACKERS = ("mlflow", "wandb", "tensorboard")
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     """Everything ``flops_fit.ray.sweep`` needs: the plan, the data, how trials train, and
@@ -104,6 +108,10 @@ class SweepConfig:
     """A known law {E, A, B, alpha, beta, noise}: trials return its losses instead of training."""
     n_boot: int = 200
     """Bootstrap resamples of each fit's intervals."""
+    tracker: str | None = None
+    """Experiment tracker for every trial's curve, config and metrics and the fits: mlflow, wandb or tensorboard."""
+    tracking_uri: str | None = None
+    """MLflow tracking URI (default: a file store at <sweep directory>/mlruns)."""
 
     def __post_init__(self) -> None:
         if self.cpus_per_trial <= 0:
@@ -116,6 +124,8 @@ class SweepConfig:
             raise PlanError(f"name {self.name!r} must be a plain directory name")
         if self.data.val_tokens < self.plan.seq_len:
             raise PlanError(f"val_tokens={self.data.val_tokens} must hold at least one seq_len={self.plan.seq_len} window")
+        if self.tracker not in (None, *TRACKERS):
+            raise PlanError(f"tracker {self.tracker!r}: use one of {', '.join(TRACKERS)}")
         if self.simulate is not None:
             missing = {"E", "A", "B", "alpha", "beta"} - set(self.simulate)
             if missing:

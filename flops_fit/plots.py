@@ -107,7 +107,10 @@ def plot_isoflop(result: Any, path: Path) -> Path:
     ]
     if any(not o.used for o in optima.values()):
         handles.append(Line2D([], [], color="0.3", lw=1.2, ls="--", label="budget excluded"))
-    ax.legend(handles=handles, loc="upper right", fontsize=8, frameon=False)
+    # Below the axes: every corner of an IsoFLOP plot holds some budget's points (inside, it sat
+    # on the smallest budget's curve); _save's bbox_inches="tight" keeps it in the file.
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=len(handles),
+              fontsize=8, frameon=False)
     fig.colorbar(mappable, ax=ax, label="FLOPs budget C", pad=0.02)
     return _save(fig, path)
 

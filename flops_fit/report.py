@@ -157,7 +157,10 @@ class Result:
         N and D come from the primary approach (see the module docstring), the loss from
         Approach 3's law evaluated at that (N, D). Warns past ~3 decades of extrapolation.
         """
-        return self._predict(flops, warn=True)
+        p = self._predict(flops, warn=True)
+        # flops-fit v1.0's names for the same numbers, so its scripts read them unchanged
+        p.update(target_compute=p.flops, optimal_params=p.n, optimal_tokens=p.d, expected_loss=p.loss)
+        return p
 
     def _predict(self, flops: float, warn: bool) -> Prediction:
         c = float(flops)
@@ -288,27 +291,51 @@ class Result:
         }
         return _jsonable(out)
 
-    def plot(self, out_dir: str | Path) -> list[Path]:
-        """Write isoflop.png, frontier.png and loss_frontier.png; return their paths."""
+    def chinchilla_table(self, budgets: Iterable[float] | None = None) -> str:
+        """The compute-optimal table as markdown (flops-fit v1.0's name), for a README or PR."""
+        rows = ["| Compute Budget | Optimal N | Optimal D | D/N Ratio | Predicted Loss |", "|---:|---:|---:|---:|---:|"]
+        for _, r in self.table(budgets).iterrows():
+            loss = "n/a" if math.isnan(r.loss) else f"{r.loss:.4f}"
+            rows.append(f"| {r.budget:.3g} | {r.N_opt:.3g} | {r.D_opt:.3g} | {r.tokens_per_param:.1f} | {loss} |")
+        return "\n".join(rows)
+
+    def plot(self, out_dir: str | Path | None = None, show: bool = False) -> list[Path]:
+        """Write isoflop.png, frontier.png and loss_frontier.png (default: beside the results
+        table, the sweep's own directory); return their paths. ``show`` also opens them."""
         from flops_fit.plots import plot_all  # matplotlib only when plotting
 
         if self.fit_data.empty:
             raise ValueError("nothing to plot: no usable runs")
-        return plot_all(self, Path(out_dir))
+        paths = plot_all(self, self._out_dir(out_dir))
+        if show:
+            import matplotlib.pyplot as plt
+
+            for p in paths:
+                plt.figure()
+                plt.imshow(plt.imread(p))
+                plt.axis("off")
+            plt.show()
+        return paths
+
+    def _out_dir(self, out_dir: str | Path | None) -> Path:
+        if out_dir is not None:
+            return Path(out_dir)
+        if self.path is None:
+            raise ValueError("pass out_dir: this Result was not read from a sweep directory")
+        return self.path.parent
 
     def save(self, out_dir: str | Path | None = None) -> list[Path]:
-        """Write table.txt, table.csv, fits.json and the plots (default: beside the table)."""
-        if out_dir is None:
-            if self.path is None:
-                raise ValueError("save() needs out_dir for a Result not read from a file")
-            out_dir = self.path.parent
-        out = Path(out_dir)
+        """Write table.txt, table.csv, fits.json, the plots and report.html (default: beside the table)."""
+        out = self._out_dir(out_dir)
         written = [results_io.atomic_write_text(out / "table.txt", self.format_table() + "\n")]
         if self.primary is not None:
             written.append(results_io.atomic_write_text(out / "table.csv", self.table().to_csv(index=False)))
         written.append(results_io.atomic_write_text(out / "fits.json", json.dumps(self.to_dict(), indent=2) + "\n"))
         if not self.fit_data.empty:
             written += self.plot(out)
+        from flops_fit.report_html import write_html
+
+        written.append(write_html(self, out, written))
         return written
 
 

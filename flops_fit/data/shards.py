@@ -26,7 +26,7 @@ from filelock import FileLock
 
 from flops_fit.atomic import atomic_write
 from flops_fit.data.sources import LOCK_TIMEOUT_S, SourceSpec, StorySource, source_key
-from flops_fit.data.tokenizer import DataTokenizer
+from flops_fit.data.tokenizer import DataTokenizer, progress_enabled
 
 FORMAT_VERSION = 1
 # ~1.2M tokens per shard on TinyStories-like text: big enough that a trial opens few
@@ -131,15 +131,22 @@ class ShardStore:
     def prepare_until(self, num_tokens: int | None) -> tuple[list[np.ndarray], bool]:
         """Shards 0, 1, ... in order until they hold ``num_tokens`` (all if None). Returns
         the token arrays and whether the split ran out first."""
+        from tqdm.auto import tqdm
+
         arrays: list[np.ndarray] = []
         total, k = 0, 0
-        while num_tokens is None or total < num_tokens:
-            hit = self.prepare(k)
-            if hit is None:
-                return arrays, True
-            arrays.append(hit[0])
-            total += hit[1].num_tokens
-            if hit[1].final:
-                return arrays, num_tokens is None or total < num_tokens
-            k += 1
+        bar = tqdm(total=num_tokens, unit="tok", unit_scale=True, desc=f"token shards ({self.split})",
+                   disable=not progress_enabled(), leave=False)  # shards done, tokens/s, ETA
+        with bar:
+            while num_tokens is None or total < num_tokens:
+                hit = self.prepare(k)
+                if hit is None:
+                    return arrays, True
+                arrays.append(hit[0])
+                total += hit[1].num_tokens
+                bar.update(hit[1].num_tokens)
+                bar.set_postfix(shards=k + 1)
+                if hit[1].final:
+                    return arrays, num_tokens is None or total < num_tokens
+                k += 1
         return arrays, False

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,14 @@ def tokenizer_json(tok: Any) -> str:
     return DataTokenizer.from_any(tok).json
 
 
+def progress_enabled() -> bool:
+    """Progress bars for long data work (tokenizer training, shard preparation), as
+    ``datasets`` shows them: only on a terminal, and never with FLOPS_FIT_QUIET=1."""
+    if os.environ.get("FLOPS_FIT_QUIET", "").strip() not in ("", "0"):
+        return False
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
 def train_bpe(stories: list[str], vocab_size: int = DEFAULT_VOCAB_SIZE) -> Any:
     """Byte-level BPE (GPT-2 style: no unknown tokens, lossless decode) with one special
     token, EOS. Deterministic for a given input and ``tokenizers`` version."""
@@ -175,7 +184,7 @@ def train_bpe(stories: list[str], vocab_size: int = DEFAULT_VOCAB_SIZE) -> Any:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS_TOKEN], show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS_TOKEN], show_progress=progress_enabled(),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(stories, trainer=trainer)
     return tok

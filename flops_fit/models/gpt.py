@@ -257,17 +257,19 @@ def estimate_params_from_config(config: GPTConfig) -> int:
 
 def config_for_scaling(
     target_params: float,
-    vocab_size: int,
+    vocab_size: int = 50257,
     max_seq_len: int = 256,
     count: str = "n_non_embedding",
+    num_layers: int | None = None,
     **overrides,
 ) -> GPTConfig:
     """The GPTConfig whose ``count`` parameters land closest to ``target_params``.
 
     Pure arithmetic (``accounting.shape_for_params``): nothing is allocated, so planning
     1e9-parameter trials is instant. Shape rule: depth from the aspect prior d_model ≈
-    64·num_layers, heads = round(d_model/64) (at least 1) with an even head dim, d_ff =
-    swiglu_hidden(d_model), then the width (and a neighbouring depth) that hits the target.
+    64·num_layers (or the given ``num_layers``), heads = round(d_model/64) (at least 1) with
+    an even head dim, d_ff = swiglu_hidden(d_model), then the width (and, unless the depth is
+    given, a neighbouring depth) that hits the target.
 
     ``count`` is "n_non_embedding" by default (Kaplan et al. 2020): with a real vocabulary
     the token table and head alone exceed 1e4..1e6 total parameters, so only the
@@ -281,17 +283,29 @@ def config_for_scaling(
             f"config_for_scaling cannot override {bad}: the shape rule chooses them "
             "(only rope_theta, norm_eps, init_std); build GPTConfig directly for a fixed shape"
         )
-    shape = accounting.shape_for_params(target_params, vocab_size, max_seq_len, count)
+    if num_layers is not None and not (_is_pos_int(num_layers) and num_layers <= 1000):
+        raise ValueError(f"num_layers must be a positive depth, got {num_layers!r} "
+                         "(pass the vocabulary as vocab_size=)")
+    shape = accounting.shape_for_params(target_params, vocab_size, max_seq_len, count, num_layers)
     return GPTConfig.from_shape(shape, **overrides)
 
 
 def create_model_for_scaling(
     target_params: float,
-    vocab_size: int,
+    num_layers: int | None = None,
+    vocab_size: int = 50257,
     max_seq_len: int = 256,
+    parametrization: str | None = None,
     count: str = "n_non_embedding",
     **overrides,
 ) -> GPT:
-    """Build the GPT of ``config_for_scaling(...)`` (same arguments and shape rule; see
-    there): its ``count`` parameters are within a few percent of ``target_params``."""
-    return GPT(config_for_scaling(target_params, vocab_size, max_seq_len, count, **overrides))
+    """Build the GPT of ``config_for_scaling(...)`` (same shape rule; see there): its
+    ``count`` parameters are within a few percent of ``target_params``.
+
+    The positional order is flops-fit v1.0's (``target_params, num_layers, vocab_size,
+    max_seq_len, parametrization``), so v1.0 scripts run unchanged. ``parametrization`` is
+    accepted for them and has no effect: the model is always standard-parametrized GPT-2
+    init (``init_std``), as the reference sweep's learning rates assume.
+    """
+    del parametrization  # v1.0's u-muP switch; see the docstring
+    return GPT(config_for_scaling(target_params, vocab_size, max_seq_len, count, num_layers, **overrides))

@@ -1,4 +1,9 @@
-"""A Tune callback that prints one line per trial event: done/running/pending and losses."""
+"""A Tune callback that prints one line per trial event: done/running/pending, losses, ETA.
+
+The ETA is the plan's expected cost of the trials not yet finished (``engine.expected_cost``:
+FLOPs plus per-step overhead) divided by the rate measured so far (cost finished per second
+of sweep time, so concurrency and this machine's speed are in it); it is refined as each
+trial finishes and shown from the first one on."""
 
 from __future__ import annotations
 
@@ -12,20 +17,32 @@ from ray import tune
 class SweepProgress(tune.Callback):
     """Prints ``[done/total | running | pending] trial: event`` lines as the sweep moves."""
 
-    def __init__(self, total: int, already_done: int = 0):
+    def __init__(self, total: int, already_done: int = 0, costs: dict[str, float] | None = None):
         # No stream attribute: Tune pickles callbacks with the experiment state.
         self.total = total
         self.done = already_done
         self.t0 = time.monotonic()
         self.last_loss: dict[str, float] = {}
+        self.costs = dict(costs or {})
+        self.finished: set[str] = set()
+
+    def eta_s(self, elapsed: float) -> float | None:
+        """Seconds left at the measured rate; None before any trial finished."""
+        done = sum(self.costs.get(t, 0.0) for t in self.finished)
+        left = sum(c for t, c in self.costs.items() if t not in self.finished)
+        if done <= 0 or elapsed <= 0:
+            return None
+        return left / (done / elapsed)
 
     def _line(self, trials: list[Any], trial: Any, text: str) -> None:
         running = sum(t.status == "RUNNING" for t in trials)
         pending = sum(t.status == "PENDING" for t in trials)
         spec_id = trial.config.get("spec", {}).get("trial_id", trial.trial_id)
         elapsed = time.monotonic() - self.t0
+        eta = self.eta_s(elapsed)
+        eta_text = "" if eta is None else f" | ETA {eta:.0f}s"
         print(
-            f"[{elapsed:6.0f}s | {self.done}/{self.total} done | {running} running | {pending} pending] "
+            f"[{elapsed:6.0f}s | {self.done}/{self.total} done | {running} running | {pending} pending{eta_text}] "
             f"{spec_id}: {text}",
             file=sys.stdout,
             flush=True,
@@ -38,8 +55,12 @@ class SweepProgress(tune.Callback):
         if result.get("status") == "running" and result.get("train_loss") is not None:
             self._line(trials, trial, f"step {result.get('step')} train_loss {result['train_loss']:.4f}")
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def _finish(self, trial: Any) -> None:
         self.done += 1
+        self.finished.add(trial.config.get("spec", {}).get("trial_id", trial.trial_id))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial)
         result = trial.last_result or {}
         loss = result.get("loss")
         text = f"{result.get('status', 'done')}"
@@ -50,5 +71,5 @@ class SweepProgress(tune.Callback):
         self._line(trials, trial, text)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.done += 1
+        self._finish(trial)
         self._line(trials, trial, "FAILED (retries exhausted)")

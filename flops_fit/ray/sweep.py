@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from flops_fit.config import SweepConfig, TrainOptions
-from flops_fit.engine import FINISHED_DIR, TrialReport, resolve_config, run_sweep
+from flops_fit.engine import FINISHED_DIR, TrialReport, expected_cost, resolve_config, run_sweep
 from flops_fit.plan import TrialSpec
 from flops_fit.ray.compat import init_loopback_only, set_restored_callbacks, ship_by_value
 
@@ -44,6 +44,12 @@ def start_private_ray(num_cpus: int | None = None) -> None:
     init_loopback_only(num_cpus)
 
 
+def trial_name(trial: Any) -> str:
+    """A trial's name and directory is its trial id (C1.00e12_N237200 ...), not Tune's
+    ``run_trial_on_worker_<hash>_00000_0_spec=...`` that spells out the whole config."""
+    return str(trial.config["spec"]["trial_id"])
+
+
 class TuneBackend:
     """Runs a sweep's trials as one Tune experiment under ``<storage_path>/<name>``."""
 
@@ -68,13 +74,21 @@ class TuneBackend:
         from flops_fit.ray.progress import SweepProgress
         from flops_fit.ray.trainable import run_trial_on_worker
 
+        # Tune's newer console output prints a configuration box and a TensorBoard hint into
+        # /tmp/ray/session_* even at verbose=0; the legacy output honours verbose=0. Our own
+        # progress lines say what happens, and TensorBoard reads the sweep directory itself
+        # (tensorboard --logdir <storage_path>/<name>). An explicit setting is left alone.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         options: TrainOptions = dataclasses.replace(cfg.train, threads=max(1, int(cfg.cpus_per_trial)))
         trainable = tune.with_resources(
             tune.with_parameters(run_trial_on_worker, workload=workload, train_options=options,
                                  record_dir=str(run_dir / FINISHED_DIR)),
             {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial},
         )
-        callbacks = [SweepProgress(len(specs))] if progress else []
+        from flops_fit.ray.trackers import tracker_callbacks
+
+        costs = {s.trial_id: expected_cost(s) for s in specs}
+        callbacks = ([SweepProgress(len(specs), costs=costs)] if progress else []) + tracker_callbacks(cfg, run_dir)
         tune_dir = str(run_dir)
         if resuming and tune.Tuner.can_restore(tune_dir):
             tuner = tune.Tuner.restore(tune_dir, trainable=trainable, resume_errored=True)
@@ -85,7 +99,8 @@ class TuneBackend:
                 param_space={"spec": tune.grid_search([s.to_dict() for s in specs])},
                 # reuse_actors: a fresh worker per trial pays torch + dynamo imports and actor start
                 # (18 s -> 4.5 s fixed cost per trial; efficiency 0.88 -> 0.97, benchmarks/RESULTS.md).
-                tune_config=tune.TuneConfig(max_concurrent_trials=cfg.max_concurrent_trials, reuse_actors=True),
+                tune_config=tune.TuneConfig(max_concurrent_trials=cfg.max_concurrent_trials, reuse_actors=True,
+                                            trial_name_creator=trial_name, trial_dirname_creator=trial_name),
                 run_config=tune.RunConfig(
                     name=cfg.name,
                     storage_path=str(run_dir.parent),
@@ -107,5 +122,11 @@ def sweep(config: SweepConfig | None = None, *, preset: str | None = None, progr
     flat name. ``workload`` replaces the default one (the reference GPT, or the known law of
     ``simulate``): ``flops_fit.find_optimal`` passes a user's model this way.
     """
+    from flops_fit.ray.trackers import log_sweep, require_tracker
+
     cfg = resolve_config(config, preset, **overrides)
-    return run_sweep(cfg, TuneBackend(), workload, progress)
+    if cfg.tracker is not None:
+        require_tracker(cfg.tracker)  # a missing extra fails now, in one line, before any trial
+    result = run_sweep(cfg, TuneBackend(), workload, progress)
+    log_sweep(cfg, result.path.parent, result)
+    return result

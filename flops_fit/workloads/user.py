@@ -71,16 +71,26 @@ def count_sizes(model_cls: Callable[..., Any], size_param: str, model_kwargs: di
 class _LossAdapter(nn.Module):
     """Gives any model the trainer's contract: ``forward(x, labels) -> (None, loss)`` and ``n()``."""
 
-    def __init__(self, model: nn.Module, loss_fn: Callable[..., torch.Tensor] | None):
+    def __init__(self, model: nn.Module, loss_fn: Callable[..., torch.Tensor] | None, shift_labels: bool = False):
         super().__init__()
-        self.model, self.loss_fn = model, loss_fn
+        self.model, self.loss_fn, self.shift_labels = model, loss_fn, shift_labels
 
     def n(self) -> int:
         return count_parameters(self.model)
 
+    def outputs(self, input_ids: torch.Tensor) -> Any:
+        """What loss_fn sees: the model's output, unwrapped from ``(logits, None)`` (the
+        reference GPT's answer without labels, as flops_fit.examples.GPT gives v1.0 scripts)."""
+        out = self.model(input_ids)
+        if isinstance(out, tuple) and len(out) == 2 and out[1] is None:
+            return out[0]
+        return out
+
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor):
         if self.loss_fn is not None:
-            return None, self.loss_fn(self.model(input_ids), labels)
+            if self.shift_labels:  # position t predicts token t+1 (see probe)
+                input_ids, labels = input_ids[:, :-1].contiguous(), labels[:, 1:].contiguous()
+            return None, self.loss_fn(self.outputs(input_ids), labels)
         out = self.model(input_ids, labels=labels)
         if isinstance(out, (tuple, list)):
             return None, out[1]
@@ -134,6 +144,8 @@ class UserModel(TrainedWorkload):
     """Values of the size parameter to try (default: DEFAULT_SIZE_LADDER)."""
     counts: dict[Any, int] = field(default_factory=dict)
     """{size value: parameter count}, measured by ``prepare``."""
+    shift_labels: bool = False
+    """Set by ``probe``: loss_fn's labels are the input_ids themselves (flops-fit v1.0's quickstart)."""
     kind = "user"
 
     def __post_init__(self) -> None:
@@ -169,7 +181,7 @@ class UserModel(TrainedWorkload):
     def build_model(self, spec: TrialSpec) -> nn.Module:
         torch.manual_seed(spec.seed)
         return _LossAdapter(_call(self.model_cls, self.size_param, spec.model["size_value"], self.model_kwargs),
-                            self.loss_fn)
+                            self.loss_fn, self.shift_labels)
 
     def open_data(self, spec: TrialSpec):
         if self.dataset is None:
@@ -186,6 +198,33 @@ class UserModel(TrainedWorkload):
         return train, val
 
 
+def predicts_current_token(model: _LossAdapter, x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Whether ``loss_fn`` with these labels trains copying the current token.
+
+    flops-fit v1.0's quickstart passed ``labels = input_ids`` to a loss_fn comparing
+    logits[t] with labels[t]: a trivial objective, not language modelling. It is detected by
+    scoring two oracles through the user's own loss_fn: logits that copy token t (≈0 loss
+    for such a loss_fn) and logits that predict token t+1 (≈0 for a loss_fn that shifts
+    itself). Only the first kind gets its data shifted (inputs[:-1] predict labels[1:]).
+    """
+    if model.loss_fn is None or not torch.equal(x, y):
+        return False
+    with torch.no_grad():
+        try:
+            out = model.outputs(x)
+        except Exception:  # the probe's own call reports a model that rejects the batch
+            return False
+        if not (isinstance(out, torch.Tensor) and out.dim() == 3 and tuple(out.shape[:2]) == tuple(x.shape)):
+            return False
+        try:
+            copy = nn.functional.one_hot(x, out.shape[-1]).float() * 30.0
+            nxt = nn.functional.one_hot(torch.roll(x, -1, dims=1), out.shape[-1]).float() * 30.0
+            copy_loss, next_loss = float(model.loss_fn(copy, y)), float(model.loss_fn(nxt, y))
+        except Exception:  # an unusual loss_fn: leave it as it is
+            return False
+    return copy_loss < 0.01 and next_loss > copy_loss + 1.0
+
+
 def probe(workload: UserModel, spec: TrialSpec) -> int:
     """Build the smallest model for real, run one batch through it, check the loss; returns
     the sequence length of the data. Raises PlanError with a one-line reason."""
@@ -194,7 +233,9 @@ def probe(workload: UserModel, spec: TrialSpec) -> int:
     x, y = pair_batch(batch, torch.device("cpu"))
     if x.dtype != torch.long or x.dim() != 2:
         raise PlanError(f"dataset items must be (input_ids, labels) 1-D LongTensors; got a batch {x.dtype} {tuple(x.shape)}")
+    workload.shift_labels = False
     model = workload.build_model(spec)
+    workload.shift_labels = model.shift_labels = predicts_current_token(model, x, y)
     try:
         _, loss = model(x, labels=y)
     except Exception as exc:

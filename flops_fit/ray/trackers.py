@@ -1,0 +1,111 @@
+"""Experiment trackers through Ray Tune's own integrations: ``--tracker mlflow|wandb|tensorboard``.
+
+During the sweep, Tune's logger callback gets every trial's config and every result it
+reports (progress, then the final metrics) live. Afterwards, ``log_sweep`` adds what only the
+finished table has: each trial's training curve (train loss against tokens, one point per
+logged step) and the sweep's fits as one more run. Trackers are optional extras
+(``pip install "flops-fit[mlflow]"``); asking for a missing one fails in one line before
+any trial starts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from flops_fit.config import SweepConfig
+from flops_fit.errors import PlanError
+
+_EXTRA = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb"), "tensorboard": ("tensorboardX", "tensorboard")}
+
+
+def require_tracker(tracker: str) -> None:
+    module, extra = _EXTRA[tracker]
+    try:
+        __import__(module)
+    except ImportError:
+        raise PlanError(f"--tracker {tracker} needs {module}: pip install \"flops-fit[{extra}]\"") from None
+
+
+def mlflow_uri(cfg: SweepConfig, run_dir: Path) -> str:
+    """The MLflow store: --tracking-uri, else a local SQLite file inside the sweep directory
+    (MLflow 3 refuses its old ./mlruns file store unless MLFLOW_ALLOW_FILE_STORE is set)."""
+    return cfg.tracking_uri or f"sqlite:///{run_dir / 'mlflow.db'}"
+
+
+def _mlflow_experiment(cfg: SweepConfig, run_dir: Path) -> str:
+    """The sweep's experiment, created with its artifacts inside the sweep directory (MLflow's
+    default would be ./mlruns under whatever directory the driver started in)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_uri(cfg, run_dir))
+    experiment = client.get_experiment_by_name(cfg.name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(cfg.name, artifact_location=(run_dir / "mlartifacts").as_uri())
+
+
+def tracker_callbacks(cfg: SweepConfig, run_dir: Path) -> list[Any]:
+    """Tune callbacks for ``cfg.tracker`` (none without one)."""
+    if cfg.tracker is None:
+        return []
+    require_tracker(cfg.tracker)
+    if cfg.tracker == "mlflow":
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        _mlflow_experiment(cfg, run_dir)
+        return [MLflowLoggerCallback(tracking_uri=mlflow_uri(cfg, run_dir), experiment_name=cfg.name,
+                                     tags={"flops_fit.sweep": str(run_dir)})]
+    if cfg.tracker == "wandb":  # offline when WANDB_MODE=offline (wandb's own switch)
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        return [WandbLoggerCallback(project=cfg.name, dir=str(run_dir))]
+    # Tune's default loggers already write TensorBoard event files into each trial's directory
+    # under the sweep directory (tensorboard --logdir <sweep dir>); adding TBXLoggerCallback
+    # again would write every event twice.
+    return []
+
+
+def _curve(row: dict[str, Any]) -> list[dict[str, Any]]:
+    try:
+        return [p for p in json.loads(row.get("curve") or "[]") if math.isfinite(float(p["train_loss"]))]
+    except (TypeError, ValueError, KeyError):
+        return []
+
+
+def _fit_metrics(fits: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for approach in ("isoflop", "parametric"):
+        for key, value in (fits.get(approach) or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                out[f"{approach}.{key}"] = float(value)
+    return out
+
+
+def log_sweep(cfg: SweepConfig, run_dir: Path, result: Any) -> None:
+    """After the fits: each trial's curve, and the fits (with report.html and fits.json) as a run."""
+    if cfg.tracker != "mlflow":  # W&B and TensorBoard get the live stream only (see README)
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_uri(cfg, run_dir))
+    experiment_id = _mlflow_experiment(cfg, run_dir)
+    runs = {r.data.tags.get("trial_name"): r.info.run_id for r in client.search_runs([experiment_id], max_results=10000)}
+    for row in result.results.to_dict(orient="records"):
+        run_id = runs.get(row["trial_id"])
+        if run_id is None:
+            continue
+        for p in _curve(row):  # step = tokens trained so far: curves of different sizes line up
+            client.log_metric(run_id, "curve_train_loss", float(p["train_loss"]), step=int(p["tokens"]))
+        client.set_tag(run_id, "flops_fit.status", row["status"])
+    fits = result.to_dict()
+    run = client.create_run(experiment_id, run_name="fits", tags={"flops_fit.kind": "fits"})
+    for key, value in _fit_metrics(fits).items():
+        client.log_metric(run.info.run_id, key, value)
+    client.log_param(run.info.run_id, "primary", fits.get("primary"))
+    for name in ("fits.json", "report.html", "table.txt"):
+        if (run_dir / name).is_file():
+            client.log_artifact(run.info.run_id, str(run_dir / name))
+    client.set_terminated(run.info.run_id)

@@ -1,0 +1,170 @@
+"""Results a team can share: files honour the umask and stay atomic and durable; the IsoFLOP
+legend covers no data; report.html is one self-contained page that a real browser renders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+
+import numpy as np
+import pytest
+
+from flops_fit import atomic, plots
+from flops_fit import results as results_io
+from flops_fit.report import Result
+from flops_fit.report_html import REPORT_FILENAME, curve_svg, render_html
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize("mask, want", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_write_honours_the_umask(tmp_path, mask, want):
+    old = os.umask(mask)
+    try:
+        atomic.atomic_write(tmp_path / "a.bin", b"x")
+        atomic.atomic_write(tmp_path / "b.bin", lambda fh: fh.write(b"y"))
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "a.bin") == want and _mode(tmp_path / "b.bin") == want
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp left
+
+
+def test_atomic_write_replaces_atomically_and_fsyncs_the_directory(tmp_path, monkeypatch):
+    target = tmp_path / "t.txt"
+    atomic.atomic_write(target, b"old")
+    synced: list[tuple[str, bool]] = []
+    real_fsync = os.fsync
+
+    def spy(fd):
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), target.read_bytes() == b"new"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    atomic.atomic_write(target, b"new")
+    # the file's data first (before the rename), then its directory after the rename
+    assert synced[-1] == (str(tmp_path), True)
+    assert synced[0][1] is False and synced[0][0] != str(tmp_path)
+
+    def boom(fh):
+        fh.write(b"half")
+        raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic.atomic_write(target, boom)
+    assert target.read_bytes() == b"new"  # the old file survives a failed write
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt"]
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    from test_report import rows_for_parquet, synthetic_rows
+
+    out = tmp_path_factory.mktemp("share")
+    df = synthetic_rows()
+    df["curve"] = [None if i % 5 == 0 else
+                   f'[{{"step": 1, "tokens": 100, "train_loss": {4 + i / 50}}}, {{"step": 2, "tokens": 200, "train_loss": 3.1}}]'
+                   for i in range(len(df))]
+    results_io.write_results(rows_for_parquet(df), out / "results.parquet")
+    Result.from_path(out, n_boot=10, seed=0).save()
+    return out
+
+
+def test_isoflop_legend_covers_no_data(sweep_dir, monkeypatch):
+    figs = []
+    real = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figs.append(fig), fig.canvas.draw(), real(fig, path))[2])
+    plots.plot_isoflop(Result.from_path(sweep_dir, n_boot=0), sweep_dir / "iso_check.png")
+    ax = figs[0].axes[0]
+    box = ax.get_legend().get_window_extent()
+    pts = np.concatenate([c.get_offset_transform().transform(c.get_offsets()) for c in ax.collections])
+    lines = np.concatenate([ln.get_transform().transform(ln.get_xydata()) for ln in ax.get_lines()])
+    inside = lambda p: (p[:, 0] >= box.x0) & (p[:, 0] <= box.x1) & (p[:, 1] >= box.y0) & (p[:, 1] <= box.y1)  # noqa: E731
+    assert len(pts) > 50 and not inside(pts).any() and not inside(lines).any()
+    # outside the axes, so no sweep's points can ever sit under it (inside, it covered the
+    # smallest budget's large-N runs)
+    assert not box.overlaps(ax.get_window_extent())
+
+
+def test_report_html_is_self_contained(sweep_dir):
+    page = (sweep_dir / REPORT_FILENAME).read_text()
+    res = Result.from_path(sweep_dir, n_boot=10, seed=0)
+    for line in res.format_table().splitlines():  # every section of the text report, verbatim
+        assert line.split()[0] in page
+    assert page.count("data:image/png;base64,") == 3  # isoflop, frontier, loss frontier
+    assert "Compute-optimal table" in page and "Fits (with intervals)" in page and "boom_diverged" in page
+    assert page.count('<svg class="curve"') == sum(1 for i in range(len(res.results)) if i % 5)
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert curve_svg(None) == "" and curve_svg("not json") == ""
+    assert render_html(res).count("<img") == 0  # plots only when given
+
+
+def _browser():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.mark.skipif(_browser() is None, reason="no Chromium on PATH (Debian: apt-get install chromium)")
+def test_report_html_renders_in_headless_chromium(sweep_dir):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
+    errors: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=_browser(), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+        page.goto((sweep_dir / REPORT_FILENAME).as_uri(), wait_until="load")
+        images = page.evaluate("[...document.images].map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
+        curves = page.evaluate("document.querySelectorAll('svg.curve polyline').length")
+        browser.close()
+    assert errors == []
+    assert sorted(i[0] for i in images) == ["frontier", "isoflop", "loss_frontier"]
+    assert all(ok and w > 600 and h > 400 for _, ok, w, h in images), images
+    assert curves > 0
+
+
+def test_progress_eta_from_plan_costs_corrected_by_measured_rate(capsys):
+    from types import SimpleNamespace
+
+    from flops_fit.ray.progress import SweepProgress
+
+    trial = lambda tid: SimpleNamespace(config={"spec": {"trial_id": tid}}, trial_id=tid, status="RUNNING",  # noqa: E731
+                                        last_result={"status": "ok", "loss": 3.0})
+    prog = SweepProgress(3, costs={"a": 1.0, "b": 1.0, "c": 2.0})
+    assert prog.eta_s(10.0) is None  # nothing measured yet
+    prog.on_trial_complete(0, [], trial("a"))
+    assert prog.eta_s(10.0) == pytest.approx(30.0)  # 3 cost units left at 1 unit per 10 s
+    prog.on_trial_complete(0, [], trial("c"))
+    assert prog.eta_s(15.0) == pytest.approx(5.0)  # measured faster: 3 units in 15 s, 1 left
+    assert "ETA" in capsys.readouterr().out
+
+
+def test_shard_preparation_shows_a_progress_bar_only_on_a_terminal(tmp_path, sample_tokenizer_json, monkeypatch,
+                                                                    capsys):
+    import io
+
+    from flops_fit.data import tokenizer
+    from flops_fit.data.tinystories import TinyStoriesDataset
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr("sys.stderr", term)
+    monkeypatch.delenv("FLOPS_FIT_QUIET", raising=False)
+    assert tokenizer.progress_enabled()
+    kw = {"tokenizer": sample_tokenizer_json, "stories_per_shard": 32}
+    TinyStoriesDataset("train", 64, source="sample", num_tokens=20_000, cache_dir=tmp_path / "a", **kw).prepare_data()
+    shown = term.getvalue()
+    assert "token shards (train)" in shown and "shards=" in shown and "tok/s" in shown
+    monkeypatch.setenv("FLOPS_FIT_QUIET", "1")  # asked to be quiet
+    assert not tokenizer.progress_enabled()
+    monkeypatch.setattr("sys.stderr", io.StringIO())  # not a terminal
+    monkeypatch.delenv("FLOPS_FIT_QUIET")
+    assert not tokenizer.progress_enabled()
