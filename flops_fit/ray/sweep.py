@@ -83,9 +83,8 @@ class TuneBackend:
             tuner = tune.Tuner(
                 trainable,
                 param_space={"spec": tune.grid_search([s.to_dict() for s in specs])},
-                # reuse_actors: a fresh worker per trial pays torch + dynamo imports and actor start
-                # (18 s -> 4.5 s fixed cost per trial; efficiency 0.88 -> 0.97, benchmarks/RESULTS.md).
-                tune_config=tune.TuneConfig(max_concurrent_trials=cfg.max_concurrent_trials, reuse_actors=True),
+                tune_config=tune.TuneConfig(max_concurrent_trials=cfg.max_concurrent_trials,
+                                            reuse_actors=reuse_actors_for(cfg)),
                 run_config=tune.RunConfig(
                     name=cfg.name,
                     storage_path=str(run_dir.parent),
@@ -109,3 +108,13 @@ def sweep(config: SweepConfig | None = None, *, preset: str | None = None, progr
     """
     cfg = resolve_config(config, preset, **overrides)
     return run_sweep(cfg, TuneBackend(), workload, progress)
+
+
+def reuse_actors_for(cfg: SweepConfig) -> bool:
+    """Reuse workers on CPU: a fresh one per trial pays torch + dynamo imports and actor start
+    (18 s -> 4.5 s fixed cost per trial; efficiency 0.88 -> 0.97, benchmarks/RESULTS.md). Not
+    on GPU: Ray's docs warn GPU tasks may not release device memory (why Ray does not reuse
+    GPU workers by default), and each trial is a new shape, so Dynamo's compiled graphs pile
+    up per actor past its recompile limit and fall back to eager. A few seconds of actor
+    start is small next to a GPU trial's minutes."""
+    return not cfg.gpus_per_trial
