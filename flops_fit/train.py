@@ -23,7 +23,6 @@ import json
 import math
 import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +31,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from flops_fit import checkpoint
 from flops_fit.batches import BatchOrder, BatchStream
 from flops_fit.config import TrainOptions
 from flops_fit.plan import TrialSpec
 
-CHECKPOINT_FILE = "trial_state.pt"
+CHECKPOINT_FILE = checkpoint.CHECKPOINT_FILE
 
 
 @dataclass
@@ -225,21 +225,16 @@ def _resume(trial: _Trial, resume_from: str | os.PathLike[str]) -> None:
     trial.resumed = True
 
 
-def _write_checkpoint(trial: _Trial, root: str | os.PathLike[str] | None, wall_s: float) -> Path:
-    directory = Path(tempfile.mkdtemp(prefix=f"ckpt_{trial.step:08d}_", dir=root))
-    torch.save(
-        {
-            "model": trial.model.state_dict(),
-            "optimizer": trial.optimizer.state_dict(),
-            "step": trial.step,
-            "curve": trial.curve,
-            "wall_s": wall_s,
-            "rng_cpu": torch.get_rng_state(),
-            "scaler": trial.scaler.state_dict() if trial.scaler is not None else None,
-        },
-        directory / CHECKPOINT_FILE,
-    )
-    return directory
+def _checkpoint_state(trial: _Trial, wall_s: float) -> dict[str, Any]:
+    return {
+        "model": trial.model.state_dict(),
+        "optimizer": trial.optimizer.state_dict(),
+        "step": trial.step,
+        "curve": list(trial.curve),
+        "wall_s": wall_s,
+        "rng_cpu": torch.get_rng_state(),
+        "scaler": trial.scaler.state_dict() if trial.scaler is not None else None,
+    }
 
 
 #: Steps below which torch.compile does not pay: Inductor compiles forward + backward of a
@@ -285,7 +280,8 @@ def _loop(trial: _Trial, t_start: float, save_checkpoint, checkpoint_root) -> st
     step_fn = torch.compile(trial.model) if options.compile and compile_pays(spec) else trial.model
     batches = BatchStream(trial.train, BatchOrder(len(trial.train), spec.batch_size, spec.seed),
                           spec.steps, spec.seq_len, device)
-    last_ckpt = time.perf_counter()
+    writer = checkpoint.BackgroundWriter(checkpoint_root, save_checkpoint, options.checkpoint_every_s) \
+        if save_checkpoint is not None else None
     running = torch.zeros((), device=device)
     since_log = 0
     status = "ok"
@@ -309,12 +305,15 @@ def _loop(trial: _Trial, t_start: float, save_checkpoint, checkpoint_root) -> st
                 if not math.isfinite(mean):
                     status = "diverged"
                     break
-            if save_checkpoint is not None and time.perf_counter() - last_ckpt >= options.checkpoint_every_s:
-                wall = trial.wall_before + time.perf_counter() - t_start
-                ckpt_dir = _write_checkpoint(trial, checkpoint_root, wall)
-                save_checkpoint(ckpt_dir, {"step": trial.step,
-                                           "train_loss": trial.curve[-1]["train_loss"] if trial.curve else None})
-                last_ckpt = time.perf_counter()
+            if writer is not None:
+                writer.poll()  # a finished write goes to save_checkpoint from this thread
+                if writer.due():
+                    wall = trial.wall_before + time.perf_counter() - t_start
+                    writer.submit(_checkpoint_state(trial, wall), trial.step,
+                                  {"step": trial.step,
+                                   "train_loss": trial.curve[-1]["train_loss"] if trial.curve else None})
+        if writer is not None:
+            writer.close()
     finally:
         batches.close()
     return status

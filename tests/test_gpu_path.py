@@ -117,3 +117,29 @@ def test_compile_only_where_it_pays():
     import dataclasses
 
     assert compile_pays(dataclasses.replace(short, steps=COMPILE_MIN_STEPS))
+
+
+def test_checkpoint_is_written_off_the_loop_from_a_copy(tmp_path):
+    """The loop pays only the host copy: the state written is the state at submit time even
+    if training changes the weights while the thread writes; the finished directory goes to
+    on_done on the caller's thread at poll()."""
+    import threading
+
+    from flops_fit import checkpoint
+
+    weights = torch.ones(1000)
+    done = []
+    writer = checkpoint.BackgroundWriter(tmp_path, lambda d, p: done.append((d, p, threading.get_ident())), 0.0)
+    writer.submit({"w": weights, "nested": [weights]}, 7, {"step": 7})
+    weights.add_(1.0)  # training goes on
+    assert not writer.due()  # one write in flight at a time
+    writer.close()
+    (directory, progress, thread), = done
+    assert thread == threading.get_ident() and progress == {"step": 7}
+    state = torch.load(directory / checkpoint.CHECKPOINT_FILE)
+    assert torch.equal(state["w"], torch.ones(1000)) and torch.equal(state["nested"][0], torch.ones(1000))
+    writer.last_write_s = 5.0  # a slow write stretches the interval to 1 / WRITE_FRACTION of it
+    writer.last_start -= 10.0
+    assert not writer.due()
+    writer.last_start -= 50.0
+    assert writer.due()

@@ -89,7 +89,7 @@ class TuneBackend:
                     name=cfg.name,
                     storage_path=str(run_dir.parent),
                     failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the latest: a retry resumes from it
                     callbacks=callbacks,
                     verbose=0,
                 ),
