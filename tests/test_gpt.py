@@ -375,3 +375,25 @@ def test_chunked_head_loss_and_gradient_match_the_full_logits(model):
     torch.testing.assert_close(chunked, full, rtol=1e-6, atol=1e-6)
     for a, b in zip(g_chunk, g_full):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("vocab", [512, 4096, 50257])
+def test_shapes_from_256_wide_are_tensor_core_aligned_and_exactly_counted(vocab):
+    """Issue 12 item 7: from accounting.ALIGN_FROM on, head_dim 64, d_model % 64 == 0 and
+    d_ff % 128 == 0; targets stay within the documented 10%; the built model's count equals
+    the closed form exactly."""
+    import numpy as np
+
+    aligned = 0
+    for target in np.logspace(5.5, 9.5, 60):
+        shape = accounting.shape_for_params(float(target), vocab, 64)
+        got = accounting.count_params(shape, "n_non_embedding")
+        assert abs(got - target) / target < 0.10, shape
+        if shape.d_model >= accounting.ALIGN_FROM:
+            aligned += 1
+            assert shape.head_dim == 64 and shape.d_model % 64 == 0 and shape.d_ff % 128 == 0, shape
+    assert aligned > 30
+    with torch.device("meta"):
+        for target in (1e7, 1e8):
+            cfg = config_for_scaling(target, vocab_size=vocab, max_seq_len=64)
+            assert cfg.d_model % 64 == 0 and GPT(cfg).n() == accounting.param_groups(cfg.shape).total
