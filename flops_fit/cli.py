@@ -107,7 +107,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         slots = trial_slots(os.cpu_count() or 1, cfg.cpus_per_trial, local_gpus(), cfg.gpus_per_trial,
                             cfg.max_concurrent_trials)
         try:
-            print(format_estimate(estimate_sweep_seconds(specs, cfg.cpus_per_trial, slots)))
+            print(format_estimate(estimate_sweep_seconds(specs, cfg.cpus_per_trial, slots, compile=cfg.compile)))
         except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
             print(f"estimate failed: {' '.join(str(exc).split())[:200]}; plan without --estimate, "
                   "or pass --max-batch-size to probe smaller batches", file=sys.stderr)

@@ -15,6 +15,9 @@ from typing import Any, Iterable, Sequence
 #: Fixed cost of one trial on a Ray worker (actor start, torch + dynamo import, data open,
 #: report, eval, idle slot time): 4.5 s with reused actors, 18 s without (bench_sweep.py, RESULTS.md).
 TRIAL_OVERHEAD_S = 4.5
+#: torch.compile of a new shape's forward + backward on a GPU (Inductor, about 0.5-2 min; the
+#: upper middle, until benchmarks/bench_gpu.py measures it), paid by trials that compile.
+COMPILE_S = 90.0
 
 
 def _setup(threads: int | None, device: str | None):
@@ -136,17 +139,20 @@ def trial_slots(cpus: int, cpus_per_trial: float, gpus: int = 0, gpus_per_trial:
 
 def estimate_sweep_seconds(specs: Sequence[Any], cpus_per_trial: float = 1.0, slots: int | None = None, *,
                            tokens_per_s: dict[Any, float] | None = None, overhead_s: float = TRIAL_OVERHEAD_S,
-                           probe_steps: int = 3, device: str | None = None) -> dict[str, Any]:
+                           probe_steps: int = 3, device: str | None = None,
+                           compile: bool = False) -> dict[str, Any]:
     """Expected wall time of a sweep, from a quick throughput probe of each distinct shape.
 
     Each trial costs ``overhead_s + tokens / tokens_per_s(shape, batch)``; trials are packed
     longest first onto ``slots`` slots (default: CPUs // cpus_per_trial), the rule the
     driver launches by, so the makespan is the LPT schedule's. ``tokens_per_s`` may supply
-    measured rates keyed by (ModelShape, batch_size, seq_len) to skip probing.
+    measured rates keyed by (ModelShape, batch_size, seq_len) to skip probing. ``compile``:
+    trials that compile (``train.compile_pays``) also pay ``COMPILE_S``.
     """
     import os
 
     from flops_fit.sizes import gpt_shape
+    from flops_fit.train import compile_pays
 
     slots = slots or trial_slots(os.cpu_count() or 1, cpus_per_trial)
     rates = dict(tokens_per_s or {})
@@ -156,7 +162,8 @@ def estimate_sweep_seconds(specs: Sequence[Any], cpus_per_trial: float = 1.0, sl
         if key not in rates:
             rates[key] = probe_tokens_per_s(s, batch_size=_probe_batch(s, device), steps=probe_steps, warmup=1,
                                             threads=max(1, int(cpus_per_trial)), device=device)
-        per_trial.append(overhead_s + s.tokens / rates[key])
+        compile_s = COMPILE_S if compile and compile_pays(s) else 0.0
+        per_trial.append(overhead_s + compile_s + s.tokens / rates[key])
     finish = [0.0] * slots
     for t in sorted(per_trial, reverse=True):  # LPT: each trial to the earliest-free slot
         i = finish.index(min(finish))

@@ -143,3 +143,16 @@ def test_checkpoint_is_written_off_the_loop_from_a_copy(tmp_path):
     assert not writer.due()
     writer.last_start -= 50.0
     assert writer.due()
+
+
+def test_estimate_counts_compile_time_for_trials_that_compile():
+    from flops_fit.plan import plan
+    from flops_fit.sizes import gpt_shape
+    from flops_fit.throughput import COMPILE_S, estimate_sweep_seconds
+    from flops_fit.train import COMPILE_MIN_STEPS
+
+    specs = plan([1e14], 3, vocab_size=64, seq_len=16, min_steps=COMPILE_MIN_STEPS)
+    rates = {(gpt_shape(s.model), s.batch_size, s.seq_len): 1e6 for s in specs}
+    plain = estimate_sweep_seconds(specs, slots=1, tokens_per_s=rates)
+    compiled = estimate_sweep_seconds(specs, slots=1, tokens_per_s=rates, compile=True)
+    assert compiled["trial_seconds"] == pytest.approx(plain["trial_seconds"] + len(specs) * COMPILE_S)
