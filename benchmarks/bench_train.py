@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
             fpt = accounting.flops_per_token(s, s.max_seq_len, "attention")
             tps, peaks, mfus, details = [], [], [], None
             for _ in range(repeats):
+                if compile_:  # each case compiled afresh: a stale cache past the recompile limit runs eager
+                    torch._dynamo.reset()
                 peak = matmul_peak_flops(threads, n=256 if args.quick else None, repeats=2 if args.quick else 5)
                 d = probe_tokens_per_s(s, batch, s.max_seq_len, steps=steps, warmup=3 if compile_ else 2,
                                        threads=threads, compile=compile_, detail=True)

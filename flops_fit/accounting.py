@@ -158,15 +158,25 @@ def _depth_for(non_embedding_target: float) -> int:
     return max(1, round((non_embedding_target / (12.0 * ASPECT_RATIO**2)) ** (1.0 / 3.0)))
 
 
+#: From this width on, shapes are tensor-core aligned: head_dim exactly 64 (d_model a multiple
+#: of 64) and d_ff a multiple of 128, so bf16 GEMMs take the fast paths and flash attention
+#: needs no padding. Below it (the CPU presets' models) the finer rule keeps small targets close.
+ALIGN_FROM = 256
+
+
 def _shape(d_model: int, num_layers: int, vocab_size: int, max_seq_len: int) -> ModelShape:
     heads = max(1, round(d_model / TARGET_HEAD_DIM))
     head_dim = max(2, 2 * round(d_model / heads / 2))
+    d_ff = None
+    if heads * head_dim >= ALIGN_FROM:
+        head_dim = TARGET_HEAD_DIM
+        d_ff = 128 * math.ceil(8 * heads * head_dim / 3 / 128)
     return ModelShape(
         vocab_size=vocab_size,
         d_model=heads * head_dim,
         num_layers=num_layers,
         num_heads=heads,
-        d_ff=swiglu_hidden(heads * head_dim),
+        d_ff=d_ff or swiglu_hidden(heads * head_dim),
         max_seq_len=max_seq_len,
     )
 
@@ -207,10 +217,13 @@ def shape_for_params(
         non_emb_guess = max(target_params / 4.0, 1.0)
     depth0 = _depth_for(non_emb_guess)
     best: tuple[float, float, ModelShape] | None = None
-    depths = [num_layers] if num_layers else sorted({max(1, depth0 + k) for k in (-1, 0, 1)})
+    # Aligned widths come in steps of 64, so two more depths on each side keep the target
+    # within a few percent (worst 7% over 1e5.5..1e9.5, tests/test_gpt.py); the finer
+    # widths below ALIGN_FROM search one depth either side, as before. ``num_layers`` fixes it.
+    depths = [num_layers] if num_layers else sorted({max(1, depth0 + k) for k in (-2, -1, 0, 1, 2)})
     for depth in depths:
         shape = _closest_width(target_params, depth, vocab_size, max_seq_len, count)
-        if shape is None:
+        if shape is None or (abs(depth - depth0) > 1 and shape.d_model < ALIGN_FROM):
             continue
         err = abs(count_params(shape, count) - target_params) / target_params
         aspect_penalty = abs(math.log(shape.d_model / (ASPECT_RATIO * depth)))

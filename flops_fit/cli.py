@@ -102,10 +102,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.estimate:
         import os
 
-        from flops_fit.throughput import estimate_sweep_seconds, format_estimate
+        from flops_fit.throughput import estimate_sweep_seconds, format_estimate, local_gpus, trial_slots
 
-        slots = cfg.max_concurrent_trials or max(1, int((os.cpu_count() or 1) // cfg.cpus_per_trial))
-        print(format_estimate(estimate_sweep_seconds(specs, cfg.cpus_per_trial, slots)))
+        slots = trial_slots(os.cpu_count() or 1, cfg.cpus_per_trial, local_gpus(), cfg.gpus_per_trial,
+                            cfg.max_concurrent_trials)
+        try:
+            print(format_estimate(estimate_sweep_seconds(specs, cfg.cpus_per_trial, slots, compile=cfg.compile)))
+        except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+            print(f"estimate failed: {' '.join(str(exc).split())[:200]}; plan without --estimate, "
+                  "or pass --max-batch-size to probe smaller batches", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -58,6 +58,9 @@ class TrainOptions:
     """AdamW weight decay on matrices."""
     compile: bool = False
     """torch.compile the model (worth it on GPUs)."""
+    micro_batches: int | None = None
+    """Gradient-accumulation slices per step; None: 1 on CPU, on CUDA the fewest whose memory
+    estimate fits (``flops_fit.memory``), doubled on out-of-memory. Same update either way."""
     step_hooks: tuple[Callable[..., Any], ...] = ()
     """Callables run before every optimizer step with a ``flops_fit.train.StepContext``
     (fault drills in the tests, custom logging); shipped to workers like user code."""
@@ -68,6 +71,8 @@ class TrainOptions:
             raise PlanError(f"checkpoint_every_s must be positive, got {self.checkpoint_every_s}")
         if not (isinstance(self.log_every, int) and self.log_every >= 1):
             raise PlanError(f"log_every must be a positive int, got {self.log_every!r}")
+        if self.micro_batches is not None and not (isinstance(self.micro_batches, int) and self.micro_batches >= 1):
+            raise PlanError(f"micro_batches must be a positive int or None, got {self.micro_batches!r}")
 
 
 def _default_plan() -> PlanConfig:
@@ -206,12 +211,20 @@ def tiny() -> SweepConfig:
 
 
 def tinystories_gpu() -> SweepConfig:
-    """The real TinyStories from the hub on GPUs: 5 budgets, 7 sizes each, one GPU a trial."""
+    """The real TinyStories from the hub on GPUs: 4 budgets, 7 sizes each, one GPU a trial.
+
+    Sized to the data: the train split holds 2.12M stories, about 0.5-0.9B tokens with a
+    4096 BPE, and Muennighoff et al. 2023 ("Scaling Data-Constrained Language Models") find
+    up to ~4 epochs nearly as good as fresh tokens. The smallest model of a 1e18 budget
+    would need 7.2B tokens (15 epochs); these budgets and span keep the largest trial at
+    1.8B tokens, 3.6 epochs of the low estimate (tests/test_plan.py checks it against the
+    preflight). Larger budgets need a larger corpus (``source=`` local files).
+    """
     return SweepConfig.of(
-        budgets=(1e16, 3e16, 1e17, 3e17, 1e18),
+        budgets=(3e15, 1e16, 3e16, 1e17),
         points_per_budget=7,
         tokens_per_param=20.0,
-        span=16.0,
+        span=10.0,
         source="roneneldan/TinyStories",
         seq_len=512,
         vocab_size=4096,

@@ -15,6 +15,9 @@ from typing import Any, Iterable, Sequence
 #: Fixed cost of one trial on a Ray worker (actor start, torch + dynamo import, data open,
 #: report, eval, idle slot time): 4.5 s with reused actors, 18 s without (bench_sweep.py, RESULTS.md).
 TRIAL_OVERHEAD_S = 4.5
+#: torch.compile of a new shape's forward + backward on a GPU (Inductor, about 0.5-2 min; the
+#: upper middle, until benchmarks/bench_gpu.py measures it), paid by trials that compile.
+COMPILE_S = 90.0
 
 
 def _setup(threads: int | None, device: str | None):
@@ -116,28 +119,51 @@ def probe_tokens_per_s(spec_or_shape: Any, batch_size: int | None = None, seq_le
             **{f"frac_{k}": v / total for k, v in phases.items()}}
 
 
+def local_gpus() -> int:
+    """CUDA devices this process sees (0 without torch CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def trial_slots(cpus: int, cpus_per_trial: float, gpus: int = 0, gpus_per_trial: float = 0.0,
+                max_concurrent: int | None = None) -> int:
+    """How many trials run at once: a GPU trial is bounded by GPUs / gpus_per_trial (8 on an
+    8-GPU 192-vCPU node at one GPU a trial, not 192 / cpus_per_trial), by CPUs as well."""
+    slots = int(cpus // cpus_per_trial)
+    if gpus_per_trial > 0:
+        slots = min(slots, int(gpus // gpus_per_trial + 1e-9))
+    slots = max(1, slots)
+    return min(slots, max_concurrent) if max_concurrent else slots
+
+
 def estimate_sweep_seconds(specs: Sequence[Any], cpus_per_trial: float = 1.0, slots: int | None = None, *,
                            tokens_per_s: dict[Any, float] | None = None, overhead_s: float = TRIAL_OVERHEAD_S,
-                           probe_steps: int = 3) -> dict[str, Any]:
+                           probe_steps: int = 3, device: str | None = None,
+                           compile: bool = False) -> dict[str, Any]:
     """Expected wall time of a sweep, from a quick throughput probe of each distinct shape.
 
     Each trial costs ``overhead_s + tokens / tokens_per_s(shape, batch)``; trials are packed
     longest first onto ``slots`` slots (default: CPUs // cpus_per_trial), the rule the
     driver launches by, so the makespan is the LPT schedule's. ``tokens_per_s`` may supply
-    measured rates keyed by (ModelShape, batch_size, seq_len) to skip probing.
+    measured rates keyed by (ModelShape, batch_size, seq_len) to skip probing. ``compile``:
+    trials that compile (``train.compile_pays``) also pay ``COMPILE_S``.
     """
     import os
 
     from flops_fit.sizes import gpt_shape
+    from flops_fit.train import compile_pays
 
-    slots = slots or max(1, int((os.cpu_count() or 1) // cpus_per_trial))
+    slots = slots or trial_slots(os.cpu_count() or 1, cpus_per_trial)
     rates = dict(tokens_per_s or {})
     per_trial = []
     for s in specs:
         key = (gpt_shape(s.model), s.batch_size, s.seq_len)
         if key not in rates:
-            rates[key] = probe_tokens_per_s(s, steps=probe_steps, warmup=1, threads=max(1, int(cpus_per_trial)))
-        per_trial.append(overhead_s + s.tokens / rates[key])
+            rates[key] = probe_tokens_per_s(s, batch_size=_probe_batch(s, device), steps=probe_steps, warmup=1,
+                                            threads=max(1, int(cpus_per_trial)), device=device)
+        compile_s = COMPILE_S if compile and compile_pays(s) else 0.0
+        per_trial.append(overhead_s + compile_s + s.tokens / rates[key])
     finish = [0.0] * slots
     for t in sorted(per_trial, reverse=True):  # LPT: each trial to the earliest-free slot
         i = finish.index(min(finish))
@@ -145,6 +171,20 @@ def estimate_sweep_seconds(specs: Sequence[Any], cpus_per_trial: float = 1.0, sl
     flops = sum(s.flops for s in specs)
     return {"trials": len(specs), "slots": slots, "total_flops": flops, "trial_seconds": sum(per_trial),
             "makespan_s": max(finish) if specs else 0.0, "per_trial_s": per_trial}
+
+
+def _probe_batch(spec: Any, device: str | None) -> int:
+    """The full batch on CPU; on CUDA the trainer's micro-batch (the full batch of the large
+    shapes would not fit: the probe measures the step the trial really runs)."""
+    import torch
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type != "cuda":
+        return spec.batch_size
+    from flops_fit.memory import micro_batch_for
+    from flops_fit.sizes import gpt_shape
+
+    return micro_batch_for(gpt_shape(spec.model), spec.batch_size, spec.seq_len, torch.cuda.mem_get_info(dev)[0])
 
 
 def format_estimate(est: dict[str, Any]) -> str:

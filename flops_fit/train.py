@@ -23,7 +23,6 @@ import json
 import math
 import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +31,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from flops_fit import checkpoint
 from flops_fit.batches import BatchOrder, BatchStream
 from flops_fit.config import TrainOptions
 from flops_fit.plan import TrialSpec
 
-CHECKPOINT_FILE = "trial_state.pt"
+CHECKPOINT_FILE = checkpoint.CHECKPOINT_FILE
 
 
 @dataclass
@@ -83,10 +83,23 @@ def count_parameters(model) -> int:
     raise TypeError(f"{type(model).__name__} has neither n() nor num_params()")
 
 
-def autocast_for(device: torch.device) -> Callable[[], Any]:
-    """bf16 autocast on CUDA (tensor cores, fp32 master weights); plain fp32 on CPU."""
+def compute_dtype(capability: tuple[int, int] | None) -> torch.dtype:
+    """The autocast dtype for a CUDA device of compute ``capability`` (None: CPU, fp32).
+
+    bf16 from sm80 (A100/A10G/L4/H100): native bf16 tensor cores and flash attention. Below
+    (T4 sm75, V100 sm70) bf16 has no tensor-core path and Inductor skips bf16 graphs, so
+    fp16 with a dynamic loss scale (``torch.amp.GradScaler``) instead."""
+    if capability is None:
+        return torch.float32
+    return torch.bfloat16 if tuple(capability) >= (8, 0) else torch.float16
+
+
+def autocast_for(device: torch.device, dtype: torch.dtype | None = None) -> Callable[[], Any]:
+    """Autocast on CUDA in ``dtype`` (default: ``compute_dtype`` of the device; fp32 master
+    weights either way); plain fp32 on CPU."""
     if device.type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+        dtype = dtype or compute_dtype(torch.cuda.get_device_capability(device))
+        return lambda: torch.autocast("cuda", dtype=dtype)
     return contextlib.nullcontext
 
 
@@ -119,15 +132,50 @@ def make_optimizer(model, device: torch.device, weight_decay: float, lr: float) 
     )
 
 
-def train_step(step_fn, optimizer, x: torch.Tensor, autocast, labels: torch.Tensor | None = None) -> torch.Tensor:
+def train_step(step_fn, optimizer, x: torch.Tensor, autocast, labels: torch.Tensor | None = None,
+               micro_batches: int = 1, scaler: Any = None) -> torch.Tensor:
     """One optimizer step on batch ``x`` (labels default to ``x``: the model shifts them);
-    returns the detached loss (no host sync)."""
-    with autocast():
-        _, loss = step_fn(x, labels=x if labels is None else labels)
-    loss.backward()
-    optimizer.step()
+    returns the detached loss (no host sync).
+
+    ``micro_batches`` > 1 accumulates the gradient over that many equal slices of the batch
+    (each loss scaled by 1/k): the same update as one pass over the whole batch, to float
+    rounding, with a k-times smaller activation peak. Equal slices of full-length windows
+    score equally many tokens, so the mean of the slice means is the batch mean. ``scaler``
+    (a ``torch.amp.GradScaler``, fp16 only) scales the loss against underflow."""
+    labels = x if labels is None else labels
+    if x.shape[0] % micro_batches:
+        raise ValueError(f"batch of {x.shape[0]} does not split into {micro_batches} equal micro-batches")
+    total = torch.zeros((), device=x.device)
+    for xs, ys in zip(x.chunk(micro_batches), labels.chunk(micro_batches)):
+        with autocast():
+            _, loss = step_fn(xs, labels=ys)
+        part = loss / micro_batches if micro_batches > 1 else loss
+        (scaler.scale(part) if scaler is not None else part).backward()
+        total += part.detach()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss.detach()
+    return total
+
+
+def micro_batches_for(spec: TrialSpec, device: torch.device, model: torch.nn.Module) -> int:
+    """1 on CPU (results stay bit-identical to the unaccumulated step); on CUDA, the fewest
+    equal micro-batches whose ``flops_fit.memory`` estimate fits in the free device memory."""
+    if device.type != "cuda" or not spec.model or "d_model" not in spec.model:
+        return 1
+    from flops_fit import memory
+    from flops_fit.sizes import gpt_shape
+
+    free, _ = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device)  # the model already sits in what is reserved
+    return spec.batch_size // memory.micro_batch_for(gpt_shape(spec.model), spec.batch_size, spec.seq_len, free)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 @dataclass
@@ -145,6 +193,8 @@ class _Trial:
     curve: list[dict[str, Any]] = field(default_factory=list)
     wall_before: float = 0.0
     resumed: bool = False
+    micro_batches: int = 1
+    scaler: Any = None
 
 
 def _setup(spec: TrialSpec, workload: Any, options: TrainOptions) -> _Trial:
@@ -155,7 +205,11 @@ def _setup(spec: TrialSpec, workload: Any, options: TrainOptions) -> _Trial:
     train, val = workload.open_data(spec)
     model = workload.build_model(spec).to(device)
     optimizer = make_optimizer(model, device, options.weight_decay, spec.lr)
-    return _Trial(spec, options, device, train, val, model, optimizer)
+    scaler = None
+    if device.type == "cuda" and compute_dtype(torch.cuda.get_device_capability(device)) == torch.float16:
+        scaler = torch.amp.GradScaler("cuda")
+    return _Trial(spec, options, device, train, val, model, optimizer,
+                  micro_batches=options.micro_batches or micro_batches_for(spec, device, model), scaler=scaler)
 
 
 def _resume(trial: _Trial, resume_from: str | os.PathLike[str]) -> None:
@@ -163,34 +217,71 @@ def _resume(trial: _Trial, resume_from: str | os.PathLike[str]) -> None:
     trial.model.load_state_dict(state["model"])
     trial.optimizer.load_state_dict(state["optimizer"])
     trial.step, trial.curve, trial.wall_before = state["step"], state["curve"], state.get("wall_s", 0.0)
-    torch.set_rng_state(state["rng_cpu"])
+    # map_location moved every tensor to the trial's device; the CPU generator takes only a
+    # CPU ByteTensor ("RNG state must be a torch.ByteTensor" on every GPU resume otherwise).
+    torch.set_rng_state(state["rng_cpu"].to("cpu", torch.uint8))
+    if trial.scaler is not None and state.get("scaler"):
+        trial.scaler.load_state_dict(state["scaler"])
     trial.resumed = True
 
 
-def _write_checkpoint(trial: _Trial, root: str | os.PathLike[str] | None, wall_s: float) -> Path:
-    directory = Path(tempfile.mkdtemp(prefix=f"ckpt_{trial.step:08d}_", dir=root))
-    torch.save(
-        {
-            "model": trial.model.state_dict(),
-            "optimizer": trial.optimizer.state_dict(),
-            "step": trial.step,
-            "curve": trial.curve,
-            "wall_s": wall_s,
-            "rng_cpu": torch.get_rng_state(),
-        },
-        directory / CHECKPOINT_FILE,
-    )
-    return directory
+def _checkpoint_state(trial: _Trial, wall_s: float) -> dict[str, Any]:
+    return {
+        "model": trial.model.state_dict(),
+        "optimizer": trial.optimizer.state_dict(),
+        "step": trial.step,
+        "curve": list(trial.curve),
+        "wall_s": wall_s,
+        "rng_cpu": torch.get_rng_state(),
+        "scaler": trial.scaler.state_dict() if trial.scaler is not None else None,
+    }
+
+
+#: Steps below which torch.compile does not pay: Inductor compiles forward + backward of a
+#: new shape in about 0.5-2 min, and saves roughly a third of a step (benchmarks/bench_gpu.py
+#: measures both); a trial of a few hundred steps spends longer compiling than it saves.
+COMPILE_MIN_STEPS = 2000
+
+
+def compile_pays(spec: TrialSpec) -> bool:
+    return spec.steps >= COMPILE_MIN_STEPS
+
+
+def configure_compile(threads: int | None) -> None:
+    """Inductor's compile workers capped at the trial's CPUs (it starts up to 32 per process
+    otherwise, on a node shared by 8 trials), and its cache node-local and persistent, so a
+    retried or resumed trial of the same shape skips the compile."""
+    from flops_fit.data.tokenizer import default_cache_dir
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(default_cache_dir()) / "inductor"))
+    if threads:
+        os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", str(int(threads)))
+        import torch._inductor.config as inductor_config
+
+        inductor_config.compile_threads = int(threads)
+
+
+def release_device_memory(device: torch.device, compiled: bool) -> None:
+    """What a trial leaves behind, freed before the worker's next one: Dynamo's graphs (a
+    reused worker would pile them up past the recompile limit) and the CUDA cache."""
+    import gc
+
+    if compiled:
+        torch._dynamo.reset()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _loop(trial: _Trial, t_start: float, save_checkpoint, checkpoint_root) -> str:
     """Train to ``spec.steps``; returns "ok" or "diverged" (a non-finite mean training loss)."""
     spec, options, device = trial.spec, trial.options, trial.device
     autocast = autocast_for(device)
-    step_fn = torch.compile(trial.model) if options.compile else trial.model
+    step_fn = torch.compile(trial.model) if options.compile and compile_pays(spec) else trial.model
     batches = BatchStream(trial.train, BatchOrder(len(trial.train), spec.batch_size, spec.seed),
                           spec.steps, spec.seq_len, device)
-    last_ckpt = time.perf_counter()
+    writer = checkpoint.BackgroundWriter(checkpoint_root, save_checkpoint, options.checkpoint_every_s) \
+        if save_checkpoint is not None else None
     running = torch.zeros((), device=device)
     since_log = 0
     status = "ok"
@@ -201,7 +292,7 @@ def _loop(trial: _Trial, t_start: float, save_checkpoint, checkpoint_root) -> st
             x, y = batches.get(trial.step)
             for hook in options.step_hooks:
                 hook(StepContext(spec, trial.step, trial.model, trial.optimizer, trial.resumed))
-            running += train_step(step_fn, trial.optimizer, x, autocast, labels=y)
+            running += _step_halving_on_oom(trial, step_fn, x, y, autocast)
             since_log += 1
             trial.step += 1
             # Host syncs only every log_every steps (a .item() per step stalls a GPU pipeline).
@@ -214,15 +305,35 @@ def _loop(trial: _Trial, t_start: float, save_checkpoint, checkpoint_root) -> st
                 if not math.isfinite(mean):
                     status = "diverged"
                     break
-            if save_checkpoint is not None and time.perf_counter() - last_ckpt >= options.checkpoint_every_s:
-                wall = trial.wall_before + time.perf_counter() - t_start
-                ckpt_dir = _write_checkpoint(trial, checkpoint_root, wall)
-                save_checkpoint(ckpt_dir, {"step": trial.step,
-                                           "train_loss": trial.curve[-1]["train_loss"] if trial.curve else None})
-                last_ckpt = time.perf_counter()
+            if writer is not None:
+                writer.poll()  # a finished write goes to save_checkpoint from this thread
+                if writer.due():
+                    wall = trial.wall_before + time.perf_counter() - t_start
+                    writer.submit(_checkpoint_state(trial, wall), trial.step,
+                                  {"step": trial.step,
+                                   "train_loss": trial.curve[-1]["train_loss"] if trial.curve else None})
+        if writer is not None:
+            writer.close()
     finally:
         batches.close()
     return status
+
+
+def _step_halving_on_oom(trial: _Trial, step_fn, x, y, autocast) -> torch.Tensor:
+    """The step in ``trial.micro_batches`` micro-batches; on a CUDA out-of-memory error, the
+    same step again in twice as many (the update is the same; the batch is a function of
+    the step), down to one sequence at a time."""
+    while True:
+        try:
+            return train_step(step_fn, trial.optimizer, x, autocast, labels=y,
+                              micro_batches=trial.micro_batches, scaler=trial.scaler)
+        except RuntimeError as exc:
+            if not (_is_oom(exc) and trial.device.type == "cuda" and trial.micro_batches < x.shape[0]
+                    and x.shape[0] % (trial.micro_batches * 2) == 0):
+                raise
+            trial.optimizer.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            trial.micro_batches *= 2
 
 
 def _record(trial: _Trial, status: str, loss_val: float | None, train_s: float, steps_run: int,
@@ -239,6 +350,7 @@ def _record(trial: _Trial, status: str, loss_val: float | None, train_s: float, 
         tokens=trained_tokens,
         flops=trained_tokens * spec.flops_per_token,
         **spec.flops_columns(trained_tokens),
+        micro_batches=trial.micro_batches,
         tokens_per_s=steps_run * spec.batch_size * spec.seq_len / max(train_s, 1e-9),
         wall_s=trial.wall_before + time.perf_counter() - t_start,
         node_id=os.environ.get("FLOPS_FIT_NODE_ID") or platform.node(),
@@ -269,16 +381,24 @@ def run_trial(
     """
     options = options or TrainOptions()
     t_start = time.perf_counter()
+    if options.compile:
+        configure_compile(options.threads)
     trial = _setup(spec, workload, options)
-    if resume_from is not None:
-        _resume(trial, resume_from)
-    step_at_start, t_train = trial.step, time.perf_counter()
-    status = _loop(trial, t_start, save_checkpoint, checkpoint_root)
-    train_s = time.perf_counter() - t_train
-    loss_val = None
-    if status == "ok":
-        loss_val = evaluate(trial.model, trial.val, trial.device, options.eval_batch_size, autocast_for(trial.device))
-        if not math.isfinite(loss_val):
-            status, loss_val = "diverged", None
-    metrics = _record(trial, status, loss_val, train_s, trial.step - step_at_start, t_start)
+    try:
+        if resume_from is not None:
+            _resume(trial, resume_from)
+        step_at_start, t_train = trial.step, time.perf_counter()
+        status = _loop(trial, t_start, save_checkpoint, checkpoint_root)
+        train_s = time.perf_counter() - t_train
+        loss_val = None
+        if status == "ok":
+            loss_val = evaluate(trial.model, trial.val, trial.device, options.eval_batch_size,
+                                autocast_for(trial.device))
+            if not math.isfinite(loss_val):
+                status, loss_val = "diverged", None
+        metrics = _record(trial, status, loss_val, train_s, trial.step - step_at_start, t_start)
+    finally:
+        device, compiled = trial.device, options.compile
+        del trial  # the model and optimizer go before the cache is emptied
+        release_device_memory(device, compiled)
     return TrialOutcome(status=status, metrics=metrics)

@@ -344,3 +344,35 @@ def test_readme_has_the_commands():
         assert cmd in readme, cmd
     for topic in ("127.0.0.1", "s3://", "gs://", "EFS", "Filestore", "NFS", "node-local"):
         assert topic in readme, topic
+
+
+#: The GPUs the shipped files request: (compute capability, memory GB). sm80+ for bf16 and
+#: flash attention (issue 12 item 10: a T4 is sm75).
+_GPU_KINDS = {"g5.": ((8, 6), 24), "nvidia-l4": ((8, 9), 24)}
+
+
+def _requested_gpu(cfg: dict) -> list[str]:
+    out = []
+    for t in _gpu_types(cfg).values():
+        nc = t["node_config"]
+        out += [a["acceleratorType"] for a in nc.get("guestAccelerators", [])] or [nc.get("InstanceType", "")]
+    return out
+
+
+@pytest.mark.parametrize("name", ["aws", "gcp"])
+def test_cluster_gpus_run_the_gpu_preset_in_bf16_and_fit_its_largest_trial(name):
+    from flops_fit import memory
+    from flops_fit.config import preset
+    from flops_fit.engine import default_workload
+    from flops_fit.sizes import gpt_shape
+    from flops_fit.train import compute_dtype
+
+    cfg = preset("tinystories-gpu")
+    big = max(default_workload(cfg).plan(cfg.plan), key=lambda s: s.n)
+    shape = gpt_shape(big.model)
+    for gpu in _requested_gpu(_load(name)):
+        kind = next(k for k in _GPU_KINDS if gpu.startswith(k))
+        capability, gb = _GPU_KINDS[kind]
+        assert str(compute_dtype(capability)) == "torch.bfloat16", gpu
+        micro = memory.micro_batch_for(shape, big.batch_size, big.seq_len, gb * 10**9)
+        assert memory.training_bytes(shape, micro, big.seq_len) <= gb * 10**9, gpu

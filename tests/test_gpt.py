@@ -139,6 +139,7 @@ def test_forward_shapes_and_no_loss_without_labels(model):
     assert logits.shape == (3, 11, 61) and logits.dtype == torch.float32
     assert loss is None
     logits, loss = model(x, x)
+    assert logits is None, "training (labels given) must not return the B·T·V logits"
     assert loss.dim() == 0 and torch.isfinite(loss)
 
 
@@ -146,7 +147,7 @@ def test_labels_are_shifted_by_the_model(model):
     torch.manual_seed(1)
     x = torch.randint(0, 61, (2, 12))
     labels = torch.randint(0, 61, (2, 12))
-    logits, loss = model(x, labels)
+    logits, loss = model(x)[0], model(x, labels)[1]
     manual = F.cross_entropy(logits[:, :-1].reshape(-1, 61), labels[:, 1:].reshape(-1))
     torch.testing.assert_close(loss, manual)
     unshifted = F.cross_entropy(logits.reshape(-1, 61), labels.reshape(-1))
@@ -166,7 +167,7 @@ def test_ignore_index_minus_100(model):
     labels = x.clone()
     labels[0, 3:7] = -100
     labels[1, -1] = -100
-    logits, loss = model(x, labels)
+    logits, loss = model(x)[0], model(x, labels)[1]
     targets, preds = labels[:, 1:].reshape(-1), logits[:, :-1].reshape(-1, 61)
     keep = targets != -100
     torch.testing.assert_close(loss, F.cross_entropy(preds[keep], targets[keep]))
@@ -209,7 +210,7 @@ def test_seq_len_beyond_max_rejected(model):
 def test_bf16_autocast_forward_backward(model):
     x = torch.randint(0, 61, (2, 16))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits, loss = model(x, x)
+        logits, loss = model(x)[0], model(x, x)[1]
     assert logits.dtype == torch.bfloat16 and torch.isfinite(loss)
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
@@ -345,7 +346,8 @@ def test_create_model_for_scaling_builds_the_planned_model():
     assert isinstance(model, GPT) and model.config == cfg
     assert model.n() == estimate_params_from_config(cfg)
     assert abs(model.param_groups()["n_non_embedding"] - 5e4) / 5e4 < 0.10
-    logits, loss = model(torch.randint(0, 300, (1, 32)), torch.randint(0, 300, (1, 32)))
+    x = torch.randint(0, 300, (1, 32))
+    logits, loss = model(x)[0], model(x, torch.randint(0, 300, (1, 32)))[1]
     assert logits.shape == (1, 32, 300) and torch.isfinite(loss)
 
 
@@ -355,3 +357,43 @@ def test_scaling_rejects_shape_overrides_and_bad_counts():
     with pytest.raises(ValueError, match="unknown parameter count"):
         config_for_scaling(1e6, vocab_size=100, count="n_everything")
     assert gpt_module.config_for_scaling is config_for_scaling
+
+
+def test_chunked_head_loss_and_gradient_match_the_full_logits(model):
+    """Issue 12 item 1: chunks of the head + cross-entropy (recomputed in backward) give the
+    loss and gradients of the full (N, V) logits; tolerance 1e-6 relative (fp32 sums reordered)."""
+    from flops_fit.models.gpt import chunked_cross_entropy
+
+    torch.manual_seed(3)
+    h = torch.randn(50, model.config.d_model, requires_grad=True)
+    targets = torch.randint(0, 61, (50,))
+    targets[7:11] = -100
+    full = F.cross_entropy(F.linear(h, model.lm_head.weight), targets, ignore_index=-100)
+    g_full = torch.autograd.grad(full, (h, model.lm_head.weight))
+    chunked = chunked_cross_entropy(h, model.lm_head.weight, targets, chunk_rows=8)  # 7 chunks, last short
+    g_chunk = torch.autograd.grad(chunked, (h, model.lm_head.weight))
+    torch.testing.assert_close(chunked, full, rtol=1e-6, atol=1e-6)
+    for a, b in zip(g_chunk, g_full):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("vocab", [512, 4096, 50257])
+def test_shapes_from_256_wide_are_tensor_core_aligned_and_exactly_counted(vocab):
+    """Issue 12 item 7: from accounting.ALIGN_FROM on, head_dim 64, d_model % 64 == 0 and
+    d_ff % 128 == 0; targets stay within the documented 10%; the built model's count equals
+    the closed form exactly."""
+    import numpy as np
+
+    aligned = 0
+    for target in np.logspace(5.5, 9.5, 60):
+        shape = accounting.shape_for_params(float(target), vocab, 64)
+        got = accounting.count_params(shape, "n_non_embedding")
+        assert abs(got - target) / target < 0.10, shape
+        if shape.d_model >= accounting.ALIGN_FROM:
+            aligned += 1
+            assert shape.head_dim == 64 and shape.d_model % 64 == 0 and shape.d_ff % 128 == 0, shape
+    assert aligned > 30
+    with torch.device("meta"):
+        for target in (1e7, 1e8):
+            cfg = config_for_scaling(target, vocab_size=vocab, max_seq_len=64)
+            assert cfg.d_model % 64 == 0 and GPT(cfg).n() == accounting.param_groups(cfg.shape).total

@@ -116,3 +116,80 @@ def test_step_hooks_see_every_step_once(spec):
     seen: list[int] = []
     run_trial(spec, _TinyGPTWorkload(), TrainOptions(threads=1, step_hooks=(lambda ctx: seen.append(ctx.step),)))
     assert seen == list(range(spec.steps))
+
+
+# --- issue 12: the GPU path, CPU stand-ins -------------------------------------------------
+
+
+def test_micro_batches_give_the_gradient_and_update_of_one_batch(spec):
+    """k equal micro-batches (loss/k each) accumulate the whole batch's gradient: with SGD(lr=1)
+    the weight change is the gradient; equal to 1e-6 absolute (fp32 sums in another order)."""
+    from flops_fit.train import train_step
+    from flops_fit.workloads.gpt import ReferenceGPT
+
+    x = _Windows(8, 5).data
+    after = []
+    for k in (1, 2, 4):
+        torch.manual_seed(0)
+        model = ReferenceGPT().build_model(spec)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        loss = train_step(model, torch.optim.SGD(model.parameters(), lr=1.0), x, lambda: torch.autocast("cpu", enabled=False),
+                          micro_batches=k)
+        after.append((float(loss), {n: p.detach() - before[n] for n, p in model.named_parameters()}))
+    (loss1, step1), rest = after[0], after[1:]
+    assert any(v.abs().max() > 1e-4 for v in step1.values())  # the step moved the weights
+    for loss_k, step_k in rest:
+        assert loss_k == pytest.approx(loss1, rel=1e-6)
+        for name in step1:
+            torch.testing.assert_close(step_k[name], step1[name], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="equal micro-batches"):
+        train_step(model, torch.optim.SGD(model.parameters(), lr=1.0), x[:6], lambda: torch.autocast("cpu", enabled=False),
+                   micro_batches=4)
+
+
+def test_a_trial_in_micro_batches_trains_the_same_model(spec):
+    """The whole trainer (AdamW, schedule, tokens) with 4 micro-batches: same tokens, and the
+    final validation loss within 1e-4 of one batch a step (Adam divides small gradient
+    differences by small second moments, so the bound is looser than the gradient's)."""
+    one = run_trial(spec, _TinyGPTWorkload(), TrainOptions(threads=1))
+    four = run_trial(spec, _TinyGPTWorkload(), TrainOptions(threads=1, micro_batches=4))
+    assert one.metrics["micro_batches"] == 1 and four.metrics["micro_batches"] == 4
+    assert four.metrics["tokens"] == one.metrics["tokens"] == spec.tokens
+    assert four.metrics["loss"] == pytest.approx(one.metrics["loss"], abs=1e-4)
+
+
+class _AsIfOnCuda:
+    """What ``torch.load(map_location="cuda")`` returns for the saved CPU RNG state: a tensor
+    ``torch.set_rng_state`` refuses ("RNG state must be a torch.ByteTensor") until it is moved
+    back to a CPU ByteTensor. No GPU here, so this stands in for the CUDA copy."""
+
+    def __init__(self, cpu_tensor):
+        self.cpu_tensor = cpu_tensor
+
+    def to(self, device, dtype=None):
+        assert str(device) == "cpu" and dtype in (None, torch.uint8)
+        return self.cpu_tensor
+
+    def cpu(self):
+        return self.cpu_tensor
+
+
+def test_resume_loads_rng_state_saved_by_a_gpu_trial(spec, tmp_path, monkeypatch):
+    from flops_fit import train as train_mod
+
+    saved: list = []
+    workload = _TinyGPTWorkload()
+    run_trial(spec, workload, TrainOptions(threads=1, checkpoint_every_s=1e-9),
+              save_checkpoint=lambda d, p: saved.append(d), checkpoint_root=tmp_path)
+    real_load = torch.load
+
+    def load_as_on_gpu(*args, **kwargs):
+        state = real_load(*args, **kwargs)
+        state["rng_cpu"] = _AsIfOnCuda(state["rng_cpu"])
+        return state
+
+    monkeypatch.setattr(train_mod.torch, "load", load_as_on_gpu)
+    with pytest.raises(TypeError):  # what the old load path did with it on every GPU resume
+        torch.set_rng_state(_AsIfOnCuda(torch.get_rng_state()))
+    out = run_trial(spec, workload, TrainOptions(threads=1), resume_from=saved[0])
+    assert out.status == "ok" and out.metrics["tokens"] == spec.tokens

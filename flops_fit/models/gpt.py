@@ -16,12 +16,15 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from flops_fit import accounting
 from flops_fit.accounting import ModelShape
 
 # Fields that fix the parameter count (accounting.ModelShape's); everything else is a numerical knob.
 _SHAPE_FIELDS = tuple(f.name for f in fields(ModelShape))
+#: Logit elements per chunk of the head + loss (64M: 256 MiB in fp32), see chunked_cross_entropy.
+CE_CHUNK_ELEMENTS = 1 << 26
 
 
 @dataclass
@@ -145,6 +148,27 @@ class Block(nn.Module):
         return x + self.mlp(self.mlp_norm(x))
 
 
+def chunked_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                          chunk_rows: int | None = None) -> torch.Tensor:
+    """mean cross-entropy of ``h @ weight.T`` (N, V) against ``targets`` (N,), -100 ignored,
+    without ever holding the N·V logits: rows go through the head ``chunk_rows`` at a time
+    and each chunk is recomputed in backward (activation checkpointing), so the vocab head
+    costs one chunk of logits (bf16 + its fp32 upcast + grad) instead of N·V of each.
+    Up to one chunk it is exactly the plain head + ``F.cross_entropy`` (CPU runs unchanged)."""
+    rows = chunk_rows or max(1024, CE_CHUNK_ELEMENTS // weight.shape[0])
+    if h.shape[0] <= rows:
+        return F.cross_entropy(F.linear(h, weight).float(), targets, ignore_index=-100)
+    total = h.new_zeros((), dtype=torch.float32)
+    for start in range(0, h.shape[0], rows):
+        total = total + checkpoint(_head_loss_sum, h[start:start + rows], weight, targets[start:start + rows],
+                                   use_reentrant=False)
+    return total / (targets != -100).sum()  # NaN when nothing is scored, as F.cross_entropy
+
+
+def _head_loss_sum(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(F.linear(h, weight).float(), targets, ignore_index=-100, reduction="sum")
+
+
 # --- the model ---------------------------------------------------------------------------
 
 
@@ -183,7 +207,8 @@ class GPT(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, labels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """input_ids (B, T) -> (logits (B, T, V), loss or None).
+        """input_ids (B, T) -> (logits (B, T, V), None), or (None, loss) when labels are given:
+        training never holds the B·T·V logits (see ``chunked_cross_entropy``).
 
         ``labels`` are aligned with ``input_ids`` (usually the same tensor): the model
         shifts them itself, so logits at position t are scored against labels[:, t + 1].
@@ -201,15 +226,12 @@ class GPT(nn.Module):
         x = self.wte(input_ids)  # (B, T, d)
         for block in self.blocks:
             x = block(x, cos, sin)
-        logits = self.lm_head(self.norm_f(x))  # (B, T, V)
+        h = self.norm_f(x)  # (B, T, d)
         if labels is None:
-            return logits, None
-        # Shift by padding the labels, not slicing the logits: no copy of the (B, T, V) tensor.
+            return self.lm_head(h), None
+        # Shift by padding the labels, not slicing: position t is scored against labels[:, t + 1].
         targets = F.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T); last position unscored
-        loss = F.cross_entropy(
-            logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100
-        )
-        return logits, loss
+        return None, chunked_cross_entropy(h.reshape(-1, h.size(-1)), self.lm_head.weight, targets.reshape(-1))
 
     # --- accounting (the library's model contract) ---------------------------------------
 

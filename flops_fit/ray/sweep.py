@@ -97,15 +97,14 @@ class TuneBackend:
             tuner = tune.Tuner(
                 trainable,
                 param_space={"spec": tune.grid_search([s.to_dict() for s in specs])},
-                # reuse_actors: a fresh worker per trial pays torch + dynamo imports and actor start
-                # (18 s -> 4.5 s fixed cost per trial; efficiency 0.88 -> 0.97, benchmarks/RESULTS.md).
-                tune_config=tune.TuneConfig(max_concurrent_trials=cfg.max_concurrent_trials, reuse_actors=True,
+                tune_config=tune.TuneConfig(max_concurrent_trials=cfg.max_concurrent_trials,
+                                            reuse_actors=reuse_actors_for(cfg),
                                             trial_name_creator=trial_name, trial_dirname_creator=trial_name),
                 run_config=tune.RunConfig(
                     name=cfg.name,
                     storage_path=str(run_dir.parent),
                     failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the latest: a retry resumes from it
                     callbacks=callbacks,
                     verbose=0,
                 ),
@@ -130,3 +129,13 @@ def sweep(config: SweepConfig | None = None, *, preset: str | None = None, progr
     result = run_sweep(cfg, TuneBackend(), workload, progress)
     log_sweep(cfg, result.path.parent, result)
     return result
+
+
+def reuse_actors_for(cfg: SweepConfig) -> bool:
+    """Reuse workers on CPU: a fresh one per trial pays torch + dynamo imports and actor start
+    (18 s -> 4.5 s fixed cost per trial; efficiency 0.88 -> 0.97, benchmarks/RESULTS.md). Not
+    on GPU: Ray's docs warn GPU tasks may not release device memory (why Ray does not reuse
+    GPU workers by default), and each trial is a new shape, so Dynamo's compiled graphs pile
+    up per actor past its recompile limit and fall back to eager. A few seconds of actor
+    start is small next to a GPU trial's minutes."""
+    return not cfg.gpus_per_trial

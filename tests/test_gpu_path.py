@@ -1,0 +1,158 @@
+"""Issue 12: the GPU path, shown on CPU with stand-ins (no GPU in CI): the memory model's
+arithmetic, slot counting from GPUs, the dtype by compute capability, the GPU preset against
+TinyStories' real size, and the actor-reuse policy. What only a GPU can show (peak memory
+against the model, MFU, compile time, checkpoint stall) is measured by
+``python benchmarks/bench_gpu.py`` (see benchmarks/RESULTS.md)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flops_fit import memory
+from flops_fit.accounting import ModelShape, param_groups
+from flops_fit.config import preset
+from flops_fit.engine import default_workload
+from flops_fit.errors import PlanError
+from flops_fit.throughput import trial_slots
+from flops_fit.train import compute_dtype
+
+#: TinyStories (roneneldan/TinyStories) train split: 2,119,719 stories; 0.5B tokens is the low
+#: end of its size with a 4096 BPE (0.47B with GPT-2's 50k BPE, more with a smaller vocabulary).
+TINYSTORIES_TRAIN_STORIES = 2_119_719
+TINYSTORIES_TRAIN_TOKENS_LOW = 500_000_000
+
+SHAPE = ModelShape(vocab_size=4096, d_model=1024, num_layers=12, num_heads=16, d_ff=2816, max_seq_len=512)
+
+
+def test_memory_model_arithmetic():
+    n = param_groups(SHAPE).total
+    assert memory.state_bytes(SHAPE) == 16 * n
+    per_seq = 512 * (12 * (26 * 1024 + 8 * 2816) + 8 * 1024)
+    assert memory.activation_bytes_per_sequence(SHAPE, 512) == per_seq
+    head = min(memory.CE_CHUNK_ELEMENTS, 64 * 512 * 4096) * 10
+    assert memory.training_bytes(SHAPE, 64, 512) == int((16 * n + 64 * per_seq + head) * memory.SAFETY) + (1 << 30)
+    # doubling the micro-batch adds exactly SAFETY x one micro-batch of activations (head chunk capped)
+    assert memory.training_bytes(SHAPE, 128, 512) - memory.training_bytes(SHAPE, 64, 512) == pytest.approx(
+        64 * per_seq * memory.SAFETY, abs=2)
+
+
+def test_micro_batch_is_the_largest_fitting_divisor():
+    B, T = 256, 512
+    fits_32 = memory.training_bytes(SHAPE, 32, T)
+    assert memory.micro_batch_for(SHAPE, B, T, fits_32) == 32
+    assert memory.micro_batch_for(SHAPE, B, T, fits_32 - 1) == 16
+    assert memory.micro_batch_for(SHAPE, B, T, 10**15) == B
+    assert memory.micro_batch_for(SHAPE, B, T, 0) == 1
+    assert memory.micro_batch_for(SHAPE, 48, T, fits_32) == 24  # always a divisor of the batch
+    assert memory.micro_batch_for(SHAPE, 24, T, memory.training_bytes(SHAPE, 8, T)) == 6
+    # 1e18's largest trial (372M, 512 x 512 tokens a step) does not fit an 80 GB GPU at its full
+    # batch (the issue's failure); its micro-batch does
+    cfg = preset("tinystories-gpu").replace(budgets=(1e18,), span=16.0)
+    big = max(default_workload(cfg).plan(cfg.plan), key=lambda s: s.n)
+    from flops_fit.sizes import gpt_shape
+
+    shape = gpt_shape(big.model)
+    assert memory.training_bytes(shape, big.batch_size, big.seq_len) > 80e9 > memory.training_bytes(
+        shape, memory.micro_batch_for(shape, big.batch_size, big.seq_len, 80 * 10**9), big.seq_len)
+
+
+def test_ce_chunk_matches_the_model():
+    from flops_fit.models import gpt
+
+    assert gpt.CE_CHUNK_ELEMENTS == memory.CE_CHUNK_ELEMENTS
+
+
+def test_gpus_per_trial_auto_packs_small_models_and_gives_large_ones_a_gpu():
+    tiny = ModelShape(vocab_size=4096, d_model=128, num_layers=2, num_heads=2, d_ff=384, max_seq_len=512)
+    assert memory.gpus_for(tiny, 32, 512, 80 * 10**9) == 0.25
+    assert memory.gpus_for(SHAPE, 256, 512, 80 * 10**9) == 1.0
+
+
+def test_slots_count_gpus_on_a_gpu_node():
+    assert trial_slots(192, 4.0, gpus=8, gpus_per_trial=1.0) == 8  # not 192 / 4 = 48
+    assert trial_slots(192, 4.0, gpus=8, gpus_per_trial=0.5) == 16
+    assert trial_slots(16, 4.0, gpus=8, gpus_per_trial=0.5) == 4  # CPUs bound too
+    assert trial_slots(8, 1.0) == 8  # CPU sweep
+    assert trial_slots(192, 4.0, gpus=8, gpus_per_trial=1.0, max_concurrent=3) == 3
+    assert trial_slots(2, 4.0) == 1
+
+
+@pytest.mark.parametrize("capability,dtype", [((7, 5), torch.float16), ((7, 0), torch.float16),
+                                              ((8, 0), torch.bfloat16), ((8, 6), torch.bfloat16),
+                                              ((9, 0), torch.bfloat16), (None, torch.float32)])
+def test_dtype_follows_compute_capability(capability, dtype):
+    assert compute_dtype(capability) == dtype
+
+
+def _preflight_epochs(cfg, monkeypatch) -> float:
+    from flops_fit.data import preflight
+
+    monkeypatch.setattr(preflight, "estimate_split_tokens", lambda *a: (TINYSTORIES_TRAIN_TOKENS_LOW, False))
+    specs = default_workload(cfg).plan(cfg.plan)
+    return preflight.check_data_size(cfg.data, specs, None, TINYSTORIES_TRAIN_STORIES, "")
+
+
+def test_gpu_preset_passes_preflight_against_tinystories_real_size(monkeypatch):
+    cfg = preset("tinystories-gpu")
+    assert _preflight_epochs(cfg, monkeypatch) <= cfg.max_epochs
+    old = cfg.replace(budgets=(1e16, 3e16, 1e17, 3e17, 1e18), span=16.0)  # the preset before issue 12
+    with pytest.raises(PlanError, match="dataset too small"):
+        _preflight_epochs(old, monkeypatch)
+
+
+def test_gpu_sweeps_do_not_reuse_actors():
+    from flops_fit.ray.sweep import reuse_actors_for
+
+    assert reuse_actors_for(preset("tiny")) is True
+    assert reuse_actors_for(preset("tinystories-gpu")) is False
+
+
+def test_compile_only_where_it_pays():
+    from flops_fit.plan import plan
+    from flops_fit.train import COMPILE_MIN_STEPS, compile_pays
+
+    short = plan([2e9], 3, vocab_size=64, seq_len=16, min_steps=20, max_batch_size=8)[0]
+    assert short.steps < COMPILE_MIN_STEPS and not compile_pays(short)
+    import dataclasses
+
+    assert compile_pays(dataclasses.replace(short, steps=COMPILE_MIN_STEPS))
+
+
+def test_checkpoint_is_written_off_the_loop_from_a_copy(tmp_path):
+    """The loop pays only the host copy: the state written is the state at submit time even
+    if training changes the weights while the thread writes; the finished directory goes to
+    on_done on the caller's thread at poll()."""
+    import threading
+
+    from flops_fit import checkpoint
+
+    weights = torch.ones(1000)
+    done = []
+    writer = checkpoint.BackgroundWriter(tmp_path, lambda d, p: done.append((d, p, threading.get_ident())), 0.0)
+    writer.submit({"w": weights, "nested": [weights]}, 7, {"step": 7})
+    weights.add_(1.0)  # training goes on
+    assert not writer.due()  # one write in flight at a time
+    writer.close()
+    (directory, progress, thread), = done
+    assert thread == threading.get_ident() and progress == {"step": 7}
+    state = torch.load(directory / checkpoint.CHECKPOINT_FILE)
+    assert torch.equal(state["w"], torch.ones(1000)) and torch.equal(state["nested"][0], torch.ones(1000))
+    writer.last_write_s = 5.0  # a slow write stretches the interval to 1 / WRITE_FRACTION of it
+    writer.last_start -= 10.0
+    assert not writer.due()
+    writer.last_start -= 50.0
+    assert writer.due()
+
+
+def test_estimate_counts_compile_time_for_trials_that_compile():
+    from flops_fit.plan import plan
+    from flops_fit.sizes import gpt_shape
+    from flops_fit.throughput import COMPILE_S, estimate_sweep_seconds
+    from flops_fit.train import COMPILE_MIN_STEPS
+
+    specs = plan([1e14], 3, vocab_size=64, seq_len=16, min_steps=COMPILE_MIN_STEPS)
+    rates = {(gpt_shape(s.model), s.batch_size, s.seq_len): 1e6 for s in specs}
+    plain = estimate_sweep_seconds(specs, slots=1, tokens_per_s=rates)
+    compiled = estimate_sweep_seconds(specs, slots=1, tokens_per_s=rates, compile=True)
+    assert compiled["trial_seconds"] == pytest.approx(plain["trial_seconds"] + len(specs) * COMPILE_S)
