@@ -5,7 +5,10 @@ this machine's cores. Data: an IsoFLOP sweep drawn from the Chinchilla law with 
 
 ``--exhaustive`` also times L-BFGS from every one of the 4,500 starts (``top_k=None``).
 
-    python benchmarks/bench_fit.py [--quick] [--exhaustive]
+``--calibration`` instead measures both approaches' bias, 90% coverage and interval width
+against the truth on synthetic laws with α ≠ β (docs/fitting.md, "Measured calibration").
+
+    python benchmarks/bench_fit.py [--quick] [--exhaustive] [--calibration [--seeds 100]]
 """
 
 from __future__ import annotations
@@ -24,7 +27,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quick", action="store_true", help="one repeat, 20 bootstrap samples")
     p.add_argument("--exhaustive", action="store_true")
     p.add_argument("--n-boot", type=int, default=None)
+    p.add_argument("--calibration", action="store_true", help="bias/coverage/width of both approaches")
+    p.add_argument("--seeds", type=int, default=100)
     args = p.parse_args(argv)
+    if args.calibration:
+        return calibration(args.seeds, args.n_boot or 200)
     repeats = 1 if args.quick else 3
     n_boot = args.n_boot or (20 if args.quick else 200)
 
@@ -60,6 +67,37 @@ def main(argv: list[str] | None = None) -> dict:
               "load_start": load_start, "rows": rows,
               "grid_fit_s": rows[0]["wall_s"], "bootstrap_fit_s": rows[1]["wall_s"], "n_boot": n_boot}
     emit(result, table(rows, ["fit", "wall_s", "alpha", "beta", "E", "load"]))
+    return result
+
+
+def calibration(seeds: int, n_boot: int) -> dict:
+    import math
+
+    import numpy as np
+
+    from flops_fit.fit import fit_isoflop, fit_parametric
+    from flops_fit.synthetic import ASYMMETRIC, CHINCHILLA, calibrate
+
+    def approach2(t):
+        f = fit_isoflop(t.budget, t.n, t.loss, t.tokens, n_boot=n_boot)
+        return f.a, f.interval(lambda g: g.a)
+
+    def approach3(t):
+        f = fit_parametric(t.n, t.tokens, t.loss, n_boot=n_boot)
+        return f.a, f.interval(lambda g: g.a)
+
+    rows = []
+    for name, est in (("Approach 2", approach2), ("Approach 3", approach3)):
+        for law_name, law in (("Chinchilla", CHINCHILLA), ("asymmetric", ASYMMETRIC)):
+            for budgets in (5, 7):
+                for off in (0.0, math.log10(3)):
+                    c = calibrate(est, law, np.logspace(18, 22, budgets), seeds, centre_offset=off)
+                    rows.append({"approach": name, "law": law_name, "budgets": budgets,
+                                 "grid": "3x off-centre" if off else "centred", "bias": round(c.bias, 4),
+                                 "coverage": round(c.coverage, 3), "width_ratio": round(c.width_ratio, 3)})
+                    print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+    result = {"benchmark": "fit_calibration", "seeds": seeds, "n_boot": n_boot, "rows": rows}
+    emit(result, table(rows, ["approach", "law", "budgets", "grid", "bias", "coverage", "width_ratio"]))
     return result
 
 

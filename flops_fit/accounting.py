@@ -223,7 +223,7 @@ def shape_for_params(
     depths = [num_layers] if num_layers else sorted({max(1, depth0 + k) for k in (-2, -1, 0, 1, 2)})
     for depth in depths:
         shape = _closest_width(target_params, depth, vocab_size, max_seq_len, count)
-        if shape is None or (abs(depth - depth0) > 1 and shape.d_model < ALIGN_FROM):
+        if shape is None or (not num_layers and abs(depth - depth0) > 1 and shape.d_model < ALIGN_FROM):
             continue
         err = abs(count_params(shape, count) - target_params) / target_params
         aspect_penalty = abs(math.log(shape.d_model / (ASPECT_RATIO * depth)))
