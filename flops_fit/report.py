@@ -87,9 +87,10 @@ class Result:
             conventions = sorted(set(d.get("flops_convention", pd.Series(["6n"])).dropna()))
             units = "C = 6ND" if in_units is None else f"C under {'/'.join(conventions)}, N = {param_count}"
             self.comparison = compare(self.isoflop, self.parametric, in_units, units)
-        law_known = self.parametric is not None and self.parametric.converged and self.parametric.determined is not False
+        self.law_known = (self.parametric is not None and self.parametric.converged
+                          and self.parametric.determined is not False)
         self.primary = ("isoflop" if self.isoflop is not None and self.isoflop.usable else
-                        "parametric" if law_known else None)
+                        "parametric" if self.law_known else None)
 
     @classmethod
     def from_path(cls, path: str | Path, **kwargs: Any) -> Result:
@@ -131,6 +132,10 @@ class Result:
             if o.used and math.isfinite(sigma) and sigma > 0 and o.max_residual > RESIDUAL_NOTE_SIGMAS * sigma:
                 self.notes.append(f"Approach 2: budget {o.budget:.3g}'s parabola misses a run by "
                                   f"{o.max_residual / sigma:.1f}σ (σ = {sigma:.3g} in ln L, {fit.sigma_source})")
+        iv = fit.interval(lambda f: f.a)
+        if fit.usable and iv is not None and math.isfinite(fit.a_interp) and not iv[0] <= fit.a_interp <= iv[1]:
+            self.notes.append(f"Approach 2: the shape-agnostic Akima cross-check gives a = {fit.a_interp:.3f}, outside "
+                              f"the parabolas' interval [{iv[0]:.3f}, {iv[1]:.3f}]: the curves' shape matters here")
         if not fit.usable:
             self.notes.append("Approach 2 unusable: fewer than 2 budgets with a located minimum")
         elif fit.bootstrap is not None and fit.bootstrap.n_failed:
@@ -187,9 +192,11 @@ class Result:
         main = by[self.primary]
         n, d = main["n"], main["d"]
         loss = loss_iv = None
-        if self.parametric is not None:  # loss of the fitted law at the primary (N, D)
+        if self.law_known:  # loss of the fitted law at the primary (N, D)
             loss = float(self.parametric.loss(n, d))
             loss_iv = self.parametric.interval(lambda f: float(f.loss(n, d)))
+        elif self.isoflop is not None:  # an undetermined law predicts nothing: a swept budget's own minimum
+            loss = next((o.loss_opt for o in self.isoflop.optima if o.used and o.budget == c), None)
         return Prediction(flops=c, n=n, d=d, tokens_per_param=d / n, loss=loss,
                           n_interval=main["n_interval"], d_interval=main["d_interval"],
                           loss_interval=loss_iv, primary=self.primary, primary_label=_LABELS[self.primary],
@@ -214,7 +221,9 @@ class Result:
         boot = f"{self.level:.0%} bootstrap intervals ({self.n_boot} resamples)" if self.n_boot else "no intervals (n_boot=0)"
         lines = [f"flops_fit: {n_used} of {n_all} runs fitted, N = {self.param_count}; {boot}"]
         if self.primary is not None:
-            lines.append(f"Compute-optimal allocation: N, D from {_LABELS[self.primary]}; loss from Approach 3")
+            source = ("loss from Approach 3" if self.law_known else
+                      "loss: each swept budget's Approach 2 minimum (Approach 3's law is undetermined)")
+            lines.append(f"Compute-optimal allocation: N, D from {_LABELS[self.primary]}; {source}")
             t = self.table(budgets)
             lines.append(f"{'budget':>10}  {'N_opt':>26}  {'D_opt':>26}  {'D/N':>7}  {'loss':>22}")
             for _, r in t.iterrows():
