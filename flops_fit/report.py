@@ -22,6 +22,7 @@ import pandas as pd
 from flops_fit import results as results_io
 from flops_fit.accounting import PARAM_COUNTS
 from flops_fit.fit import Comparison, IsoFLOPFit, ParametricFit, compare, fit_isoflop, fit_parametric
+from flops_fit.tablecheck import check_table
 
 #: Past this many decades beyond the largest swept budget, predict() warns.
 EXTRAPOLATION_WARN_DECADES = 3.0
@@ -51,14 +52,17 @@ class Result:
                  seed: int | None = 0, level: float = 0.9, path: str | Path | None = None) -> None:
         if param_count not in PARAM_COUNTS:
             raise ValueError(f"param_count must be one of {PARAM_COUNTS}, got {param_count!r}")
+        if n_boot < 0:
+            raise ValueError(f"n_boot must be >= 0 (0 skips the intervals), got {n_boot}")
         missing = [c for c in ("budget", "tokens", "loss", "status", param_count) if c not in results]
         if missing:
             raise ValueError(f"results table lacks columns {missing}")
-        self.results = results.reset_index(drop=True)
+        self.results, self.notes, fittable = check_table(results, param_count)
         self.param_count, self.n_boot, self.seed, self.level = param_count, n_boot, seed, level
         self.path = None if path is None else Path(path)
-        self.notes: list[str] = []
         self.fit_data = self._select_runs()
+        if not fittable:  # a malformed or degenerate table never reaches the fits
+            self.fit_data = self.fit_data.iloc[0:0]
         d = self.fit_data
         self.isoflop: IsoFLOPFit | None = None
         self.parametric: ParametricFit | None = None
