@@ -114,3 +114,28 @@ def test_failed_row_error_has_no_ansi_codes():
     spec = plan(preset("smoke").plan)[0]
     row = _failed(spec, "\x1b[36mray::trial\x1b[0m \x1b[1;31mRuntimeError\x1b[0m: boom")
     assert row["error"] == "ray::trial RuntimeError: boom"
+
+
+# --- fault 3: the driver lock is refused while held, taken over when stale ---------------------
+def test_driver_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from flops_fit.runlock import LOCK_NAME, driver_lock
+
+    lock = tmp_path / LOCK_NAME
+    host, now = socket.gethostname(), time.time()
+    lock.write_text(json.dumps({"pid": 1, "host": host, "started": now, "lease_until": now + 100}))
+    with pytest.raises(PlanError, match="is in use by another driver"):  # pid 1 is alive
+        with driver_lock(tmp_path):
+            pass
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": host, "started": now, "lease_until": now + 100}))
+    with driver_lock(tmp_path):  # dead pid on this host: stale
+        assert json.loads(lock.read_text())["pid"] != int(dead.stdout)
+    assert not lock.exists()
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": now - 500, "lease_until": now - 1}))
+    with driver_lock(tmp_path):  # another host's expired lease: stale
+        pass
