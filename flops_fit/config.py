@@ -125,6 +125,11 @@ class SweepConfig:
             raise PlanError(f"gpus_per_trial must be a fraction in [0, 1] or a whole number, got {self.gpus_per_trial}")
         if self.max_failures < 0:
             raise PlanError(f"max_failures must be >= 0, got {self.max_failures}")
+        if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
+            raise PlanError(f"max_concurrent_trials must be >= 1 (or unset for as many as resources allow), "
+                            f"got {self.max_concurrent_trials}")
+        if self.n_boot < 0:
+            raise PlanError(f"n_boot must be >= 0 (0 skips the intervals), got {self.n_boot}")
         if not self.name or os.sep in self.name or self.name in (".", ".."):
             raise PlanError(f"name {self.name!r} must be a plain directory name")
         if self.data.val_tokens < self.plan.seq_len:

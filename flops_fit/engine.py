@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import uuid
 from dataclasses import dataclass
@@ -23,9 +24,10 @@ from typing import Any, Protocol
 
 from flops_fit.config import SweepConfig
 from flops_fit.config import preset as get_preset
-from flops_fit.errors import PlanError
+from flops_fit.errors import PlanError, SweepInterrupted
 from flops_fit.plan import TrialSpec, format_plan
 from flops_fit.results import RESULTS_FILENAME, SCHEMA, atomic_write_text, write_results
+from flops_fit.runlock import driver_lock
 from flops_fit.workloads.base import Workload
 
 RESULT_COLUMNS = frozenset(SCHEMA.names)
@@ -126,9 +128,12 @@ def launch_order(specs: list[TrialSpec]) -> list[TrialSpec]:
     return sorted(specs, key=lambda s: (-expected_cost(s), s.trial_id))
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # Ray colours its tracebacks; the table stores plain text
+
+
 def _failed(spec: TrialSpec, error: str, node_id: Any = None) -> dict[str, Any]:
     return {**spec.record(), "status": "failed", "loss": None, "tokens": 0, "flops": 0.0,
-            "error": error[:4000], "node_id": node_id}
+            "error": _ANSI.sub("", error)[:4000], "node_id": node_id}
 
 
 def collect_rows(reports: list[TrialReport], specs: list[TrialSpec]) -> list[dict[str, Any]]:
@@ -154,11 +159,24 @@ def run_sweep(cfg: SweepConfig, backend: Backend, workload: Workload | None = No
     specs = workload.plan(cfg.plan)
     workload.preflight(specs)  # data size, cache, source, a probe batch: before any trial starts
     run_dir = prepare_storage(cfg)  # a refused request leaves no sweep directory behind
+    with driver_lock(run_dir):  # a second driver on this sweep is refused, not run twice
+        return _run_locked(cfg, backend, workload, specs, run_dir, progress)
+
+
+def _run_locked(cfg: SweepConfig, backend: Backend, workload: Workload, specs: list[TrialSpec], run_dir: Path,
+                progress: bool):
     resuming = check_manifest(run_dir, manifest(specs, workload))
     out = sys.stdout if progress else open(os.devnull, "w")
     print(format_plan(specs), file=out)
     print(f"{'resuming' if resuming else 'starting'} sweep {run_dir}", file=out, flush=True)
-    reports = backend.run(cfg, launch_order(specs), workload, run_dir, resuming, progress)
+    try:
+        reports = backend.run(cfg, launch_order(specs), workload, run_dir, resuming, progress)
+    except SweepInterrupted as exc:  # keep what finished; a rerun resumes the rest
+        done = [r for r in collect_rows(exc.reports, specs) if r["status"] in ("ok", "diverged")]
+        write_results(done, run_dir / RESULTS_FILENAME)
+        print(f"partial results: {run_dir / RESULTS_FILENAME} ({len(done)} of {len(specs)} trials finished)",
+              file=sys.stderr, flush=True)
+        raise
     rows = collect_rows(reports, specs)
     write_results(rows, run_dir / RESULTS_FILENAME)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "diverged", "failed")}

@@ -25,6 +25,7 @@ from flops_fit.fit import Comparison, IsoFLOPFit, ParametricFit, compare, fit_is
 from flops_fit.fitchecks import backtest, describe_backtest, exponents_by_count, parametric_a_in_budget_units
 from flops_fit.isoflop import RESIDUAL_NOTE_SIGMAS
 from flops_fit.noise import SeedNoise, seed_noise
+from flops_fit.tablecheck import check_table
 
 #: Past this many decades beyond the largest swept budget, predict() warns.
 EXTRAPOLATION_WARN_DECADES = 3.0
@@ -54,14 +55,17 @@ class Result:
                  seed: int | None = 0, level: float = 0.9, path: str | Path | None = None) -> None:
         if param_count not in PARAM_COUNTS:
             raise ValueError(f"param_count must be one of {PARAM_COUNTS}, got {param_count!r}")
+        if n_boot < 0:
+            raise ValueError(f"n_boot must be >= 0 (0 skips the intervals), got {n_boot}")
         missing = [c for c in ("budget", "tokens", "loss", "status", param_count) if c not in results]
         if missing:
             raise ValueError(f"results table lacks columns {missing}")
-        self.results = results.reset_index(drop=True)
+        self.results, self.notes, fittable = check_table(results, param_count)
         self.param_count, self.n_boot, self.seed, self.level = param_count, n_boot, seed, level
         self.path = None if path is None else Path(path)
-        self.notes: list[str] = []
         self.fit_data = self._select_runs()
+        if not fittable:  # a malformed or degenerate table never reaches the fits
+            self.fit_data = self.fit_data.iloc[0:0]
         d = self.fit_data
         self.noise: SeedNoise = seed_noise(d, param_count)
         sigma = self.noise.sigma if self.noise.measured else None
@@ -79,7 +83,7 @@ class Result:
                 d[param_count], d["tokens"], d["loss"], n_boot=n_boot, level=level, seed=seed))
             if self.parametric is not None:
                 self._note_parametric()
-        else:
+        elif fittable:
             self.notes.append(f"Approach 3 not fitted: {len(d)} usable runs (needs at least 5)")
         self.comparison: Comparison | None = None
         if self.isoflop is not None and self.parametric is not None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from flops_fit.config import SweepConfig, TrainOptions
 from flops_fit.engine import FINISHED_DIR, TrialReport, expected_cost, resolve_config, run_sweep
+from flops_fit.errors import SweepInterrupted
 from flops_fit.plan import TrialSpec
 from flops_fit.ray.compat import init_loopback_only, set_restored_callbacks, ship_by_value
 
@@ -64,8 +65,15 @@ class TuneBackend:
                 import ray
 
                 ray.shutdown()
-        return [TrialReport(spec=r.config["spec"], metrics=dict(r.metrics or {}),
-                            error=None if r.error is None else str(r.error)) for r in grid]
+        # A trial Tune never started has no config; one still running when Ctrl-C came has no
+        # final status. Either means Tune caught SIGINT and returned early (issue 13, fault 1).
+        reports = [TrialReport(spec=r.config["spec"], metrics=dict(r.metrics or {}),
+                               error=None if r.error is None else str(r.error)) for r in grid if r.config]
+        unfinished = len(reports) < len(specs) or any(
+            r.error is None and r.metrics.get("status") not in ("ok", "diverged") for r in reports)
+        if unfinished:
+            raise SweepInterrupted(reports)
+        return reports
 
     def _fit(self, cfg: SweepConfig, specs: list[TrialSpec], workload: Any, run_dir: Path, resuming: bool,
              progress: bool) -> Any:

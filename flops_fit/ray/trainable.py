@@ -46,14 +46,37 @@ def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_record(record: Path, trial_id: str) -> dict[str, Any] | None:
+    """A finished trial's record, or None when it is missing or damaged.
+
+    A record that does not parse, or names another trial or no final status, is moved aside
+    to ``<trial>.json.bad`` (kept for inspection) and the trial retrains, like a damaged shard.
+    """
+    if not record.is_file():
+        return None
+    try:
+        data = json.loads(record.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        if data.get(SPEC_ID, trial_id) != trial_id or data.get("status") not in ("ok", "diverged"):
+            raise ValueError(f"does not match trial {trial_id}")
+        return data
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        print(f"damaged finished-trial record {record} ({exc}); moved to {record.name}.bad, retraining",
+              flush=True)
+        record.replace(record.with_name(record.name + ".bad"))
+        return None
+
+
 def run_trial_on_worker(config: dict[str, Any], workload: "Workload", train_options: "TrainOptions",
                         record_dir: str) -> None:
     import ray
 
     spec = TrialSpec.from_dict(config["spec"])
     record = Path(record_dir) / f"{spec.trial_id}.json"
-    if record.is_file():  # finished before the driver restarted: no training
-        tune.report({**json.loads(record.read_text()), "replayed": True})
+    replay = read_record(record, spec.trial_id)
+    if replay is not None:  # finished before the driver restarted: no training
+        tune.report({**replay, "replayed": True})
         return
     checkpoint = tune.get_checkpoint()
     scratch = tempfile.mkdtemp(prefix="flops_fit_ckpt_")

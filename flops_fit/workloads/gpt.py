@@ -8,6 +8,7 @@ that the built shape is the planned one.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,9 @@ class ReferenceGPT(TrainedWorkload):
     def plan(self, plan_cfg: "PlanConfig") -> list["TrialSpec"]:
         # A named tokenizer brings its own vocabulary: the grid is planned with its real size.
         cfg = dataclasses.replace(plan_cfg, vocab_size=self.data.vocab_size or plan_cfg.vocab_size)
+        if cfg.vocab_size != plan_cfg.vocab_size:  # a byte-level BPE has >= 257 tokens, and a small corpus caps it
+            print(f"note: vocab_size {plan_cfg.vocab_size} became {cfg.vocab_size}: the tokenizer trained on "
+                  "this data has that many tokens; the grid is planned with it", file=sys.stderr, flush=True)
         return plan(cfg, sizes=GPTSizes(cfg))
 
     def preflight(self, specs: list["TrialSpec"]) -> None:

@@ -1,0 +1,59 @@
+"""Issue 13 faults 1 and 3 with real processes: Ctrl-C to the real CLI, two real drivers."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+
+import pytest
+from rel_helpers import LineReader, descendants, kill_pids, subprocess_env, sweep_cli
+
+from flops_fit.results import read_results
+
+DONE = re.compile(r"\] (\S+): (ok, val loss .*)$", re.M)
+
+
+@pytest.mark.slow
+def test_ctrl_c_writes_partial_results_and_exits_130(tmp_path, smoke_cache, ray_tmp):
+    env = subprocess_env(ray_tmp)
+    cmd = sweep_cli(tmp_path / "runs", smoke_cache, "intr", "--checkpoint-every-s", "1", "--max-concurrent-trials", "2")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = LineReader(proc)
+    tree = []
+    try:
+        assert out.wait_for(lambda lines: any(DONE.search(x) for x in lines), timeout=240), out.text()[-3000:]
+        tree = descendants(proc.pid)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends; Tune catches it and returns early
+        rc = proc.wait(120)
+        text = out.text()
+        assert rc == 130, text[-3000:]  # was rc 1 with TypeError: 'NoneType' object is not subscriptable
+        assert "Traceback" not in text
+        assert "flops-fit: interrupted; rerun the same command to resume" in text
+        rows = read_results(tmp_path / "runs" / "intr")
+        assert len(rows) >= 1 and set(rows["status"]) <= {"ok", "diverged"}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        kill_pids([p for p in tree if p.is_running()])
+
+
+@pytest.mark.slow
+def test_second_driver_on_one_sweep_is_refused(tmp_path, ray_tmp):
+    env = subprocess_env(ray_tmp)
+    cmd = sweep_cli(tmp_path / "runs", tmp_path / "cache", "dup", "--simulate")
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = LineReader(first)
+    try:
+        assert out.wait_for(lambda lines: any("starting sweep" in x for x in lines), timeout=120), out.text()
+        second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert first.poll() is None, "first driver ended before the second started; the test proves nothing"
+        assert second.returncode == 2, second.stdout + second.stderr  # was 0, training all 9 trials again
+        assert "is in use by another driver (pid" in second.stderr and str(first.pid) in second.stderr
+        assert first.wait(180) == 0, out.text()[-3000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+    # the lock went with its driver: a rerun resumes instead of being refused
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
