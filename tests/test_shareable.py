@@ -168,3 +168,25 @@ def test_shard_preparation_shows_a_progress_bar_only_on_a_terminal(tmp_path, sam
     monkeypatch.setattr("sys.stderr", io.StringIO())  # not a terminal
     monkeypatch.delenv("FLOPS_FIT_QUIET")
     assert not tokenizer.progress_enabled()
+
+
+def test_progress_counts_trials_restored_as_finished_after_a_resume(capsys):
+    # A resumed sweep's trials that ended before the restart are restored TERMINATED and never
+    # complete again; the count used to end at "7/9 done" with 9 ok.
+    from types import SimpleNamespace
+
+    from flops_fit.ray.progress import SweepProgress
+
+    def trial(tid, status):
+        return SimpleNamespace(config={"spec": {"trial_id": tid}}, trial_id=tid, status=status,
+                               last_result={"status": "ok", "loss": 3.0})
+
+    restored = [trial(f"t{i}", "TERMINATED") for i in range(7)]
+    live = [trial("t7", "RUNNING"), trial("t8", "RUNNING")]
+    prog = SweepProgress(9)
+    prog.on_trial_start(0, restored + live, live[0])
+    assert "7/9 done" in capsys.readouterr().out
+    prog.on_trial_complete(0, restored + live, live[0])
+    live[0].status = "TERMINATED"
+    prog.on_trial_complete(0, restored + live, live[1])
+    assert capsys.readouterr().out.strip().splitlines()[-1].split("|")[1].strip() == "9/9 done"

@@ -20,6 +20,7 @@ class SweepProgress(tune.Callback):
     def __init__(self, total: int, already_done: int = 0, costs: dict[str, float] | None = None):
         # No stream attribute: Tune pickles callbacks with the experiment state.
         self.total = total
+        self.base = already_done
         self.done = already_done
         self.t0 = time.monotonic()
         self.last_loss: dict[str, float] = {}
@@ -34,10 +35,18 @@ class SweepProgress(tune.Callback):
             return None
         return left / (done / elapsed)
 
+    @staticmethod
+    def _id(trial: Any) -> str:
+        return (trial.config or {}).get("spec", {}).get("trial_id", trial.trial_id)
+
     def _line(self, trials: list[Any], trial: Any, text: str) -> None:
+        # Trials that ended before a resume are restored TERMINATED and never complete again:
+        # count them from Tune's own list, or a resumed sweep ends at "7/9 done" with 9 ok.
+        self.finished |= {self._id(t) for t in trials if t.status in ("TERMINATED", "ERROR")}
+        self.done = self.base + len(self.finished)
         running = sum(t.status == "RUNNING" for t in trials)
         pending = sum(t.status == "PENDING" for t in trials)
-        spec_id = trial.config.get("spec", {}).get("trial_id", trial.trial_id)
+        spec_id = self._id(trial)
         elapsed = time.monotonic() - self.t0
         eta = self.eta_s(elapsed)
         eta_text = "" if eta is None else f" | ETA {eta:.0f}s"
@@ -56,8 +65,8 @@ class SweepProgress(tune.Callback):
             self._line(trials, trial, f"step {result.get('step')} train_loss {result['train_loss']:.4f}")
 
     def _finish(self, trial: Any) -> None:
-        self.done += 1
-        self.finished.add(trial.config.get("spec", {}).get("trial_id", trial.trial_id))
+        self.finished.add(self._id(trial))
+        self.done = self.base + len(self.finished)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial)
