@@ -3,6 +3,7 @@ fit of the gathered table recovers that law."""
 
 from __future__ import annotations
 
+import glob
 import subprocess
 import sys
 
@@ -38,9 +39,13 @@ def test_cli_simulate_then_fit_and_predict_from_the_saved_table(tmp_path):
     common = ["--storage-path", str(tmp_path), "--name", "cli", "--budgets", "1e18", "1e19", "1e20",
               "--points-per-budget", "7", "--vocab-size", "32000", "--seq-len", "1024", "--n-boot", "20",
               "--simulate", "--simulate-noise", "0.003"]
+    sessions = lambda: set(glob.glob("/tmp/ray/session_2*"))  # noqa: E731
+    before = sessions()
     done = subprocess.run(run + ["sweep", "--preset", "tiny", *common], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Compute-optimal" in done.stdout
+    # The private runtime removes its /tmp/ray/session_* directory (about 3 MB each) at exit.
+    assert not sessions() - before, f"left behind: {sessions() - before}"
     fit = subprocess.run(run + ["fit", str(tmp_path / "cli"), "--n-boot", "20"], capture_output=True, text=True,
                          timeout=300)
     assert fit.returncode == 0, fit.stderr[-3000:]

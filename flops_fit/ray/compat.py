@@ -88,3 +88,26 @@ def ship_by_value(*objects: Any) -> None:
         if module.__name__.split(".")[0] in ("flops_fit", "torch", "numpy"):
             continue
         cloudpickle.register_pickle_by_value(module)
+
+
+def shutdown_private_ray() -> None:
+    """Shut down a runtime started by :func:`init_loopback_only` and delete its session
+    directory (``/tmp/ray/session_*``: logs, sockets, about 3 MB a sweep), which Ray leaves
+    behind; a cluster's sessions are never touched (this is only called for a private one).
+
+    Internal touched: ``ray._private.worker._global_node.get_session_dir_path()``, the
+    running node's session directory (Ray 2.60), read before shutdown clears it.
+    """
+    import shutil
+
+    import ray
+    from ray._private import worker
+
+    node = getattr(worker, "_global_node", None)
+    session = node.get_session_dir_path() if node is not None else None
+    ray.shutdown()
+    if session and os.path.basename(session).startswith("session_"):
+        shutil.rmtree(session, ignore_errors=True)
+        latest = os.path.join(os.path.dirname(session), "session_latest")
+        if os.path.islink(latest) and not os.path.exists(latest):
+            os.unlink(latest)

@@ -17,27 +17,28 @@ from flops_fit.config import SweepConfig, TrainOptions
 from flops_fit.engine import FINISHED_DIR, TrialReport, expected_cost, resolve_config, run_sweep
 from flops_fit.errors import SweepInterrupted
 from flops_fit.plan import TrialSpec
-from flops_fit.ray.compat import init_loopback_only, set_restored_callbacks, ship_by_value
+from flops_fit.ray.compat import init_loopback_only, set_restored_callbacks, ship_by_value, shutdown_private_ray
 
 
-def _ensure_ray(cfg: SweepConfig) -> bool:
+def _ensure_ray(cfg: SweepConfig) -> str | None:
     """Attach to a cluster (address= or $RAY_ADDRESS; "auto" is the one `ray start` runs on
     this machine, as under `ray submit`) or start a private Ray in-process on loopback.
 
     A private runtime is the default even when some cluster runs on this machine: a sweep
-    must not land on a stale or foreign cluster by accident. Returns whether it started Ray.
+    must not land on a stale or foreign cluster by accident. Returns what it started:
+    "private", "attached", or None when Ray was already running.
     """
     import ray
 
     if ray.is_initialized():
-        return False
+        return None
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)
-    else:
-        start_private_ray()
-    return True
+        return "attached"
+    start_private_ray()
+    return "private"
 
 
 def start_private_ray(num_cpus: int | None = None) -> None:
@@ -61,7 +62,9 @@ class TuneBackend:
         try:
             grid = self._fit(cfg, specs, workload, run_dir, resuming, progress)
         finally:
-            if started_ray:
+            if started_ray == "private":  # and its /tmp/ray/session_* directory with it
+                shutdown_private_ray()
+            elif started_ray:
                 import ray
 
                 ray.shutdown()

@@ -24,7 +24,7 @@ PROBE = textwrap.dedent(
     from flops_fit.config import SweepConfig
     from flops_fit.ray.sweep import _ensure_ray
     import ray, psutil
-    assert _ensure_ray(SweepConfig()) is True  # started the embedded runtime
+    assert _ensure_ray(SweepConfig()) == "private"  # started the embedded runtime
 
     @ray.remote
     def pid():
