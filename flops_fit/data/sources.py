@@ -13,6 +13,7 @@ import json
 import os
 import re
 import socket
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,13 +168,54 @@ def _probe_hub() -> str | None:
     return result[0] if result else f"no answer from {host}:{port} in {HUB_PROBE_TIMEOUT_S + 1:.0f} s"
 
 
+#: Above this fraction of stories without text (null, or a row with another key than the text
+#: column) a source is refused; below it the loss is stated.
+MAX_MISSING_TEXT = 0.05
+
+
 def _text_column(ds: Any, where: str) -> str:
-    if "text" in ds.column_names:
-        return "text"
     strings = [c for c, f in ds.features.items() if getattr(f, "dtype", None) in {"string", "large_string"}]
+    if "text" in ds.column_names:
+        dtype = getattr(ds.features["text"], "dtype", None)
+        if dtype not in {"string", "large_string", "null"}:
+            raise ValueError(f"{where}: the 'text' column holds {dtype} values, not text; "
+                             "write each story as a JSON string")
+        return "text"
     if len(strings) == 1:
         return strings[0]
     raise ValueError(f"{where}: need a 'text' column (or exactly one string column); columns are {ds.column_names}")
+
+
+def _check_files(files: list[Path], where: str) -> None:
+    """Empty or non-UTF-8 files are refused by name before ``datasets`` turns them into a
+    SchemaInferenceError, StopIteration or UnicodeDecodeError deep in its builder."""
+    for f in files:
+        if f.stat().st_size == 0:
+            raise ValueError(f"{where}: {f} is empty; add stories to it or remove it")
+        if f.suffix in (".txt", ".jsonl", ".json"):
+            with open(f, "rb") as fh:
+                data = fh.read()
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{where}: {f} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                                 f"re-encode it, e.g. iconv -f latin1 -t utf-8 {f.name}") from None
+            if not data.strip():
+                raise ValueError(f"{where}: {f} holds only whitespace; add stories to it or remove it")
+
+
+def _check_missing_text(ds: Any, col: str, where: str) -> None:
+    """Stories without text (null, or rows that used another key) would train as empty
+    strings without a word: stated, and refused above ``MAX_MISSING_TEXT``."""
+    missing = int(ds.data.column(col).null_count)
+    if not missing:
+        return
+    others = [c for c in ds.column_names if c != col]
+    hint = f" (rows with another key: columns are {ds.column_names})" if others else ""
+    text = f"{where}: {missing:,} of {len(ds):,} stories have no '{col}'{hint}"
+    if missing > MAX_MISSING_TEXT * len(ds):
+        raise ValueError(f"{text}; more than {MAX_MISSING_TEXT:.0%} is refused: fix the file")
+    print(f"note: {text}; they are skipped as empty", file=sys.stderr)
 
 
 def _txt_stories(files: list[str], stamps: list[Any]) -> Any:
@@ -212,6 +254,7 @@ class StorySource:
             self._ds = _load_hub(self.spec.name, self.split, self.hf_cache)
         else:
             files, carve = local_files(self.spec, self.split)
+            _check_files(files, f"local source {self.spec.name!r}")
             kind = _EXTENSIONS[files[0].suffix]
             names = [str(f) for f in files]
             if kind == "text":
@@ -229,6 +272,8 @@ class StorySource:
                 self._len = len(ds) - n_val if self.split == "train" else n_val
             self._ds = ds
         self._col = _text_column(self._ds, self.spec.name)
+        if self.spec.kind != "hub":
+            _check_missing_text(self._ds, self._col, f"local source {self.spec.name!r}")
         self._ds = self._ds.select_columns([self._col])
 
     def __len__(self) -> int:
