@@ -55,3 +55,23 @@ def test_a_few_missing_texts_are_stated_not_hidden(tmp_path, capsys):
     _, count = open_split(str(path), "train", tmp_path / "cache")
     assert count > 0
     assert "3 of 100 stories have no 'text'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".txt"])
+def test_a_damaged_datasets_cache_is_rebuilt(tmp_path, capsys, suffix):
+    # Fault 4: a truncated Arrow file under <cache>/hf failed every run with "Expected to read
+    # ... metadata bytes", blamed on the source, until the cache was deleted by hand.
+    path = tmp_path / f"stories{suffix}"
+    if suffix == ".jsonl":
+        jsonl(path, [{"text": f"{STORY} {i}"} for i in range(300)])
+    else:
+        path.write_text("".join(f"{STORY} {i}\n\n" for i in range(300)))
+    _, first = open_split(str(path), "train", tmp_path / "cache")
+    arrows = list((tmp_path / "cache" / "hf").rglob("*.arrow"))
+    assert arrows
+    for arrow in arrows:
+        with open(arrow, "r+b") as f:
+            f.truncate(100)
+    stories, again = open_split(str(path), "train", tmp_path / "cache")
+    assert again == first and stories.stories(0, 1)[0].startswith("Once upon a time")
+    assert "rebuilt 1 damaged datasets cache dir" in capsys.readouterr().err

@@ -234,6 +234,44 @@ def _txt_stories(files: list[str], stamps: list[Any]) -> Any:
                     block.append(line)
 
 
+def _broken_arrow_dirs(hf_cache: Path) -> list[Path]:
+    """Builder directories under the ``datasets`` cache holding an Arrow file that does not
+    read back whole (a truncated write, a damaged disk)."""
+    import pyarrow as pa
+
+    broken = set()
+    for path in hf_cache.rglob("*.arrow"):
+        try:
+            with pa.memory_map(str(path)) as source:
+                pa.ipc.open_stream(source).read_all()
+        except (pa.ArrowInvalid, OSError):
+            broken.add(path.parent)
+    return sorted(broken)
+
+
+def _with_cache_repair(build: Any, hf_cache: Path, where: str) -> Any:
+    """``build()``; when it fails on a damaged ``datasets`` cache, the damaged builder
+    directories are removed and it runs once more (the cache is rebuilt like a bad shard).
+    Otherwise the error names the cache directory and the fix instead of blaming the source."""
+    import shutil
+
+    try:
+        return build()
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types for one damaged cache
+        first = exc
+    broken = _broken_arrow_dirs(hf_cache) if hf_cache.exists() else []
+    for d in broken:
+        shutil.rmtree(d, ignore_errors=True)
+    if broken:
+        print(f"note: {where}: rebuilt {len(broken)} damaged datasets cache dir(s) under {hf_cache}", file=sys.stderr)
+        try:
+            return build()
+        except Exception as exc:  # noqa: BLE001
+            first = exc
+    raise ValueError(f"{where} cannot be read ({type(first).__name__}: {str(first).splitlines()[0] if str(first) else ''}); "
+                     f"if its datasets cache {hf_cache} is damaged, delete that directory and rerun") from first
+
+
 class StorySource:
     """Opened stories of one split: ``len`` and ``stories(start, count)``. Hub and local
     files load through ``datasets`` (memory-mapped Arrow) on first use only."""
@@ -257,12 +295,14 @@ class StorySource:
             _check_files(files, f"local source {self.spec.name!r}")
             kind = _EXTENSIONS[files[0].suffix]
             names = [str(f) for f in files]
-            if kind == "text":
-                stamps = [(f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-                ds = datasets.Dataset.from_generator(_txt_stories, gen_kwargs={"files": names, "stamps": stamps},
-                                                     cache_dir=str(self.hf_cache))
-            else:
-                ds = datasets.load_dataset(kind, data_files=names, split="train", cache_dir=str(self.hf_cache))
+            def build() -> Any:
+                if kind == "text":
+                    stamps = [(f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+                    return datasets.Dataset.from_generator(
+                        _txt_stories, gen_kwargs={"files": names, "stamps": stamps}, cache_dir=str(self.hf_cache))
+                return datasets.load_dataset(kind, data_files=names, split="train", cache_dir=str(self.hf_cache))
+
+            ds = _with_cache_repair(build, self.hf_cache, f"local source {self.spec.name!r}")
             if carve:
                 n_val = holdout_size(len(ds))
                 if len(ds) < 2:
