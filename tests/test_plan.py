@@ -122,3 +122,10 @@ def test_unknown_preset_and_option_are_refused():
         preset("huge")
     with pytest.raises(PlanError, match="unknown option"):
         preset("tiny").replace(bogus=1)
+
+
+def test_a_vocabulary_below_a_byte_level_bpe_is_refused_not_silently_raised():
+    # --vocab-size 1 used to become 257 without a word.
+    with pytest.raises(PlanError, match="vocab_size=1: the reference GPT's byte-level BPE has at least 257"):
+        PlanConfig(budgets=(1e12,), vocab_size=1)
+    assert PlanConfig(budgets=(1e12,), vocab_size=257).vocab_size == 257
