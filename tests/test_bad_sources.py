@@ -75,3 +75,18 @@ def test_a_damaged_datasets_cache_is_rebuilt(tmp_path, capsys, suffix):
     stories, again = open_split(str(path), "train", tmp_path / "cache")
     assert again == first and stories.stories(0, 1)[0].startswith("Once upon a time")
     assert "rebuilt 1 damaged datasets cache dir" in capsys.readouterr().err
+
+
+def test_a_vocabulary_the_corpus_cannot_fill_is_stated_and_planned_with_its_real_size(tmp_path, capsys):
+    # --vocab-size 100000 became 2,842 on the sample without a word.
+    from flops_fit.config import DataOptions
+    from flops_fit.plan import PlanConfig
+    from flops_fit.workloads.gpt import ReferenceGPT
+
+    workload = ReferenceGPT.on(DataOptions(source="sample", cache_dir=str(tmp_path)))
+    cfg = PlanConfig(budgets=(1e12,), vocab_size=100_000, seq_len=64)
+    workload.prepare(cfg)
+    specs = workload.plan(cfg)
+    real = specs[0].model["vocab_size"]
+    assert real < 100_000
+    assert f"note: vocab_size 100000 became {real}" in capsys.readouterr().err
