@@ -49,3 +49,17 @@ def test_unknown_or_missing_tracker_fails_in_one_line(tmp_path, monkeypatch):
     with pytest.raises(PlanError, match=r'pip install "flops-fit\[wandb\]"'):
         require_tracker("wandb")
 
+
+
+def test_wandb_offline_logs_every_trial(ray_session, tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="wandb not installed (pip install 'flops-fit[wandb]')")
+    from flops_fit.ray import sweep
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = SweepConfig.of(budgets=(1e18, 1e19), points_per_budget=3, span=12.0, vocab_size=32000, seq_len=1024,
+                         simulate=LAW, storage_path=str(tmp_path), name="wb", n_boot=0, tracker="wandb")
+    result = sweep(cfg, progress=False)
+    # One offline W&B run per trial, written under the sweep directory (no account, no network).
+    offline = list((tmp_path / "wb").rglob("offline-run-*"))
+    assert len(offline) == len(result.results), offline

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +59,14 @@ def tracker_callbacks(cfg: SweepConfig, run_dir: Path) -> list[Any]:
         _mlflow_experiment(cfg, run_dir)
         return [MLflowLoggerCallback(tracking_uri=mlflow_uri(cfg, run_dir), experiment_name=cfg.name,
                                      tags={"flops_fit.sweep": str(run_dir)})]
-    if cfg.tracker == "wandb":  # offline when WANDB_MODE=offline (wandb's own switch)
+    if cfg.tracker == "wandb":
         from ray.air.integrations.wandb import WandbLoggerCallback
 
-        return [WandbLoggerCallback(project=cfg.name, dir=str(run_dir))]
+        # Tune's W&B logging actors get only WANDB_API_KEY from the driver's environment, not
+        # WANDB_MODE (their workers were started with the runtime): pass the mode through
+        # wandb.init's own argument, so WANDB_MODE=offline is honoured.
+        mode = {"mode": os.environ["WANDB_MODE"]} if os.environ.get("WANDB_MODE") else {}
+        return [WandbLoggerCallback(project=cfg.name, dir=str(run_dir), **mode)]
     # Tune's default loggers already write TensorBoard event files into each trial's directory
     # under the sweep directory (tensorboard --logdir <sweep dir>); adding TBXLoggerCallback
     # again would write every event twice.
