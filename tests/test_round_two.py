@@ -139,3 +139,24 @@ def test_driver_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
     lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": now - 500, "lease_until": now - 1}))
     with driver_lock(tmp_path):  # another host's expired lease: stale
         pass
+
+
+def test_a_damaged_record_retrains_in_a_real_sweep(ray_session, tmp_path):
+    # Item 2 through real Tune workers: a truncated finished-trial record failed its trial on
+    # every attempt (JSONDecodeError, recorded `failed`); now it is moved aside and retrained.
+    from flops_fit.config import SweepConfig
+    from flops_fit.engine import FINISHED_DIR
+    from flops_fit.plan import plan
+    from flops_fit.ray import sweep
+
+    law = {"E": 1.8, "A": 480.0, "B": 2100.0, "alpha": 0.35, "beta": 0.37, "noise": 0.003}
+    cfg = SweepConfig.of(budgets=(1e18, 1e19), points_per_budget=3, span=12.0, vocab_size=32000, seq_len=1024,
+                         simulate=law, storage_path=str(tmp_path), name="dmg", n_boot=0)
+    victim = plan(cfg.plan)[0].trial_id
+    finished = tmp_path / "dmg" / FINISHED_DIR
+    finished.mkdir(parents=True)
+    (finished / f"{victim}.json").write_text('{"status": "ok", "loss": 3.')
+    result = sweep(cfg, progress=False)
+    assert set(result.results["status"]) == {"ok"}
+    assert (finished / f"{victim}.json.bad").read_text() == '{"status": "ok", "loss": 3.'
+    assert (finished / f"{victim}.json").is_file()  # its new, good record
