@@ -30,10 +30,6 @@ def deepseek_batch_tokens(budget: float) -> float:
     return 0.292 * budget**0.3271
 
 
-#: A byte-level BPE's least vocabulary: 256 byte tokens and the end-of-story token.
-MIN_VOCAB_SIZE = 257
-
-
 @dataclass(frozen=True)
 class PlanConfig:
     """Everything that decides the grid. Two sweeps with equal configs plan equal grids."""
@@ -89,9 +85,6 @@ class PlanConfig:
                 raise PlanError(f"{name} must be positive, got {getattr(self, name)!r}")
         if not self.span > 1:
             raise PlanError(f"span must be > 1 (largest/smallest model ratio), got {self.span!r}")
-        if isinstance(self.vocab_size, int) and 1 <= self.vocab_size < MIN_VOCAB_SIZE:
-            raise PlanError(f"vocab_size={self.vocab_size}: the reference GPT's byte-level BPE has at least "
-                            f"{MIN_VOCAB_SIZE} tokens (256 bytes + end of story); use --vocab-size {MIN_VOCAB_SIZE} or more")
         if isinstance(self.replicates, bool) or not isinstance(self.replicates, int) or self.replicates < 0:
             raise PlanError(f"replicates must be a whole number >= 0, got {self.replicates!r}")
         for name in ("vocab_size", "seq_len", "min_steps", "max_batch_size"):

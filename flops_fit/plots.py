@@ -129,6 +129,7 @@ def plot_frontier(result: Any, path: Path) -> Path:
     iso, par = result.isoflop, result.parametric
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharex=True)
     for ax, what, label in ((axes[0], "n", "N_opt"), (axes[1], "d", "D_opt")):
+        shown: list[float] = []  # every y drawn: a log axis with no positive one cannot be laid out
         for fit, colour, name, ls in ((iso, C_ISO, "Approach 2", "-"), (par, C_PAR, "Approach 3", "--")):
             if fit is None or not np.isfinite(getattr(fit, "a", np.nan)) or getattr(fit, "determined", None) is False:
                 continue
@@ -142,18 +143,26 @@ def plot_frontier(result: Any, path: Path) -> Path:
                 if band is not None:
                     ax.fill_between(cs, *band, color=colour, alpha=0.15, lw=0)
             ax.plot(cs, fn(fit), color=colour, ls=ls, lw=1.6, label=text)
+            shown += list(np.ravel(fn(fit)))
         if iso is not None:
             used = [o for o in iso.optima if o.used and np.isfinite(o.n_opt)]
             out = [o for o in iso.optima if not o.used and np.isfinite(o.n_opt) and o.n_opt > 0]
             get = (lambda o: o.n_opt) if what == "n" else (lambda o: o.d_opt)
             ax.scatter([o.budget for o in used], [get(o) for o in used], s=28, color="black",
                        zorder=4, label="IsoFLOP minima")
+            shown += [get(o) for o in used + out]
             if out:
                 ax.scatter([o.budget for o in out], [get(o) for o in out], s=28, facecolors="none",
                            edgecolors="0.4", zorder=4, label="excluded minima")
         _mark_data_range(ax, result)
+        drawn = any(np.isfinite(v) and v > 0 for v in np.asarray(shown, dtype=float))
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        ax.set_xlim(cs.min(), cs.max())
+        if drawn:
+            ax.set_yscale("log")
+        else:  # nothing determined: say so (a log axis with no data cannot even be laid out)
+            ax.text(0.5, 0.5, "no frontier determined by these runs\n(see the notes)", transform=ax.transAxes,
+                    ha="center", va="center", color="0.4")
         ax.set_xlabel("training FLOPs C")
         ax.set_ylabel(f"${label[0]}_{{opt}}$ ({'parameters' if what == 'n' else 'tokens'})")
         ax.grid(True, which="major", alpha=0.3)

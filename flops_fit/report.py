@@ -307,6 +307,10 @@ class Result:
     def chinchilla_table(self, budgets: Iterable[float] | None = None) -> str:
         """The compute-optimal table as markdown (flops-fit v1.0's name), for a README or PR."""
         rows = ["| Compute Budget | Optimal N | Optimal D | D/N Ratio | Predicted Loss |", "|---:|---:|---:|---:|---:|"]
+        if self.primary is None:  # nothing determined: the table says so instead of raising
+            return "\n".join(rows + ["| undetermined | - | - | - | - |", "",
+                                      "No compute-optimal allocation is determined by these runs:"]
+                              + [f"- {n}" for n in self.notes])
         for _, r in self.table(budgets).iterrows():
             loss = "n/a" if math.isnan(r.loss) else f"{r.loss:.4f}"
             rows.append(f"| {r.budget:.3g} | {r.N_opt:.3g} | {r.D_opt:.3g} | {r.tokens_per_param:.1f} | {loss} |")

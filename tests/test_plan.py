@@ -125,7 +125,13 @@ def test_unknown_preset_and_option_are_refused():
 
 
 def test_a_vocabulary_below_a_byte_level_bpe_is_refused_not_silently_raised():
-    # --vocab-size 1 used to become 257 without a word.
+    # --vocab-size 1 used to become 257 without a word (the default tokenizer is a byte-level BPE;
+    # a user's model and dataset may have any vocabulary, so only the reference GPT refuses).
+    from flops_fit.config import DataOptions
+    from flops_fit.workloads.gpt import ReferenceGPT
+
+    workload = ReferenceGPT.on(DataOptions(source="sample"))
     with pytest.raises(PlanError, match="vocab_size=1: the reference GPT's byte-level BPE has at least 257"):
-        PlanConfig(budgets=(1e12,), vocab_size=1)
-    assert PlanConfig(budgets=(1e12,), vocab_size=257).vocab_size == 257
+        workload.plan(PlanConfig(budgets=(1e12,), vocab_size=1, seq_len=64))
+    assert workload.plan(PlanConfig(budgets=(1e12,), vocab_size=257, seq_len=64))
+    assert PlanConfig(budgets=(1e12,), vocab_size=64).vocab_size == 64  # other workloads keep theirs

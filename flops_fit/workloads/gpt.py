@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flops_fit.config import DataOptions
+from flops_fit.errors import PlanError
 from flops_fit.plan import plan
 from flops_fit.sizes import GPTSizes, gpt_shape
 from flops_fit.workloads.base import TrainedWorkload
@@ -20,6 +21,10 @@ from flops_fit.workloads.stories import StoryData
 
 if TYPE_CHECKING:
     from flops_fit.plan import PlanConfig, TrialSpec
+
+
+#: A byte-level BPE's least vocabulary: 256 byte tokens and the end-of-story token.
+MIN_VOCAB_SIZE = 257
 
 
 @dataclass
@@ -35,6 +40,10 @@ class ReferenceGPT(TrainedWorkload):
         self.data.prepare(plan_cfg.vocab_size)
 
     def plan(self, plan_cfg: "PlanConfig") -> list["TrialSpec"]:
+        if self.data.options.tokenizer_name is None and plan_cfg.vocab_size < MIN_VOCAB_SIZE:
+            raise PlanError(f"vocab_size={plan_cfg.vocab_size}: the reference GPT's byte-level BPE has at least "
+                            f"{MIN_VOCAB_SIZE} tokens (256 bytes + end of story); use --vocab-size {MIN_VOCAB_SIZE} "
+                            "or more")
         # A named tokenizer brings its own vocabulary: the grid is planned with its real size.
         cfg = dataclasses.replace(plan_cfg, vocab_size=self.data.vocab_size or plan_cfg.vocab_size)
         if cfg.vocab_size != plan_cfg.vocab_size:  # a byte-level BPE has >= 257 tokens, and a small corpus caps it
