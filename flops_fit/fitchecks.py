@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from flops_fit.accounting import PARAM_COUNTS
-from flops_fit.isoflop import fit_isoflop
+from flops_fit.isoflop import fit_isoflop, interp_extended
 
 
 def parametric_a_in_budget_units(data: pd.DataFrame, param_count: str) -> Callable[[Any], float] | None:
@@ -30,17 +30,11 @@ def parametric_a_in_budget_units(data: pd.DataFrame, param_count: str) -> Callab
         return None
     n = data[param_count].to_numpy(float)
     fpt = data["flops"].to_numpy(float) / data["tokens"].to_numpy(float)
-    xs, first = np.unique(np.log(n), return_index=True)
-    ln_f = np.log(fpt)[first]
-    if xs.size < 2:
+    if np.unique(n).size < 2:
         return None
     budgets = np.unique(data["budget"].to_numpy(float))
-    grid = np.linspace(xs[0] - math.log(10), xs[-1] + math.log(10), 801)
-    slope_lo = (ln_f[1] - ln_f[0]) / (xs[1] - xs[0])
-    slope_hi = (ln_f[-1] - ln_f[-2]) / (xs[-1] - xs[-2])
-    ln_fg = np.interp(grid, xs, ln_f)
-    ln_fg = np.where(grid < xs[0], ln_f[0] + slope_lo * (grid - xs[0]), ln_fg)
-    ln_fg = np.where(grid > xs[-1], ln_f[-1] + slope_hi * (grid - xs[-1]), ln_fg)
+    grid = np.linspace(np.log(n.min()) - math.log(10), np.log(n.max()) + math.log(10), 801)
+    ln_fg = interp_extended(grid, np.log(n), np.log(fpt))
 
     def exponent(fit: Any) -> float:
         if len(budgets) < 2:

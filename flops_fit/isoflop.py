@@ -228,22 +228,26 @@ def _exp(v: float) -> float:
         return float(np.exp(v))
 
 
+def interp_extended(xv: float | np.ndarray, x: np.ndarray, y: np.ndarray) -> Any:
+    """y at xv, piecewise linear through the points (x, y) (first y per distinct x), and past
+    the ends along the end segments' slopes."""
+    xs, first = np.unique(x, return_index=True)
+    ys = y[first]
+    out = np.interp(xv, xs, ys)
+    lo_slope = (ys[1] - ys[0]) / (xs[1] - xs[0])
+    hi_slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
+    out = np.where(xv < xs[0], ys[0] + lo_slope * (xv - xs[0]), out)
+    return np.where(xv > xs[-1], ys[-1] + hi_slope * (xv - xs[-1]), out)
+
+
 def _d_at(xv: float | np.ndarray, x: np.ndarray, log_d: np.ndarray | None, budget: float) -> Any:
     """D at ln N = xv from the budget's own (N, D) pairs: piecewise linear in log-log, exact at
     every run under any FLOPs convention (a straight line through all of them is not:
     residuals 0.11-0.24 in ln D under the attention and non-embedding conventions)."""
     if log_d is None:
         return budget / (6.0 * np.exp(xv))
-    xs, first = np.unique(x, return_index=True)
-    ds = log_d[first]
-    out = np.interp(xv, xs, ds)
-    # past the ends: extend the end segments' slopes
-    lo_slope = (ds[1] - ds[0]) / (xs[1] - xs[0])
-    hi_slope = (ds[-1] - ds[-2]) / (xs[-1] - xs[-2])
-    out = np.where(xv < xs[0], ds[0] + lo_slope * (xv - xs[0]), out)
-    out = np.where(xv > xs[-1], ds[-1] + hi_slope * (xv - xs[-1]), out)
     with np.errstate(over="ignore"):
-        res = np.exp(out)
+        res = np.exp(interp_extended(xv, x, log_d))
     return float(res) if np.ndim(res) == 0 else res
 
 
