@@ -269,15 +269,26 @@ def _bootstrap(fit: IsoFLOPFit, designs: list[_Design], pool_map: np.ndarray, po
         n_draws.append(np.exp(xv))
         d_draws.append(d_at(xv, d.x, d.log_d, d.opt.budget))
     budgets = np.array([d.opt.budget for d in designs])
-    draws, failed = [], 0
-    for k in range(n_boot):
-        nk = np.array([nd[k] for nd in n_draws])
-        dk = np.array([dd[k] for dd in d_draws])
-        a, b, kn, kd = _frontier(budgets, nk, dk)
-        if not math.isfinite(a):
-            failed += 1
-            continue
-        optima = [BudgetOptimum(float(cb), float(nv), float(dv), math.nan, 0)
-                  for cb, nv, dv, d in zip(budgets, nk, dk, designs) if d.opt.used]
-        draws.append(IsoFLOPFit(a, b, kn, kd, optima, fit.d_source))
-    return Bootstrap(n_boot, failed, level, seed, draws, method="residual" if pool is not None else "seed")
+    nk, dk = np.stack(n_draws, 1), np.stack(d_draws, 1)
+    ok = np.isfinite(nk) & np.isfinite(dk) & (nk > 0) & (dk > 0)
+    a, ln_kn = _masked_line(np.log(budgets), np.log(np.where(ok, nk, 1.0)), ok)
+    b, ln_kd = _masked_line(np.log(budgets), np.log(np.where(ok, dk, 1.0)), ok)
+    used = [j for j, d in enumerate(designs) if d.opt.used]
+    draws = [IsoFLOPFit(float(a[k]), float(b[k]), _exp(ln_kn[k]), _exp(ln_kd[k]),
+                        [BudgetOptimum(float(budgets[j]), float(nk[k, j]), float(dk[k, j]), math.nan, 0) for j in used],
+                        fit.d_source) for k in range(n_boot) if math.isfinite(a[k])]
+    return Bootstrap(n_boot, n_boot - len(draws), level, seed, draws,
+                     method="residual" if pool is not None else "seed")
+
+
+def _masked_line(u: np.ndarray, v: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Slope and intercept of v on u by least squares, one line per row of v over its ``ok``
+    entries (the frontier of every bootstrap draw at once); NaN with fewer than two."""
+    w = ok.astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        um = (w * u).sum(1) / w.sum(1)
+        vm = (w * v).sum(1) / w.sum(1)
+        du = u - um[:, None]
+        slope = (w * du * (v - vm[:, None])).sum(1) / (w * du**2).sum(1)
+    slope = np.where(ok.sum(1) >= 2, slope, np.nan)
+    return slope, vm - slope * um
