@@ -55,7 +55,8 @@ class Bootstrap:
     seed: int | None
     draws: list[Any] = field(default_factory=list, repr=False)
     method: str = "resample"
-    """How the data were redrawn: "residual" (fixed design, resampled residuals), "seed"
+    """How the data were redrawn: "residual" (fixed design, resampled residuals), "normal"
+    (fixed design, Gaussian noise of the residuals' σ), "seed"
     (fixed design, Gaussian noise of the measured seed σ) or "resample" (runs with replacement)."""
 
     def interval(self, fn: Callable[[Any], float], level: float | None = None) -> tuple[float, float]:
