@@ -6,9 +6,13 @@ this machine's cores. Data: an IsoFLOP sweep drawn from the Chinchilla law with 
 ``--exhaustive`` also times L-BFGS from every one of the 4,500 starts (``top_k=None``).
 
 ``--calibration`` instead measures both approaches' bias, 90% coverage and interval width
-against the truth on synthetic laws with α ≠ β (docs/fitting.md, "Measured calibration").
+against the truth on synthetic laws with α ≠ β: two laws x 5 or 7 budgets x grids centred
+or 3x off-centre (docs/fitting.md, "Measured calibration"). ``--approach 2`` or ``3`` runs
+one (Approach 2 takes ~30 s, Approach 3 ~20 min on 2 shared cores); ``--a3-method`` picks
+Approach 3's bootstrap (``residual`` reproduces the rows before the default became ``normal``).
 
-    python benchmarks/bench_fit.py [--quick] [--exhaustive] [--calibration [--seeds 100]]
+    python benchmarks/bench_fit.py [--quick] [--exhaustive]
+    python benchmarks/bench_fit.py --calibration [--seeds 100] [--approach 2|3] [--a3-method normal]
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--n-boot", type=int, default=None)
     p.add_argument("--calibration", action="store_true", help="bias/coverage/width of both approaches")
     p.add_argument("--seeds", type=int, default=100)
+    p.add_argument("--approach", choices=("2", "3", "both"), default="both")
+    p.add_argument("--a3-method", default="normal", choices=("normal", "residual", "resample"))
     args = p.parse_args(argv)
     if args.calibration:
-        return calibration(args.seeds, args.n_boot or 200)
+        return calibration(args.seeds, args.n_boot or 200, args.approach, args.a3_method)
     repeats = 1 if args.quick else 3
     n_boot = args.n_boot or (20 if args.quick else 200)
 
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
-def calibration(seeds: int, n_boot: int) -> dict:
+def calibration(seeds: int, n_boot: int, which: str = "both", a3_method: str = "normal") -> dict:
     import math
 
     import numpy as np
@@ -83,11 +89,14 @@ def calibration(seeds: int, n_boot: int) -> dict:
         return f.a, f.interval(lambda g: g.a)
 
     def approach3(t):
-        f = fit_parametric(t.n, t.tokens, t.loss, n_boot=n_boot)
+        f = fit_parametric(t.n, t.tokens, t.loss, n_boot=n_boot, method=a3_method)
         return f.a, f.interval(lambda g: g.a)
 
     rows = []
+    chosen = {"2": ("Approach 2",), "3": ("Approach 3",)}.get(which, ("Approach 2", "Approach 3"))
     for name, est in (("Approach 2", approach2), ("Approach 3", approach3)):
+        if name not in chosen:
+            continue
         for law_name, law in (("Chinchilla", CHINCHILLA), ("asymmetric", ASYMMETRIC)):
             for budgets in (5, 7):
                 for off in (0.0, math.log10(3)):
@@ -96,7 +105,8 @@ def calibration(seeds: int, n_boot: int) -> dict:
                                  "grid": "3x off-centre" if off else "centred", "bias": round(c.bias, 4),
                                  "coverage": round(c.coverage, 3), "width_ratio": round(c.width_ratio, 3)})
                     print(f"  {rows[-1]}", file=sys.stderr, flush=True)
-    result = {"benchmark": "fit_calibration", "seeds": seeds, "n_boot": n_boot, "rows": rows}
+    result = {"benchmark": "fit_calibration", "seeds": seeds, "n_boot": n_boot, "a3_method": a3_method,
+              "rows": rows}
     emit(result, table(rows, ["approach", "law", "budgets", "grid", "bias", "coverage", "width_ratio"]))
     return result
 

@@ -169,16 +169,43 @@ def _print_calibration(name, c):
     print(f"\n{name}: {c.summary()}")
 
 
+#: Every design of the issue's target: two laws with α ≠ β, 5 and 7 budgets, grids centred
+#: and 3x off-centre (the optimum an eighth of a decade inside the smallest size).
+DESIGNS = [(law_name, law, k, off) for law_name, law in (("Chinchilla", CHINCHILLA), ("asymmetric", ASYMMETRIC))
+           for k in (5, 7) for off in (0.0, math.log10(3))]
+
+
+@pytest.mark.slow
 def test_approach2_intervals_are_calibrated_on_asymmetric_laws():
-    """100 seeds each of two laws with α ≠ β, centred 16x grids of 7 sizes, 1% noise."""
+    """100 seeds of each of the 8 designs, 16x grids of 7 sizes, 1% noise, 200 resamples:
+    |bias| < 0.01, coverage 85-95%, width <= 1.3x the seeds' spread (the issue's targets).
+    Before the curvature was pooled, the 3x off-centre designs had bias up to +0.016 and
+    widths 1.4-1.6x; ~25 s."""
     def estimate(t):
         f = fit_isoflop(t.budget, t.n, t.loss, t.tokens, n_boot=200)
         return f.a, f.interval(lambda g: g.a)
 
-    for name, law, budgets in (("Chinchilla, 5 budgets", CHINCHILLA, BUDGETS),
-                               ("asymmetric, 7 budgets", ASYMMETRIC, np.logspace(18, 22, 7))):
-        c = calibrate(estimate, law, budgets, seeds=100)
-        _print_calibration(f"Approach 2, {name}", c)
-        assert abs(c.bias) < 0.01
-        assert 0.85 <= c.coverage <= 0.97
-        assert c.width_ratio <= 1.35
+    failures = []
+    for law_name, law, k, off in DESIGNS:
+        c = calibrate(estimate, law, np.logspace(18, 22, k), seeds=100, centre_offset=off)
+        name = f"Approach 2, {law_name}, {k} budgets, {'3x off-centre' if off else 'centred'}"
+        _print_calibration(name, c)
+        if not (abs(c.bias) < 0.01 and 0.85 <= c.coverage <= 0.95 and c.width_ratio <= 1.3):
+            failures.append(f"{name}: {c.summary()}")
+    assert not failures, failures
+
+
+@pytest.mark.slow
+def test_approach3_intervals_are_calibrated_off_centre():
+    """Approach 3 on an off-centre asymmetric design (40 seeds x 100 resamples, ~35 s; every
+    design at 100 seeds is ``bench_fit.py --calibration``). Resampling the Huber fit's
+    residuals gave 82% coverage at 0.89x here; Gaussian noise at their σ is the default."""
+    def estimate(t):
+        f = fit_parametric(t.n, t.tokens, t.loss, n_boot=100)
+        return f.a, f.interval(lambda g: g.a)
+
+    c = calibrate(estimate, ASYMMETRIC, np.logspace(18, 22, 7), seeds=40, centre_offset=math.log10(3))
+    _print_calibration("Approach 3, asymmetric, 7 budgets, 3x off-centre", c)
+    assert abs(c.bias) < 0.01
+    assert 0.85 <= c.coverage <= 0.95
+    assert c.width_ratio <= 1.3
