@@ -173,7 +173,7 @@ def locate(opt: BudgetOptimum, local: Local, pooled: float | None, x: np.ndarray
     if not math.isfinite(xv):
         opt.flag = "the local parabola opens downward (no minimum near the best run)"
         return
-    opt.n_opt, opt.loss_opt = _exp(xv), _exp(yv)
+    opt.n_opt, opt.loss_opt = safe_exp(xv), safe_exp(yv)
     opt.d_opt = d_at(xv, x, log_d, opt.budget)
     if not inside_edge(xv, x):
         opt.flag = (f"edge: minimum N={opt.n_opt:.3g} outside the grid "
@@ -195,7 +195,8 @@ def inside_edge(xv: float | np.ndarray, x: np.ndarray) -> Any:
         return (xv >= x.min() - EDGE_STEPS * step) & (xv <= x.max() + EDGE_STEPS * step)
 
 
-def _exp(v: float) -> float:
+def safe_exp(v: float) -> float:
+    """exp(v) as a float, inf past its range (no overflow warning)."""
     with np.errstate(over="ignore"):
         return float(np.exp(v))
 

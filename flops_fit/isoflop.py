@@ -54,6 +54,7 @@ from flops_fit.isobudget import (
     interp_extended,
     local_fit,
     locate,
+    safe_exp,
     vertex,
 )
 
@@ -153,12 +154,7 @@ def _frontier(c: np.ndarray, n: np.ndarray, d: np.ndarray) -> tuple[float, float
     lc = np.log(c[ok])
     a, ln_kn = np.polyfit(lc, np.log(n[ok]), 1)
     b, ln_kd = np.polyfit(lc, np.log(d[ok]), 1)
-    return float(a), float(b), _exp(ln_kn), _exp(ln_kd)
-
-
-def _exp(v: float) -> float:
-    with np.errstate(over="ignore"):
-        return float(np.exp(v))
+    return float(a), float(b), safe_exp(ln_kn), safe_exp(ln_kd)
 
 
 @dataclass
@@ -274,7 +270,7 @@ def _bootstrap(fit: IsoFLOPFit, designs: list[_Design], pool_map: np.ndarray, po
     a, ln_kn = _masked_line(np.log(budgets), np.log(np.where(ok, nk, 1.0)), ok)
     b, ln_kd = _masked_line(np.log(budgets), np.log(np.where(ok, dk, 1.0)), ok)
     used = [j for j, d in enumerate(designs) if d.opt.used]
-    draws = [IsoFLOPFit(float(a[k]), float(b[k]), _exp(ln_kn[k]), _exp(ln_kd[k]),
+    draws = [IsoFLOPFit(float(a[k]), float(b[k]), safe_exp(ln_kn[k]), safe_exp(ln_kd[k]),
                         [BudgetOptimum(float(budgets[j]), float(nk[k, j]), float(dk[k, j]), math.nan, 0) for j in used],
                         fit.d_source) for k in range(n_boot) if math.isfinite(a[k])]
     return Bootstrap(n_boot, n_boot - len(draws), level, seed, draws,
