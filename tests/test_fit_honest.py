@@ -61,6 +61,23 @@ def test_the_tiny_demo_minima_stay_near_their_best_runs_with_pooled_curvature():
     assert 0.3 < fit.a < 0.5
 
 
+def test_pooled_curvature_locates_a_budget_whose_own_parabola_opens_downward():
+    # 3% noise on a shallow valley: one budget's own parabola opens downward (no minimum). With
+    # the curvature pooled across budgets it is still located, with a note; alone it is not.
+    df = table(CHINCHILLA, seed=3, noise=0.03)
+    fit = fit_isoflop(df.budget, df.n, df.loss, df.tokens, n_boot=50)
+    rescued = [o for o in fit.optima if "opens downward" in o.note]
+    assert fit.curvature == "pooled" and len(rescued) == 1 and rescued[0].used
+    assert rescued[0].coeffs[0] > 0 and math.isfinite(rescued[0].n_opt)
+    alone = df[df.budget == rescued[0].budget]
+    own = fit_isoflop(alone.budget, alone.n, alone.loss, alone.tokens).optima[0]
+    assert own.flag is not None and "opens downward" in own.flag
+    # The pooled curvatures lie on one line in ln C (what "pooled" means).
+    c2 = np.array([o.coeffs[0] for o in fit.optima])
+    u = np.log([o.budget for o in fit.optima])
+    assert np.allclose(np.polyval(np.polyfit(u, c2, 1), u), c2, rtol=1e-9, atol=1e-12)
+
+
 def test_d_opt_follows_the_runs_own_tokens_under_any_convention():
     # D = C / f(N) with a non-power f (attention-like): the straight-line rule missed by 0.1
     # in ln D; piecewise interpolation is exact at every run.
