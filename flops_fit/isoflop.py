@@ -109,6 +109,7 @@ class IsoFLOPFit:
             out["intervals"] = {k: self.interval(lambda f, k=k: getattr(f, k)) for k in ("a", "b")}
         return out
 
+
 # --- pooled curvature and the frontier -------------------------------------------------------
 def _pooling(budgets: np.ndarray, locals_: list[Local], members: np.ndarray) -> np.ndarray:
     """The linear map M with pooled curvatures = M @ own curvatures: weighted least squares of
