@@ -56,6 +56,7 @@ SCHEMA = pa.schema(
         ("tokens_per_s", pa.float64()),
         ("wall_s", pa.float64()),
         ("node_id", pa.string()),
+        ("gpus", pa.float64()),  # GPUs Ray gave the trial (a share of one when trials share a GPU)
         ("error", pa.string()),
         ("curve", pa.string()),  # JSON list of {step, tokens, train_loss}
     ]

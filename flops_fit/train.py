@@ -169,9 +169,19 @@ def micro_batches_for(spec: TrialSpec, device: torch.device, model: torch.nn.Mod
     from flops_fit import memory
     from flops_fit.sizes import gpt_shape
 
-    free, _ = torch.cuda.mem_get_info(device)
+    free, total = torch.cuda.mem_get_info(device)
     free += torch.cuda.memory_reserved(device)  # the model already sits in what is reserved
+    free = min(free, int(torch.cuda.get_per_process_memory_fraction(device) * total))  # a shared GPU's cap
     return spec.batch_size // memory.micro_batch_for(gpt_shape(spec.model), spec.batch_size, spec.seq_len, free)
+
+
+def cap_gpu_memory(share: float) -> None:
+    """A trial holding ``share`` < 1 of a GPU keeps to it: Ray's fractional GPUs isolate no
+    memory, so without a cap one trial's growth makes its neighbours fail. With the cap
+    PyTorch's allocator raises out-of-memory in this trial past its share (and the trainer
+    halves its micro-batch), instead."""
+    if 0 < share < 1 and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(share)
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -35,6 +35,7 @@ from flops_fit.results import atomic_write_text
 
 if TYPE_CHECKING:
     from flops_fit.config import TrainOptions
+    from flops_fit.memory import ResourceRule
     from flops_fit.workloads.base import Workload
 
 
@@ -69,10 +70,14 @@ def read_record(record: Path, trial_id: str) -> dict[str, Any] | None:
 
 
 def run_trial_on_worker(config: dict[str, Any], workload: "Workload", train_options: "TrainOptions",
-                        record_dir: str) -> None:
+                        record_dir: str, resources: "ResourceRule | None" = None) -> None:
     import ray
 
     spec = TrialSpec.from_dict(config["spec"])
+    if resources is not None:
+        from flops_fit.train import cap_gpu_memory
+
+        cap_gpu_memory(resources.gpus_for(spec))
     record = Path(record_dir) / f"{spec.trial_id}.json"
     replay = read_record(record, spec.trial_id)
     if replay is not None:  # finished before the driver restarted: no training
@@ -92,7 +97,9 @@ def run_trial_on_worker(config: dict[str, Any], workload: "Workload", train_opti
                                          checkpoint_root=scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    metrics["node_id"] = ray.get_runtime_context().get_node_id()
+    context = ray.get_runtime_context()
+    metrics["node_id"] = context.get_node_id()
+    metrics["gpus"] = context.get_assigned_resources().get("GPU", 0.0)
     metrics["resumed"] = checkpoint is not None
     if metrics.get("loss") is not None and not math.isfinite(metrics["loss"]):
         metrics["loss"] = None
