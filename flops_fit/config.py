@@ -224,6 +224,7 @@ def tiny() -> SweepConfig:
         checkpoint_every_s=20.0,
         name="tiny",
         n_boot=100,
+        replicates=2,  # six cheap smallest-budget runs measure the seed noise the fits use (issue 10 item 6)
     )
 
 
@@ -252,6 +253,7 @@ def tinystories_gpu() -> SweepConfig:
         checkpoint_every_s=300.0,
         compile=True,
         name="tinystories",
+        replicates=2,
     )
 
 

@@ -127,6 +127,10 @@ class TuneBackend:
         # progress lines say what happens, and TensorBoard reads the sweep directory itself
         # (tensorboard --logdir <storage_path>/<name>). An explicit setting is left alone.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        # With num_to_keep=1 every checkpoint forces an experiment-state snapshot, and Tune
+        # warns (in the sweep's output) when two come within 5 s; for a grid of a few dozen
+        # trials a snapshot is milliseconds, so the warning is noise.
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         options: TrainOptions = dataclasses.replace(cfg.train, threads=max(1, int(cfg.cpus_per_trial)))
         rule = resource_rule(cfg, cluster_gpu_bytes)
         if progress and cfg.gpus_per_trial == AUTO:
