@@ -31,8 +31,10 @@ class DataOptions:
     """The driver's tokenizer, serialised; workers rebuild it from this, so all agree."""
     val_tokens: int = 65_536
     """Size of the fixed held-out validation set (tokens) every trial is scored on."""
-    max_epochs: float = 10.0
-    """Refuse trials that would repeat the training data more often than this."""
+    max_epochs: float = 4.0
+    """Refuse trials that would repeat the training data more often than this. Muennighoff et
+    al. 2023 ("Scaling Data-Constrained Language Models") found up to about 4 epochs nearly as
+    good as fresh data and rapidly less after; more would inflate the small-N end of a budget."""
 
     def __post_init__(self) -> None:
         if isinstance(self.val_tokens, bool) or not isinstance(self.val_tokens, int) or self.val_tokens < 1:

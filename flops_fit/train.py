@@ -41,7 +41,7 @@ CHECKPOINT_FILE = checkpoint.CHECKPOINT_FILE
 
 @dataclass
 class TrialOutcome:
-    status: str  # ok | diverged
+    status: str  # ok | diverged | undertrained
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
@@ -365,9 +365,27 @@ def _record(trial: _Trial, status: str, loss_val: float | None, train_s: float, 
         wall_s=trial.wall_before + time.perf_counter() - t_start,
         node_id=os.environ.get("FLOPS_FIT_NODE_ID") or platform.node(),
         curve=json.dumps(trial.curve),
+        epochs=_epochs(trial),
         error=None if status == "ok" else f"non-finite training loss by step {trial.step}",
     )
     return metrics
+
+
+def _epochs(trial: _Trial) -> float | None:
+    """Passes over the trial's training data (None when the dataset has no length)."""
+    try:
+        available = len(trial.train) * trial.spec.seq_len
+    except TypeError:
+        return None
+    return trial.step * trial.spec.batch_size * trial.spec.seq_len / max(1, available)
+
+
+def undertrained(loss: float, plateau: float | None) -> str | None:
+    """Why a finished run is ``undertrained`` (its loss still above the workload's plateau
+    level, ``flops_fit.data.baselines``), or None."""
+    if plateau is None or not loss > plateau:
+        return None
+    return f"loss {loss:.3f} above the plateau level {plateau:.3f}"  # the report explains the level
 
 
 def run_trial(
@@ -407,6 +425,12 @@ def run_trial(
             if not math.isfinite(loss_val):
                 status, loss_val = "diverged", None
         metrics = _record(trial, status, loss_val, train_s, trial.step - step_at_start, t_start)
+        plateau = getattr(workload, "plateau_loss", None)
+        metrics["plateau_loss"] = plateau
+        why = undertrained(loss_val, plateau) if status == "ok" else None
+        if why:  # kept in the table, left out of the fits (flops_fit.report lists it)
+            status = metrics["status"] = "undertrained"
+            metrics["error"] = why
     finally:
         device, compiled = trial.device, options.compile
         del trial  # the model and optimizer go before the cache is emptied

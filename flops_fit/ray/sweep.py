@@ -21,6 +21,7 @@ from flops_fit.errors import PlanError, SweepInterrupted
 from flops_fit.memory import AUTO, ResourceRule
 from flops_fit.plan import TrialSpec
 from flops_fit.ray.compat import init_loopback_only, set_restored_callbacks, ship_by_value, shutdown_private_ray
+from flops_fit.results import FINISHED_STATUSES
 from flops_fit.throughput import resource_rule
 
 
@@ -110,7 +111,7 @@ class TuneBackend:
         reports = [TrialReport(spec=r.config["spec"], metrics=dict(r.metrics or {}),
                                error=None if r.error is None else str(r.error)) for r in grid if r.config]
         unfinished = len(reports) < len(specs) or any(
-            r.error is None and r.metrics.get("status") not in ("ok", "diverged") for r in reports)
+            r.error is None and r.metrics.get("status") not in FINISHED_STATUSES for r in reports)
         if unfinished:
             raise SweepInterrupted(reports)
         return reports

@@ -31,7 +31,7 @@ from ray import tune
 
 from flops_fit.engine import SPEC_ID
 from flops_fit.plan import TrialSpec
-from flops_fit.results import atomic_write_text
+from flops_fit.results import FINISHED_STATUSES, atomic_write_text
 
 if TYPE_CHECKING:
     from flops_fit.config import TrainOptions
@@ -59,7 +59,7 @@ def read_record(record: Path, trial_id: str) -> dict[str, Any] | None:
         data = json.loads(record.read_text())
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        if data.get(SPEC_ID, trial_id) != trial_id or data.get("status") not in ("ok", "diverged"):
+        if data.get(SPEC_ID, trial_id) != trial_id or data.get("status") not in FINISHED_STATUSES:
             raise ValueError(f"does not match trial {trial_id}")
         return data
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
