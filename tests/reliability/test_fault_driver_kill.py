@@ -21,11 +21,10 @@ import signal
 import subprocess
 
 import pytest
-from rel_helpers import LineReader, descendants, kill_pids, psutil, subprocess_env, sweep_cli
+from rel_helpers import DONE, descendants, kill_pids, psutil, start_smoke_sweep
 
 from flops_fit.results import read_results
 
-DONE = re.compile(r"\] (\S+): (ok, val loss .*)$", re.M)
 STARTED = re.compile(r"\] (\S+): started$", re.M)
 STEP = re.compile(r"\] (\S+): step \d+", re.M)
 
@@ -39,13 +38,11 @@ def _name(proc) -> str:
 
 @pytest.mark.slow
 def test_killed_driver_resumes_without_retraining_finished_trials(tmp_path, smoke_cache, ray_tmp):
-    env = subprocess_env(ray_tmp)
-    cmd = sweep_cli(tmp_path / "runs", smoke_cache, "drv", "--checkpoint-every-s", "1", "--max-concurrent-trials", "2")
-    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out = LineReader(first)
+    driver = start_smoke_sweep(tmp_path / "runs", smoke_cache, "drv", ray_tmp)
+    first, out = driver.proc, driver.out
     tree = []
     try:
-        assert out.wait_for(lambda lines: sum(bool(DONE.search(x)) for x in lines) >= 3, timeout=240), out.text()[-3000:]
+        driver.wait_finished(3)
         tree = descendants(first.pid)  # Ray's processes, by pid, to check they die with the driver
         first.send_signal(signal.SIGKILL)
         first.wait(30)
@@ -61,7 +58,7 @@ def test_killed_driver_resumes_without_retraining_finished_trials(tmp_path, smok
         if first.poll() is None:
             first.kill()
 
-    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    second = subprocess.run(driver.cmd, env=driver.env, capture_output=True, text=True, timeout=400)
     # The claim is about the trials and the table; the fit that follows is report.py's
     # (tests/test_sweep.py runs it), so a fit error there does not hide what is checked here.
     assert "results: " in second.stdout, second.stdout[-3000:] + second.stderr[-3000:]

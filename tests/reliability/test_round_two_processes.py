@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 
 import pytest
-from rel_helpers import LineReader, descendants, kill_pids, subprocess_env, sweep_cli
+from rel_helpers import LineReader, descendants, kill_pids, start_smoke_sweep, subprocess_env, sweep_cli
 
 from flops_fit.results import read_results
-
-DONE = re.compile(r"\] (\S+): (ok, val loss .*)$", re.M)
 
 
 @pytest.mark.slow
 def test_ctrl_c_writes_partial_results_and_exits_130(tmp_path, smoke_cache, ray_tmp):
-    env = subprocess_env(ray_tmp)
-    cmd = sweep_cli(tmp_path / "runs", smoke_cache, "intr", "--checkpoint-every-s", "1", "--max-concurrent-trials", "2")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out = LineReader(proc)
+    driver = start_smoke_sweep(tmp_path / "runs", smoke_cache, "intr", ray_tmp)
+    proc, out = driver.proc, driver.out
     tree = []
     try:
-        assert out.wait_for(lambda lines: any(DONE.search(x) for x in lines), timeout=240), out.text()[-3000:]
+        driver.wait_finished(1)
         tree = descendants(proc.pid)
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends; Tune catches it and returns early
         rc = proc.wait(120)
