@@ -21,7 +21,7 @@ import signal
 import subprocess
 
 import pytest
-from rel_helpers import DONE, descendants, kill_pids, psutil, start_smoke_sweep
+from rel_helpers import DONE, psutil, start_smoke_sweep
 
 from flops_fit.results import read_results
 
@@ -38,25 +38,15 @@ def _name(proc) -> str:
 
 @pytest.mark.slow
 def test_killed_driver_resumes_without_retraining_finished_trials(tmp_path, smoke_cache, ray_tmp):
-    driver = start_smoke_sweep(tmp_path / "runs", smoke_cache, "drv", ray_tmp)
-    first, out = driver.proc, driver.out
-    tree = []
-    try:
-        driver.wait_finished(3)
-        tree = descendants(first.pid)  # Ray's processes, by pid, to check they die with the driver
-        first.send_signal(signal.SIGKILL)
-        first.wait(30)
-        finished = {m.group(1): m.group(2) for x in out.lines if (m := DONE.search(x))}
-        ps = psutil()
-        _, alive = ps.wait_procs(tree, timeout=30)
+    with start_smoke_sweep(tmp_path / "runs", smoke_cache, "drv", ray_tmp) as driver:
+        tree = driver.signal_after(3, signal.SIGKILL)  # and Ray's processes, by pid, to check they die with it
+        driver.proc.wait(30)
+        finished = {m.group(1): m.group(2) for x in driver.out.lines if (m := DONE.search(x))}
+        _, alive = psutil().wait_procs(tree, timeout=30)
         # Nothing that schedules or trains outlives the driver (GCS, raylet, trial workers).
         # Ray's dashboard and runtime-env agents linger until they notice; they hold no trial.
         names = {p.pid: _name(p) for p in alive}
         assert all("Agent" in n for n in names.values()), f"Ray processes outlived the killed driver: {names}"
-    finally:
-        kill_pids([p for p in tree if p.is_running()])
-        if first.poll() is None:
-            first.kill()
 
     second = subprocess.run(driver.cmd, env=driver.env, capture_output=True, text=True, timeout=400)
     # The claim is about the trials and the table; the fit that follows is report.py's

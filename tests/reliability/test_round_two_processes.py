@@ -6,31 +6,22 @@ import signal
 import subprocess
 
 import pytest
-from rel_helpers import LineReader, descendants, kill_pids, start_smoke_sweep, subprocess_env, sweep_cli
+from rel_helpers import LineReader, start_smoke_sweep, subprocess_env, sweep_cli
 
 from flops_fit.results import read_results
 
 
 @pytest.mark.slow
 def test_ctrl_c_writes_partial_results_and_exits_130(tmp_path, smoke_cache, ray_tmp):
-    driver = start_smoke_sweep(tmp_path / "runs", smoke_cache, "intr", ray_tmp)
-    proc, out = driver.proc, driver.out
-    tree = []
-    try:
-        driver.wait_finished(1)
-        tree = descendants(proc.pid)
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends; Tune catches it and returns early
-        rc = proc.wait(120)
-        text = out.text()
-        assert rc == 130, text[-3000:]  # was rc 1 with TypeError: 'NoneType' object is not subscriptable
-        assert "Traceback" not in text
-        assert "flops-fit: interrupted; rerun the same command to resume" in text
-        rows = read_results(tmp_path / "runs" / "intr")
-        assert len(rows) >= 1 and set(rows["status"]) <= {"ok", "diverged"}
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        kill_pids([p for p in tree if p.is_running()])
+    with start_smoke_sweep(tmp_path / "runs", smoke_cache, "intr", ray_tmp) as driver:
+        driver.signal_after(1, signal.SIGINT)  # what Ctrl-C sends; Tune catches it and returns early
+        rc = driver.proc.wait(120)
+        text = driver.out.text()
+    assert rc == 130, text[-3000:]  # was rc 1 with TypeError: 'NoneType' object is not subscriptable
+    assert "Traceback" not in text
+    assert "flops-fit: interrupted; rerun the same command to resume" in text
+    rows = read_results(tmp_path / "runs" / "intr")
+    assert len(rows) >= 1 and set(rows["status"]) <= {"ok", "diverged"}
 
 
 @pytest.mark.slow
