@@ -6,6 +6,7 @@ offline mode; a missing or unknown tracker refused in one line."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from test_find_optimal import VOCAB, TinyLM, counting_dataset, next_token_loss
@@ -74,6 +75,36 @@ def test_unknown_or_missing_tracker_fails_in_one_line(tmp_path, monkeypatch):
                         lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name)) if name == "wandb" else real(name, *a, **k))
     with pytest.raises(PlanError, match=r'pip install "flops-fit\[wandb\]"'):
         require_tracker("wandb")
+
+
+def test_mlflow_skinny_without_the_sqlite_store_fails_in_one_line(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="mlflow not installed (pip install 'flops-fit[mlflow]')")
+    import builtins
+
+    from flops_fit.ray.trackers import tracker_callbacks
+
+    real = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                        if name == "sqlalchemy" else real(name, *a, **k))
+    with pytest.raises(PlanError, match=r"needs sqlalchemy .*flops-fit\[mlflow\]"):
+        tracker_callbacks(_cfg(tmp_path, "skinny", tracker="mlflow"), tmp_path / "skinny")
+    assert not (tmp_path / "skinny").exists()  # refused before any store was made
+
+
+def test_trackers_are_optional_by_default_and_in_the_test_extra():
+    """`pip install flops-fit` pulls no tracker; the test extra (CI's install) pulls them all,
+    so the tests above run in CI instead of skipping."""
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    names = {"mlflow", "mlflow-skinny", "wandb", "tensorboardx", "sqlalchemy", "alembic"}
+
+    def named(reqs):
+        return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in reqs}
+
+    assert not named(project["dependencies"]) & names
+    assert {"mlflow-skinny", "sqlalchemy", "alembic", "wandb"} <= named(project["optional-dependencies"]["test"])
 
 
 def test_wandb_offline_logs_every_trial(ray_session, tmp_path, monkeypatch):

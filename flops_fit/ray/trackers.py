@@ -31,6 +31,19 @@ def require_tracker(tracker: str) -> None:
         raise PlanError(f"--tracker {tracker} needs {module}: pip install \"flops-fit[{extra}]\"") from None
 
 
+def _require_sqlite_store(uri: str) -> None:
+    """MLflow's SQLite store needs sqlalchemy and alembic, which mlflow-skinny leaves out:
+    say so in one line rather than with an ImportError from inside MLflow."""
+    if not uri.startswith("sqlite:"):
+        return
+    for module in ("sqlalchemy", "alembic"):
+        try:
+            __import__(module)
+        except ImportError:
+            raise PlanError(f"--tracker mlflow's store {uri} needs {module} (mlflow-skinny lacks it): "
+                            "pip install \"flops-fit[mlflow]\", or pass --tracking-uri to a server") from None
+
+
 def mlflow_uri(cfg: SweepConfig, run_dir: Path) -> str:
     """The MLflow store: --tracking-uri, else a local SQLite file inside the sweep directory
     (MLflow 3 refuses its old ./mlruns file store unless MLFLOW_ALLOW_FILE_STORE is set)."""
@@ -57,6 +70,7 @@ def tracker_callbacks(cfg: SweepConfig, run_dir: Path) -> list[Any]:
     if cfg.tracker == "mlflow":
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
+        _require_sqlite_store(mlflow_uri(cfg, run_dir))
         _mlflow_experiment(cfg, run_dir)
         return [MLflowLoggerCallback(tracking_uri=mlflow_uri(cfg, run_dir), experiment_name=cfg.name,
                                      tags={"flops_fit.sweep": str(run_dir)})]
