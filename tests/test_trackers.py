@@ -1,12 +1,13 @@
 """Experiment trackers through Ray Tune's integrations, the real ones (the test extra installs
 them, so CI runs these): MLflow with a local store, read back with mlflow.search_runs and
 MlflowClient (runs, config params, final loss, every trial's training curve, the fits); W&B in
-offline mode; a missing or unknown tracker refused in one line."""
+offline mode; TensorBoard's event files read back; a missing or unknown tracker refused in one line."""
 
 from __future__ import annotations
 
 import json
 import re
+import struct
 
 import pytest
 from test_find_optimal import VOCAB, TinyLM, counting_dataset, next_token_loss
@@ -21,6 +22,48 @@ def _cfg(tmp_path, name, **kw):
     """The simulated law on one budget: three trials in seconds, the trackers' own work dominates."""
     return SweepConfig.of(budgets=(1e18,), points_per_budget=3, span=12.0, vocab_size=32000, seq_len=1024,
                           simulate=LAW, storage_path=str(tmp_path), name=name, n_boot=0, **kw)
+
+
+def _real_trials(tmp_path, name, tracker):
+    """Three real trials of the tiny user model (one budget): curves to log, in seconds."""
+    from flops_fit.api import find_optimal
+
+    return find_optimal(
+        TinyLM, "width", model_kwargs={"vocab": VOCAB}, dataset=counting_dataset(), loss_fn=next_token_loss,
+        compute_budgets=(4e8,), points_per_budget=3, size_values=[4, 8, 16, 32, 64], storage_path=str(tmp_path),
+        name=name, min_steps=8, max_batch_size=16, max_epochs=1000.0, log_every=2, n_boot=0, tracker=tracker,
+        progress=False,
+    )
+
+
+def test_tensorboard_gets_every_trials_whole_curve_and_the_fits(ray_session, tmp_path):
+    from tensorboardX.proto.event_pb2 import Event
+
+    def scalars(directory):
+        """(tag, step, value) of every scalar in the event files under ``directory`` (TFRecord
+        framing: length, its crc, the Event proto, its crc)."""
+        out = []
+        for path in directory.rglob("events.out.tfevents.*"):
+            data, at = path.read_bytes(), 0
+            while at < len(data):
+                (length,) = struct.unpack("<Q", data[at:at + 8])
+                event = Event.FromString(data[at + 12:at + 12 + length])
+                at += 12 + length + 4
+                out += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
+        return out
+
+    result = _real_trials(tmp_path, "tb", "tensorboard")
+    for row in result.results.to_dict(orient="records"):
+        curve = json.loads(row["curve"])
+        got = sorted((s, v) for tag, s, v in scalars(tmp_path / "tb" / row["trial_id"] / "curve")
+                     if tag == "curve_train_loss")
+        assert len(curve) > 1 and [s for s, _ in got] == [p["tokens"] for p in curve], row["trial_id"]
+        assert [v for _, v in got] == pytest.approx([p["train_loss"] for p in curve], rel=1e-6)
+    from flops_fit.ray.trackers import _fit_metrics
+
+    fitted = {tag: v for tag, _, v in scalars(tmp_path / "tb" / "fits")}
+    want = _fit_metrics(result.to_dict())
+    assert want and fitted == pytest.approx(want, rel=1e-6)
 
 
 def test_mlflow_gets_every_trials_run_config_curve_and_the_fits(ray_session, tmp_path):
@@ -109,14 +152,25 @@ def test_trackers_are_optional_by_default_and_in_the_test_extra():
 
 def test_wandb_offline_logs_every_trial(ray_session, tmp_path, monkeypatch):
     pytest.importorskip("wandb", reason="wandb not installed (pip install 'flops-fit[wandb]')")
-    from flops_fit.ray import sweep
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    result = sweep(_cfg(tmp_path, "wb", tracker="wandb"), progress=False)
-    # One offline W&B run per trial, written under the sweep directory (no account, no network).
+    result = _real_trials(tmp_path, "wb", "wandb")
+    # One offline W&B run per trial and one for the fits, under the sweep directory (no account,
+    # no network). The fits run holds every trial's whole curve as one table.
     offline = sorted((tmp_path / "wb").rglob("offline-run-*/run-*.wandb"))
-    assert len(offline) == len(result.results), offline
+    (table_file,) = (tmp_path / "wb").rglob("offline-run-*/files/media/table/curves_*.table.json")
+    curves = json.loads(table_file.read_text())
+    assert curves["columns"] == ["trial_id", "tokens", "train_loss"]
+    for row in result.results.to_dict(orient="records"):
+        want = [[row["trial_id"], p["tokens"], p["train_loss"]] for p in json.loads(row["curve"])]
+        got = [r for r in curves["data"] if r[0] == row["trial_id"]]
+        assert len(want) > 1 and [r[:2] for r in got] == [w[:2] for w in want], row["trial_id"]
+        assert [r[2] for r in got] == pytest.approx([w[2] for w in want])
+    fits_dir = table_file.parents[2]
+    assert {"fits.json", "report.html"} <= {p.name for p in fits_dir.iterdir()}
+    assert len(offline) == len(result.results) + 1, offline
+    offline = [p for p in offline if p.parent != fits_dir.parent]
     # Each run's record stream (protobuf: keys and JSON values as plain bytes, what `wandb sync`
     # uploads) names one trial and holds that trial's final loss.
     losses = result.results.set_index("trial_id")["loss"]

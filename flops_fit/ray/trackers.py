@@ -106,8 +106,52 @@ def _fit_metrics(fits: dict[str, Any]) -> dict[str, float]:
 
 def log_sweep(cfg: SweepConfig, run_dir: Path, result: Any) -> None:
     """After the fits: each trial's curve, and the fits (with report.html and fits.json) as a run."""
-    if cfg.tracker != "mlflow":  # W&B and TensorBoard get the live stream only (see README)
-        return
+    if cfg.tracker == "mlflow":
+        _log_mlflow(cfg, run_dir, result)
+    elif cfg.tracker == "wandb":
+        _log_wandb(cfg, run_dir, result)
+    elif cfg.tracker == "tensorboard":
+        _log_tensorboard(run_dir, result)
+
+
+def _log_wandb(cfg: SweepConfig, run_dir: Path, result: Any) -> None:
+    """One more run, ``fits``: every trial's curve as one table (trial, tokens, train loss:
+    W&B plots it grouped by trial), the fits as its summary, fits.json and report.html saved.
+    The trials' own runs (Tune's callback) finished with the sweep and cannot be appended to."""
+    import wandb
+
+    mode = {"mode": os.environ["WANDB_MODE"]} if os.environ.get("WANDB_MODE") else {}
+    run = wandb.init(project=cfg.name, dir=str(run_dir), name="fits", job_type="fits", **mode)
+    try:
+        rows = [[row["trial_id"], int(p["tokens"]), float(p["train_loss"])]
+                for row in result.results.to_dict(orient="records") for p in _curve(row)]
+        run.log({"curves": wandb.Table(columns=["trial_id", "tokens", "train_loss"], data=rows)})
+        fits = result.to_dict()
+        run.summary.update({**_fit_metrics(fits), "primary": str(fits.get("primary"))})
+        for name in ("fits.json", "report.html", "table.txt"):
+            if (run_dir / name).is_file():
+                run.save(str(run_dir / name), base_path=str(run_dir), policy="now")
+    finally:
+        run.finish()
+
+
+def _log_tensorboard(run_dir: Path, result: Any) -> None:
+    """Each trial's curve as ``curve_train_loss`` against tokens in ``<trial dir>/curve`` (beside
+    Tune's own events, which hold only what the trial reported live), the fits in ``fits/``."""
+    from tensorboardX import SummaryWriter
+
+    for row in result.results.to_dict(orient="records"):
+        trial_dir = run_dir / str(row["trial_id"])
+        if trial_dir.is_dir():
+            with SummaryWriter(str(trial_dir / "curve")) as writer:
+                for p in _curve(row):
+                    writer.add_scalar("curve_train_loss", float(p["train_loss"]), int(p["tokens"]))
+    with SummaryWriter(str(run_dir / "fits")) as writer:
+        for key, value in _fit_metrics(result.to_dict()).items():
+            writer.add_scalar(key, value, 0)
+
+
+def _log_mlflow(cfg: SweepConfig, run_dir: Path, result: Any) -> None:
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
