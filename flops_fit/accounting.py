@@ -162,6 +162,9 @@ def _depth_for(non_embedding_target: float) -> int:
 #: of 64) and d_ff a multiple of 128, so bf16 GEMMs take the fast paths and flash attention
 #: needs no padding. Below it (the CPU presets' models) the finer rule keeps small targets close.
 ALIGN_FROM = 256
+#: A shape this close to its parameter target counts as on target (the shape rule then picks
+#: by aspect ratio); every trial records its exact count.
+SHAPE_TOLERANCE = 0.05
 
 
 def _shape(d_model: int, num_layers: int, vocab_size: int, max_seq_len: int) -> ModelShape:
@@ -201,8 +204,9 @@ def shape_for_params(
 
     Rule: depth from the aspect-ratio prior (d_model ≈ 64·num_layers, so depth and width
     grow together), heads = round(d_model / 64) (at least 1), head dim even (rotary), then
-    the width that brings the count closest to the target, searched among nearby depths too
-    so that small models (1 layer, 1 head) still land within a few percent.
+    for each nearby depth the width that brings the count closest to the target; among those
+    within ``SHAPE_TOLERANCE`` (5%) of it the one nearest the aspect prior, else the closest
+    (worst 7% off and 3x off the prior over 1e5.5..1e9.5, tests/test_gpt.py).
 
     ``count`` defaults to the non-embedding count: a total-parameter target of 1e4 is
     impossible with any useful vocabulary (the token table alone is V·d), while the
@@ -211,11 +215,11 @@ def shape_for_params(
     if not (isinstance(target_params, (int, float)) and math.isfinite(target_params) and target_params > 0):
         raise ValueError(f"target_params must be a positive finite number, got {target_params!r}")
     count_params(ModelShape(vocab_size, 2, 1, 1, 8, max_seq_len), count)  # validates `count`
-    non_emb_guess = target_params
-    if count != "n_non_embedding":
-        # Solve roughly for the non-embedding part first so the depth prior is sensible.
-        non_emb_guess = max(target_params / 4.0, 1.0)
-    depth0 = _depth_for(non_emb_guess)
+    if count == "n_non_embedding":
+        depth0 = _depth_for(target_params)
+    else:  # the depth whose aspect-prior shape (d = ASPECT·L) has this count, embeddings included
+        depth0 = min(range(1, 65), key=lambda L: abs(math.log(
+            count_params(_shape(ASPECT_RATIO * L, L, vocab_size, max_seq_len), count) / target_params)))
     best: tuple[float, float, ModelShape] | None = None
     # Aligned widths come in steps of 64, so two more depths on each side keep the target
     # within a few percent (worst 7% over 1e5.5..1e9.5, tests/test_gpt.py); the finer
@@ -227,7 +231,13 @@ def shape_for_params(
             continue
         err = abs(count_params(shape, count) - target_params) / target_params
         aspect_penalty = abs(math.log(shape.d_model / (ASPECT_RATIO * depth)))
-        key = (round(err, 2), aspect_penalty)  # within 1%, prefer the aspect prior
+        # Within SHAPE_TOLERANCE of the target, the aspect prior picks. Aligned widths come in
+        # steps of 64, so the exact count is often an extreme shape (512 wide, 1 layer, where
+        # the prior says 256 x 6). Kaplan et al. 2020 (§3.1) found loss nearly flat in shape
+        # over a wide range of aspect ratios but rising at the extremes, so an off-prior shape
+        # would add its own error to the IsoFLOP curve; the exact count is what is recorded.
+        tol_err = 0.0 if err <= SHAPE_TOLERANCE else round(err, 2)
+        key = (tol_err, aspect_penalty)
         if best is None or key < best[:2]:
             best = (key[0], key[1], shape)
     if best is None:

@@ -4,7 +4,8 @@ It is a sweep with the user-model workload (``flops_fit.workloads.user.UserModel
 planner varies the named size parameter over sizes counted on PyTorch's ``meta`` device,
 budgets with C = 6·N·D, and a probe runs one real batch through the smallest model before
 any trial starts. flops-fit v1.0's keywords keep working: ``train=False`` (return the plan),
-``output_dir=`` (the sweep directory), ``resume=`` and ``mode="mock"`` (the simulated law).
+``output_dir=`` (the sweep directory), ``resume=`` and ``mode="mock"`` (the same plan, with
+losses from the simulated law instead of training).
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ def _v1_options(options: dict[str, Any], output_dir: Any, resume: bool | None, m
         options = {**options, "storage_path": str(out.parent), "name": out.name}
     if mode not in (None, "train", "mock"):
         raise PlanError(f"mode={mode!r}: use 'mock' (the simulated law, no training) or leave it out")
-    if mode == "mock":
+    if mode == "mock" and options.get("simulate") is None:
         from flops_fit.cli import DEFAULT_SIMULATED_LAW
 
-        options = {"simulate": dict(DEFAULT_SIMULATED_LAW), **options}
+        options = {**options, "simulate": dict(DEFAULT_SIMULATED_LAW)}
     if resume is False:  # rerunning a name resumes it; v1.0's resume=False means "start fresh"
         run_dir = Path(options.get("storage_path", "runs")).expanduser().resolve() / options.get("name", "find_optimal")
         if run_dir.is_dir() and any(run_dir.iterdir()):
@@ -64,8 +65,9 @@ def find_optimal(
 
     With ``loss_fn`` and items whose labels equal their input_ids (v1.0's quickstart), the
     labels are shifted by one so the objective is next-token prediction (see
-    ``flops_fit.workloads.user.probe``). ``mode="mock"`` runs the simulated law
-    (``flops_fit.workloads.simulated``) on the reference sizes instead of training.
+    ``flops_fit.workloads.user.probe``). ``mode="mock"`` (or ``simulate=<law>``) trains
+    nothing: the same plan as training (this model's sizes, the data's sequence length), each
+    trial's loss from the simulated law at its N and D (``flops_fit.workloads.simulated``).
     """
     from flops_fit.ray.compat import ship_by_value
     from flops_fit.ray.sweep import sweep
@@ -75,21 +77,18 @@ def find_optimal(
     options = _v1_options(options, output_dir, resume, mode)
     cfg = resolve_config(None, None, budgets=tuple(compute_budgets), points_per_budget=points_per_budget,
                          flops_convention="6n", **{"name": "find_optimal", **options})
-    if cfg.simulate is not None:
-        workload = None  # the engine's simulated law
-    else:
-        workload = UserModel(model_cls, model_size_param, dict(model_kwargs or {}), loss_fn, dataset,
-                             StoryData(cfg.data), val_fraction, size_values)
+    workload = UserModel(model_cls, model_size_param, dict(model_kwargs or {}), loss_fn, dataset,
+                         StoryData(cfg.data), val_fraction, size_values)
+    if cfg.simulate is not None:  # mock: the user's sizes, the law's losses; nothing of the model ships
+        workload = workload.simulated(cfg.simulate)
     if not train:
-        from flops_fit.engine import default_workload
         from flops_fit.plan import format_plan
 
-        w = workload or default_workload(cfg)
-        w.prepare(cfg.plan)
-        specs = w.plan(cfg.plan)
+        workload.prepare(cfg.plan)
+        specs = workload.plan(cfg.plan)
         if progress:
             print(format_plan(specs))
         return specs
-    if workload is not None:
+    if isinstance(workload, UserModel):
         ship_by_value(model_cls, loss_fn, dataset)
     return sweep(cfg, workload=workload, progress=progress)

@@ -35,10 +35,19 @@ def _flag_type(field: dataclasses.Field) -> tuple[Any, dict[str, Any]]:
         return float, {"nargs": "+"}
     if hint.startswith("bool"):
         return None, {"action": argparse.BooleanOptionalAction}
+    if hint.startswith("float | str"):  # a number or a word (--gpus-per-trial auto); the config checks it
+        return _number_or_word, {}
     for name, kind in (("int", int), ("float", float)):
         if hint.startswith(name):
             return kind, {}
     return str, {}
+
+
+def _number_or_word(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _flag_fields() -> list[tuple[str, dataclasses.Field, type]]:
@@ -95,16 +104,19 @@ def config_from_args(args: argparse.Namespace):
 def cmd_plan(args: argparse.Namespace) -> int:
     from flops_fit.engine import default_workload
     from flops_fit.plan import format_plan
+    from flops_fit.throughput import resource_rule
 
     cfg = config_from_args(args)
     specs = default_workload(cfg).plan(cfg.plan)
-    print(format_plan(specs))
+    rule = resource_rule(cfg)
+    print(format_plan(specs, resources=rule.describe))
     if args.estimate:
         import os
 
         from flops_fit.throughput import estimate_sweep_seconds, format_estimate, local_gpus, trial_slots
 
-        slots = trial_slots(os.cpu_count() or 1, cfg.cpus_per_trial, local_gpus(), cfg.gpus_per_trial,
+        mean_gpus = sum(rule.gpus_for(s) for s in specs) / max(1, len(specs))  # auto: shares differ by trial
+        slots = trial_slots(os.cpu_count() or 1, cfg.cpus_per_trial, local_gpus(), mean_gpus,
                             cfg.max_concurrent_trials)
         try:
             print(format_estimate(estimate_sweep_seconds(specs, cfg.cpus_per_trial, slots, compile=cfg.compile)))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from flops_fit.errors import PlanError
+from flops_fit.memory import AUTO
 from flops_fit.plan import PlanConfig
 
 
@@ -30,8 +31,10 @@ class DataOptions:
     """The driver's tokenizer, serialised; workers rebuild it from this, so all agree."""
     val_tokens: int = 65_536
     """Size of the fixed held-out validation set (tokens) every trial is scored on."""
-    max_epochs: float = 10.0
-    """Refuse trials that would repeat the training data more often than this."""
+    max_epochs: float = 4.0
+    """Refuse trials that would repeat the training data more often than this. Muennighoff et
+    al. 2023 ("Scaling Data-Constrained Language Models") found up to about 4 epochs nearly as
+    good as fresh data and rapidly less after; more would inflate the small-N end of a budget."""
 
     def __post_init__(self) -> None:
         if isinstance(self.val_tokens, bool) or not isinstance(self.val_tokens, int) or self.val_tokens < 1:
@@ -96,8 +99,10 @@ class SweepConfig:
     # --- resources and policy
     cpus_per_trial: float = 1.0
     """CPU cores a trial holds (also its torch thread count)."""
-    gpus_per_trial: float = 0.0
-    """GPUs a trial holds: a fraction packs several trials on one GPU."""
+    gpus_per_trial: float | str = 0.0
+    """GPUs a trial holds: a fraction packs several trials on one GPU; auto sizes each trial from the memory model (a quarter, a half or a whole GPU)."""
+    gpu_memory_gb: float | None = None
+    """GPU memory (GB) for gpus_per_trial=auto (default: the local GPU's, or on a cluster one GPU worker's)."""
     max_concurrent_trials: int | None = None
     """At most this many trials at once (None: as many as resources allow)."""
     max_failures: int = 2
@@ -121,8 +126,17 @@ class SweepConfig:
     def __post_init__(self) -> None:
         if self.cpus_per_trial <= 0:
             raise PlanError(f"cpus_per_trial must be positive, got {self.cpus_per_trial}")
-        if self.gpus_per_trial < 0 or (self.gpus_per_trial > 1 and not float(self.gpus_per_trial).is_integer()):
-            raise PlanError(f"gpus_per_trial must be a fraction in [0, 1] or a whole number, got {self.gpus_per_trial}")
+        if isinstance(self.gpus_per_trial, str) and self.gpus_per_trial != AUTO:
+            try:  # a number typed as text ("0.5" from a config file) is that number
+                object.__setattr__(self, "gpus_per_trial", float(self.gpus_per_trial))
+            except ValueError:
+                raise PlanError(f"gpus_per_trial must be a number or 'auto', got {self.gpus_per_trial!r}") from None
+        if self.gpus_per_trial != AUTO and (self.gpus_per_trial < 0 or (
+                self.gpus_per_trial > 1 and not float(self.gpus_per_trial).is_integer())):
+            raise PlanError(f"gpus_per_trial must be a fraction in [0, 1], a whole number or 'auto', "
+                            f"got {self.gpus_per_trial}")
+        if self.gpu_memory_gb is not None and self.gpu_memory_gb <= 0:
+            raise PlanError(f"gpu_memory_gb must be positive, got {self.gpu_memory_gb}")
         if self.max_failures < 0:
             raise PlanError(f"max_failures must be >= 0, got {self.max_failures}")
         if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
@@ -212,6 +226,7 @@ def tiny() -> SweepConfig:
         checkpoint_every_s=20.0,
         name="tiny",
         n_boot=100,
+        replicates=2,  # six cheap smallest-budget runs measure the seed noise the fits use (issue 10 item 6)
     )
 
 
@@ -240,6 +255,7 @@ def tinystories_gpu() -> SweepConfig:
         checkpoint_every_s=300.0,
         compile=True,
         name="tinystories",
+        replicates=2,
     )
 
 

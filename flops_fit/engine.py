@@ -26,7 +26,7 @@ from flops_fit.config import SweepConfig
 from flops_fit.config import preset as get_preset
 from flops_fit.errors import PlanError, SweepInterrupted
 from flops_fit.plan import TrialSpec, format_plan
-from flops_fit.results import RESULTS_FILENAME, SCHEMA, atomic_write_text, write_results
+from flops_fit.results import FINISHED_STATUSES, RESULTS_FILENAME, SCHEMA, STATUSES, atomic_write_text, write_results
 from flops_fit.runlock import driver_lock
 from flops_fit.workloads.base import Workload
 
@@ -142,7 +142,7 @@ def collect_rows(reports: list[TrialReport], specs: list[TrialSpec]) -> list[dic
     for report in reports:
         spec = TrialSpec.from_dict(report.spec)
         metrics = dict(report.metrics or {})
-        if report.error is not None or metrics.get("status") not in ("ok", "diverged"):
+        if report.error is not None or metrics.get("status") not in FINISHED_STATUSES:
             row = _failed(spec, str(report.error or "trial ended without a final report"), metrics.get("node_id"))
         else:
             row = {**spec.record(), "loss": None, "error": None}  # reported metrics omit None values
@@ -172,14 +172,14 @@ def _run_locked(cfg: SweepConfig, backend: Backend, workload: Workload, specs: l
     try:
         reports = backend.run(cfg, launch_order(specs), workload, run_dir, resuming, progress)
     except SweepInterrupted as exc:  # keep what finished; a rerun resumes the rest
-        done = [r for r in collect_rows(exc.reports, specs) if r["status"] in ("ok", "diverged")]
+        done = [r for r in collect_rows(exc.reports, specs) if r["status"] in FINISHED_STATUSES]
         write_results(done, run_dir / RESULTS_FILENAME)
         print(f"partial results: {run_dir / RESULTS_FILENAME} ({len(done)} of {len(specs)} trials finished)",
               file=sys.stderr, flush=True)
         raise
     rows = collect_rows(reports, specs)
     write_results(rows, run_dir / RESULTS_FILENAME)
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "diverged", "failed")}
+    counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     print(f"results: {run_dir / RESULTS_FILENAME} ({counts})", file=out, flush=True)
     return finish(run_dir, cfg, out)
 

@@ -22,6 +22,9 @@ output 2d (8·d). ``SAFETY`` covers the allocator's fragmentation and kernel wor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from flops_fit.accounting import ModelShape, param_groups
 
 #: Must match ``flops_fit.models.gpt.CE_CHUNK_ELEMENTS`` (tested).
@@ -31,6 +34,8 @@ SAFETY = 1.2
 CONTEXT_BYTES = 1 << 30
 #: A trial whose estimate is at most this fraction of a GPU shares it (``gpus_per_trial="auto"``).
 SHARE_FRACTIONS = (0.25, 0.5)
+#: ``gpus_per_trial="auto"``: each trial's share from ``gpus_for``.
+AUTO = "auto"
 
 
 def state_bytes(shape: ModelShape) -> int:
@@ -69,3 +74,36 @@ def gpus_for(shape: ModelShape, batch_size: int, seq_len: int, gpu_bytes: int) -
         if need <= share * gpu_bytes:
             return share
     return 1.0
+
+
+@dataclass(frozen=True)
+class ResourceRule:
+    """What each trial asks Ray for: ``cpus`` cores and ``gpus`` GPUs, a number or ``"auto"``
+    (``gpus_for`` on the trial's shape, with ``gpu_bytes`` per GPU). A workload whose model
+    the memory model does not describe (a user's own model) gets a whole GPU under auto."""
+
+    cpus: float
+    gpus: float | str = 0.0
+    gpu_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.gpus == AUTO and not self.gpu_bytes:
+            raise ValueError("gpus='auto' needs gpu_bytes (the memory of one GPU)")
+
+    def gpus_for(self, spec: Any) -> float:
+        if self.gpus != AUTO:
+            return float(self.gpus)
+        if not spec.model or "d_model" not in spec.model:
+            return 1.0
+        from flops_fit.sizes import gpt_shape
+
+        return gpus_for(gpt_shape(spec.model), spec.batch_size, spec.seq_len, self.gpu_bytes)
+
+    def for_spec(self, spec: Any) -> dict[str, float]:
+        """Ray's resource dict for one trial (``{"CPU": 1.0, "GPU": 0.25}``)."""
+        gpus = self.gpus_for(spec)
+        return {"CPU": float(self.cpus), **({"GPU": gpus} if gpus else {})}
+
+    def describe(self, spec: Any) -> str:
+        res = self.for_spec(spec)
+        return f"{res['CPU']:g}c" + (f"/{res['GPU']:g}g" if "GPU" in res else "")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from flops_fit import accounting
 from flops_fit.errors import PlanError
@@ -56,7 +56,8 @@ class PlanConfig:
     seed: int = 0
     replicates: int = 0
     """Extra seeds for each of the smallest budget's three central sizes: their spread measures
-    the run-to-run noise σ the fits report and use (flops_fit.noise)."""
+    the run-to-run noise σ the fits report and use (flops_fit.noise). The tiny and
+    tinystories-gpu presets run 2; a grid you give exactly (and find_optimal, as v1.0) none."""
 
     def __post_init__(self) -> None:
         budgets = tuple(self.budgets)
@@ -278,14 +279,17 @@ def replicate_specs(specs: Sequence[TrialSpec], k: int) -> list[TrialSpec]:
             for r in range(1, k + 1) for s in central]
 
 
-def format_plan(specs: Sequence[TrialSpec]) -> str:
-    """The grid as a table a person can read, with the total FLOPs."""
-    header = f"{'budget':>9} {'N':>11} {'N_non_emb':>10} {'size':>9} {'D tokens':>11} {'D/N':>7} {'steps':>6} {'batch':>5} {'lr':>8} {'FLOPs':>9}"
+def format_plan(specs: Sequence[TrialSpec], resources: Callable[[TrialSpec], str] | None = None) -> str:
+    """The grid as a table a person can read, with the total FLOPs; ``resources(spec)``
+    adds what each trial asks Ray for (``1c/0.25g``: one CPU, a quarter of a GPU)."""
+    header = f"{'budget':>9} {'N':>11} {'N_non_emb':>10} {'size':>9} {'D tokens':>11} {'D/N':>7} {'steps':>6} {'batch':>5} {'lr':>8} {'FLOPs':>9} {'seed':>4}"
+    header += f" {'resources':>10}" if resources else ""
     lines = [header, "-" * len(header)]
     for s in specs:
         lines.append(
             f"{s.budget:9.2e} {s.n:11,d} {_count(s.params.get('n_non_embedding')):>10} {s.label:>9} "
-            f"{s.tokens:11,d} {s.tokens / s.n:7.2f} {s.steps:6d} {s.batch_size:5d} {s.lr:8.2e} {s.flops:9.2e}"
+            f"{s.tokens:11,d} {s.tokens / s.n:7.2f} {s.steps:6d} {s.batch_size:5d} {s.lr:8.2e} {s.flops:9.2e} {s.seed:4d}"
+            + (f" {resources(s):>10}" if resources else "")
         )
     total = sum(s.flops for s in specs)
     lines.append(f"{len(specs)} trials, total {total:.3e} FLOPs ({specs[0].flops_convention if specs else ''} convention)")

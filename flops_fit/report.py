@@ -115,6 +115,10 @@ class Result:
             err = r["error"].where(r["error"].notna(), "").astype(str).str.slice(0, 60)
             reasons = reasons.where((status == "ok") | (err == ""), reasons + ": " + err)
         bad = reasons != ""
+        if (status == "undertrained").any():
+            self.notes.append("undertrained: a run whose validation loss ended above the plateau level (halfway "
+                              "from the text's unigram to its bigram cross-entropy) never left the initial loss "
+                              "plateau; its loss measures its step count, not its size, so it is not fitted")
         if bad.any():
             ids = r["trial_id"].astype(str) if "trial_id" in r else r.index.astype(str)
             listed = [f"{i} ({why})" for i, why in zip(ids[bad], reasons[bad])]

@@ -17,7 +17,11 @@ from flops_fit.atomic import atomic_write
 
 RESULTS_FILENAME = "results.parquet"
 
-STATUSES = ("ok", "diverged", "failed")
+STATUSES = ("ok", "diverged", "undertrained", "failed")
+#: A trial that ended with one of these is done: it is recorded, never retried.
+FINISHED_STATUSES = ("ok", "diverged", "undertrained")
+#: Trained its whole budget to a finite loss (an undertrained run too: it is only left out of the fits).
+TRAINED_STATUSES = ("ok", "undertrained")
 
 #: Column name -> arrow type. Rows may omit optional columns (they become null); the first
 #: block is required of every row (the public minimum a results table must carry).
@@ -33,7 +37,7 @@ SCHEMA = pa.schema(
         ("tokens", pa.int64()),  # tokens actually trained on
         ("flops", pa.float64()),  # tokens x flops-per-token under `flops_convention`
         ("loss", pa.float64()),  # held-out validation loss (nats/token); null unless ok
-        ("status", pa.string()),  # ok | diverged | failed
+        ("status", pa.string()),  # ok | diverged | undertrained | failed
         # parameter groups and FLOPs conventions (record all, let the fit choose)
         ("n_embedding", pa.int64()),
         ("n_head", pa.int64()),
@@ -56,6 +60,9 @@ SCHEMA = pa.schema(
         ("tokens_per_s", pa.float64()),
         ("wall_s", pa.float64()),
         ("node_id", pa.string()),
+        ("gpus", pa.float64()),
+        ("epochs", pa.float64()),  # passes over the training data (above 1: repeated data)
+        ("plateau_loss", pa.float64()),  # the loss a trained run gets below (flops_fit.data.baselines)  # GPUs Ray gave the trial (a share of one when trials share a GPU)
         ("error", pa.string()),
         ("curve", pa.string()),  # JSON list of {step, tokens, train_loss}
     ]

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
+
+from flops_fit.errors import PlanError
+from flops_fit.memory import AUTO, ResourceRule
 
 #: Fixed cost of one trial on a Ray worker (actor start, torch + dynamo import, data open,
 #: report, eval, idle slot time): 4.5 s with reused actors, 18 s without (bench_sweep.py, RESULTS.md).
@@ -124,6 +127,30 @@ def local_gpus() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def local_gpu_bytes() -> int | None:
+    """Memory of the smallest CUDA device this process sees (None without one)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return min(torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count()))
+
+
+def resource_rule(cfg: Any, cluster_gpu_bytes: Callable[[], int] | None = None) -> ResourceRule:
+    """Each trial's resources under ``cfg``. For ``gpus_per_trial="auto"`` the GPU memory is
+    ``gpu_memory_gb``, else the local GPU's, else ``cluster_gpu_bytes()`` (the Ray layer asks
+    a GPU worker); without any of them auto cannot be sized and says so."""
+    gpu_bytes = None
+    if cfg.gpus_per_trial == AUTO:
+        gpu_bytes = int(cfg.gpu_memory_gb * 1e9) if cfg.gpu_memory_gb else local_gpu_bytes()
+        if gpu_bytes is None and cluster_gpu_bytes is not None:
+            gpu_bytes = cluster_gpu_bytes()
+        if gpu_bytes is None:
+            raise PlanError("--gpus-per-trial auto sizes trials by GPU memory, and this machine has no GPU: "
+                            "pass --gpu-memory-gb (e.g. 80 for an H100) for the GPUs the sweep will run on")
+    return ResourceRule(cfg.cpus_per_trial, cfg.gpus_per_trial, gpu_bytes)
 
 
 def trial_slots(cpus: int, cpus_per_trial: float, gpus: int = 0, gpus_per_trial: float = 0.0,

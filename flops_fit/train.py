@@ -41,7 +41,7 @@ CHECKPOINT_FILE = checkpoint.CHECKPOINT_FILE
 
 @dataclass
 class TrialOutcome:
-    status: str  # ok | diverged
+    status: str  # ok | diverged | undertrained
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
@@ -169,9 +169,19 @@ def micro_batches_for(spec: TrialSpec, device: torch.device, model: torch.nn.Mod
     from flops_fit import memory
     from flops_fit.sizes import gpt_shape
 
-    free, _ = torch.cuda.mem_get_info(device)
+    free, total = torch.cuda.mem_get_info(device)
     free += torch.cuda.memory_reserved(device)  # the model already sits in what is reserved
+    free = min(free, int(torch.cuda.get_per_process_memory_fraction(device) * total))  # a shared GPU's cap
     return spec.batch_size // memory.micro_batch_for(gpt_shape(spec.model), spec.batch_size, spec.seq_len, free)
+
+
+def cap_gpu_memory(share: float) -> None:
+    """A trial holding ``share`` < 1 of a GPU keeps to it: Ray's fractional GPUs isolate no
+    memory, so without a cap one trial's growth makes its neighbours fail. With the cap
+    PyTorch's allocator raises out-of-memory in this trial past its share (and the trainer
+    halves its micro-batch), instead."""
+    if 0 < share < 1 and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(share)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -355,9 +365,27 @@ def _record(trial: _Trial, status: str, loss_val: float | None, train_s: float, 
         wall_s=trial.wall_before + time.perf_counter() - t_start,
         node_id=os.environ.get("FLOPS_FIT_NODE_ID") or platform.node(),
         curve=json.dumps(trial.curve),
+        epochs=_epochs(trial),
         error=None if status == "ok" else f"non-finite training loss by step {trial.step}",
     )
     return metrics
+
+
+def _epochs(trial: _Trial) -> float | None:
+    """Passes over the trial's training data (None when the dataset has no length)."""
+    try:
+        available = len(trial.train) * trial.spec.seq_len
+    except TypeError:
+        return None
+    return trial.step * trial.spec.batch_size * trial.spec.seq_len / max(1, available)
+
+
+def undertrained(loss: float, plateau: float | None) -> str | None:
+    """Why a finished run is ``undertrained`` (its loss still above the workload's plateau
+    level, ``flops_fit.data.baselines``), or None."""
+    if plateau is None or not loss > plateau:
+        return None
+    return f"loss {loss:.3f} above the plateau level {plateau:.3f}"  # the report explains the level
 
 
 def run_trial(
@@ -397,6 +425,12 @@ def run_trial(
             if not math.isfinite(loss_val):
                 status, loss_val = "diverged", None
         metrics = _record(trial, status, loss_val, train_s, trial.step - step_at_start, t_start)
+        plateau = getattr(workload, "plateau_loss", None)
+        metrics["plateau_loss"] = plateau
+        why = undertrained(loss_val, plateau) if status == "ok" else None
+        if why:  # kept in the table, left out of the fits (flops_fit.report lists it)
+            status = metrics["status"] = "undertrained"
+            metrics["error"] = why
     finally:
         device, compiled = trial.device, options.compile
         del trial  # the model and optimizer go before the cache is emptied

@@ -24,7 +24,9 @@ def ray_session():
     from flops_fit.ray.sweep import start_private_ray
 
     if not ray.is_initialized():
-        start_private_ray(num_cpus=2)  # loopback only, as sweep() starts it
+        # loopback only, as sweep() starts it; one logical GPU (Ray counts it, nothing uses
+        # CUDA) so fractional-GPU scheduling runs for real (tests/test_gpu_path.py)
+        start_private_ray(num_cpus=2, num_gpus=1)
     yield ray
     ray.shutdown()
 

@@ -339,7 +339,7 @@ def test_readme_has_the_commands():
         "ray job submit --address http://127.0.0.1:8265 --working-dir . -- python examples/tinystories_sweep.py",
         "ray attach cluster/aws.yaml",
         "ray down cluster/aws.yaml",
-        "flops-fit sweep --preset tinystories-gpu --gpus-per-trial 0.5",
+        "flops-fit sweep --preset tinystories-gpu --gpus-per-trial auto",
     ):
         assert cmd in readme, cmd
     for topic in ("127.0.0.1", "s3://", "gs://", "EFS", "Filestore", "NFS", "node-local"):

@@ -397,3 +397,22 @@ def test_shapes_from_256_wide_are_tensor_core_aligned_and_exactly_counted(vocab)
         for target in (1e7, 1e8):
             cfg = config_for_scaling(target, vocab_size=vocab, max_seq_len=64)
             assert cfg.d_model % 64 == 0 and GPT(cfg).n() == accounting.param_groups(cfg.shape).total
+
+
+@pytest.mark.parametrize("count", ["n", "n_non_embedding"])
+@pytest.mark.parametrize("vocab", [512, 4096, 50257])
+def test_shapes_keep_to_the_aspect_prior_within_tolerance(vocab, count):
+    """Aligned widths step by 64, so the closest count was often a 1-layer model 512 wide
+    (the GPU preset planned 216x1, 384x1 and 512x1): now every shape whose embedding does not
+    dominate keeps d_model within 3x of 64 per layer (worst 3.0x on a 400-point grid; it was
+    8x), and its count within 8% of the target (worst 7.2%)."""
+    import numpy as np
+
+    low = 5.5 if count == "n_non_embedding" else 6.5  # a 50257-token table alone is 1e6 parameters at d=20
+    for target in np.logspace(low, 9.5, 400):
+        shape = accounting.shape_for_params(float(target), vocab, 512, count=count)
+        got = accounting.count_params(shape, count)
+        assert abs(got - target) / target < 0.08, shape
+        if vocab * shape.d_model <= 0.4 * accounting.count_params(shape, "n"):
+            ratio = shape.d_model / (accounting.ASPECT_RATIO * shape.num_layers)
+            assert 1 / 3 <= ratio <= 3.0, shape

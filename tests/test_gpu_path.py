@@ -6,14 +6,17 @@ against the model, MFU, compile time, checkpoint stall) is measured by
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from flops_fit import memory
 from flops_fit.accounting import ModelShape, param_groups
-from flops_fit.config import preset
+from flops_fit.config import SweepConfig, preset
 from flops_fit.engine import default_workload
 from flops_fit.errors import PlanError
+from flops_fit.sizes import gpt_shape
 from flops_fit.throughput import trial_slots
 from flops_fit.train import compute_dtype
 
@@ -67,6 +70,67 @@ def test_gpus_per_trial_auto_packs_small_models_and_gives_large_ones_a_gpu():
     tiny = ModelShape(vocab_size=4096, d_model=128, num_layers=2, num_heads=2, d_ff=384, max_seq_len=512)
     assert memory.gpus_for(tiny, 32, 512, 80 * 10**9) == 0.25
     assert memory.gpus_for(SHAPE, 256, 512, 80 * 10**9) == 1.0
+
+
+def test_auto_resources_follow_the_model_and_a_fixed_share_stays_fixed():
+    cfg = preset("tinystories-gpu")
+    specs = default_workload(cfg).plan(cfg.plan)
+    rule = memory.ResourceRule(cpus=4, gpus="auto", gpu_bytes=80 * 10**9)
+    shares = {s.trial_id: rule.gpus_for(s) for s in specs}
+    assert set(shares.values()) == {0.25, 0.5, 1.0}  # packed small, shared middle, a whole GPU for the largest
+    by_size = sorted(specs, key=lambda s: memory.training_bytes(gpt_shape(s.model), s.batch_size, s.seq_len))
+    assert shares[by_size[0].trial_id] == 0.25 and shares[by_size[-1].trial_id] == 1.0
+    assert rule.for_spec(by_size[0]) == {"CPU": 4.0, "GPU": 0.25}
+    # a model the memory model cannot describe (a user's own) gets a whole GPU under auto
+    assert rule.gpus_for(dataclasses.replace(specs[0], model={"width": 8})) == 1.0
+    fixed = memory.ResourceRule(cpus=1, gpus=0.5)
+    assert {fixed.gpus_for(s) for s in specs} == {0.5}
+    assert memory.ResourceRule(cpus=2).for_spec(specs[0]) == {"CPU": 2.0}  # CPU trials ask for no GPU
+    with pytest.raises(ValueError, match="gpu_bytes"):
+        memory.ResourceRule(cpus=1, gpus="auto")
+
+
+@pytest.mark.parametrize("value, ok", [("auto", True), (0.5, True), ("0.25", True), (2, True), ("lots", False),
+                                        (1.5, False), (-1, False)])
+def test_gpus_per_trial_accepts_numbers_and_auto_only(value, ok):
+    if ok:
+        SweepConfig.of(gpus_per_trial=value)
+    else:
+        with pytest.raises(PlanError, match="gpus_per_trial"):
+            SweepConfig.of(gpus_per_trial=value)
+
+
+def test_plan_shows_each_trials_resources_and_auto_needs_the_gpu_size(capsys):
+    from flops_fit.cli import main
+
+    assert main(["plan", "--preset", "tinystories-gpu", "--gpus-per-trial", "auto", "--gpu-memory-gb", "80"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.strip().startswith(("3.00e", "1.00e"))]
+    assert {row[-1] for row in rows} == {"4c/0.25g", "4c/0.5g", "4c/1g"}
+    if torch.cuda.is_available():
+        return  # the local GPU sizes auto here
+    assert main(["plan", "--preset", "tinystories-gpu", "--gpus-per-trial", "auto"]) == 2
+    err = capsys.readouterr().err
+    assert "--gpu-memory-gb" in err and len(err.strip().splitlines()) == 1
+
+
+def test_fractional_gpu_trials_get_their_own_share_through_tune(ray_session, tmp_path, capsys):
+    """Real Tune scheduling on the session's one logical GPU: under auto each trial asks for
+    its own share (the per-trial resource callable), and records what Ray gave it."""
+    from flops_fit.ray import sweep
+
+    base = SweepConfig.of(budgets=(1e16, 1e17), points_per_budget=3, vocab_size=32000, seq_len=1024,
+                          simulate={"E": 1.8, "A": 482.0, "B": 2085.0, "alpha": 0.35, "beta": 0.37, "noise": 0.0},
+                          storage_path=str(tmp_path), name="gpus", n_boot=0)
+    specs = default_workload(base).plan(base.plan)
+    needs = sorted(memory.training_bytes(gpt_shape(s.model), s.batch_size, s.seq_len) for s in specs)
+    gpu_gb = 4 * needs[len(needs) // 2] / 1e9  # the smaller half fits in a quarter GPU, the rest do not
+    result = sweep(base.replace(gpus_per_trial="auto", gpu_memory_gb=gpu_gb), progress=True)
+    rule = memory.ResourceRule(cpus=1, gpus="auto", gpu_bytes=int(gpu_gb * 1e9))
+    rows = result.results.set_index("trial_id")
+    want = {s.trial_id: rule.gpus_for(s) for s in specs}
+    assert min(want.values()) == 0.25 and max(want.values()) > 0.25  # shares differ by trial
+    assert {t: rows.loc[t, "gpus"] for t in want} == want
+    assert "gpus per trial (auto" in capsys.readouterr().out
 
 
 def test_slots_count_gpus_on_a_gpu_node():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from flops_fit.results import read_results
+from flops_fit.results import TRAINED_STATUSES, read_results
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -118,7 +118,7 @@ def test_job_submit_runs_trials_on_both_nodes(two_node_cluster, tmp_path):
         if "No available agent" not in done.stderr:
             break
         time.sleep(3)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
     table = read_results(storage / "twonode")
-    assert (table["status"] == "ok").all(), table[["trial_id", "status", "error"]]
+    assert table["status"].isin(TRAINED_STATUSES).all(), table[["trial_id", "status", "error"]]
     assert table["node_id"].nunique() == 2  # trials ran on the head and on the worker node

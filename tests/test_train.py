@@ -193,3 +193,35 @@ def test_resume_loads_rng_state_saved_by_a_gpu_trial(spec, tmp_path, monkeypatch
         torch.set_rng_state(_AsIfOnCuda(torch.get_rng_state()))
     out = run_trial(spec, workload, TrainOptions(threads=1), resume_from=saved[0])
     assert out.status == "ok" and out.metrics["tokens"] == spec.tokens
+
+
+def test_fp16_grad_scaler_step_matches_the_unscaled_step_and_skips_overflow(spec):
+    """Below sm80 the trainer scales fp16 losses with a GradScaler (CPU stand-in here): a finite
+    step equals the unscaled one (the scaler unscales before the optimizer; 1e-6), and an
+    overflowing one changes no weight and halves the scale."""
+    from flops_fit.train import train_step
+    from flops_fit.workloads.gpt import ReferenceGPT
+
+    x = _Windows(4, 5).data
+    no_autocast = lambda: torch.autocast("cpu", enabled=False)  # noqa: E731
+    steps = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0**12)):
+        torch.manual_seed(0)
+        model = ReferenceGPT().build_model(spec)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        loss = train_step(model, torch.optim.SGD(model.parameters(), lr=1.0), x, no_autocast, scaler=scaler)
+        steps.append((float(loss), {n: p.detach() - before[n] for n, p in model.named_parameters()}))
+    (plain_loss, plain), (scaled_loss, scaled) = steps
+    assert scaled_loss == pytest.approx(plain_loss, abs=1e-6)  # the reported loss is not the scaled one
+    assert any(v.abs().max() > 1e-4 for v in plain.values())
+    for name in plain:
+        torch.testing.assert_close(scaled[name], plain[name], rtol=0, atol=1e-6)
+
+    torch.manual_seed(0)
+    model = ReferenceGPT().build_model(spec)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    overflow = lambda xs, labels: (None, model(xs, labels=labels)[1] * float("inf"))  # noqa: E731
+    train_step(overflow, torch.optim.SGD(model.parameters(), lr=1.0), x, no_autocast, scaler=scaler)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert scaler.get_scale() == 2.0**11

@@ -9,9 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import flops_fit
+from flops_fit.cli import DEFAULT_SIMULATED_LAW
 from flops_fit.errors import PlanError
 from flops_fit.examples import GPT, GPTConfig, create_model_for_scaling
 from flops_fit.plan import TrialSpec
+from flops_fit.synthetic import ScalingLaw
 from flops_fit.workloads.user import _LossAdapter, predicts_current_token
 
 SEQ = 16
@@ -112,17 +114,45 @@ def test_v1_quickstart_runs_unchanged(ray_session, tmp_path, monkeypatch):
     assert set(trial_dirs) == set(result.results["trial_id"])
 
 
+class Square(nn.Module):
+    """A user model as v1.0 asked for one: a size keyword and ``num_params()``."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.proj = nn.Linear(width, width)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
 def test_v1_mock_mode_and_resume_false(ray_session, tmp_path, capfd, monkeypatch):
+    """mode="mock" trains nothing but plans what training would: the user's model sizes
+    (here n = width² + width), each trial's loss from the simulated law at its own N and D."""
     monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
-    result = flops_fit.find_optimal(model_cls=lambda width: nn.Linear(width, 1), model_size_param="width",
-                                    compute_budgets=[1e17, 1e18, 1e19], mode="mock", output_dir=tmp_path / "mock",
+    model_cls = Square
+    budgets = [1e17, 1e18, 1e19]
+    planned = flops_fit.find_optimal(model_cls=model_cls, model_size_param="width", compute_budgets=budgets,
+                                     train=False, progress=False)  # what a real run would train
+    capfd.readouterr()
+    result = flops_fit.find_optimal(model_cls=model_cls, model_size_param="width",
+                                    compute_budgets=budgets, mode="mock", output_dir=tmp_path / "mock",
                                     n_boot=0)
-    assert (result.results["status"] == "ok").all() and len(result.results) >= 9
+    table = result.results.set_index("trial_id")
+    assert (table["status"] == "ok").all() and len(table) >= 9
+    # the plan's N and D, not the reference GPT's sizes (was: the GPT's N on a linear layer's sweep)
+    assert sorted(table.index) == sorted(s.trial_id for s in planned)
+    for spec in planned:
+        assert (table.loc[spec.trial_id, "n"], table.loc[spec.trial_id, "tokens"]) == (spec.n, spec.tokens)
+        width = spec.model["size_value"]
+        assert spec.n == width * width + width
+    law = ScalingLaw(**{k: DEFAULT_SIMULATED_LAW[k] for k in ("E", "A", "B", "alpha", "beta")})
+    exact = law.loss(table["n"].to_numpy(float), table["tokens"].to_numpy(float))
+    assert abs(table["loss"].to_numpy() / exact - 1).max() < 5 * DEFAULT_SIMULATED_LAW["noise"]
     shown = capfd.readouterr()
     printed = shown.out + shown.err
     assert "done |" in printed and "ETA" in printed  # our progress lines, with the ETA
     assert "╭" not in printed and "/tmp/ray/session" not in printed  # not Ray's banner or its TensorBoard hint
     with pytest.raises(PlanError, match="resume=False"):
-        flops_fit.find_optimal(model_cls=lambda width: nn.Linear(width, 1), model_size_param="width",
-                               compute_budgets=[1e17, 1e18, 1e19], mode="mock", output_dir=tmp_path / "mock",
+        flops_fit.find_optimal(model_cls=model_cls, model_size_param="width",
+                               compute_budgets=budgets, mode="mock", output_dir=tmp_path / "mock",
                                resume=False, progress=False)

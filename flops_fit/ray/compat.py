@@ -30,7 +30,7 @@ def check_version() -> None:
                       f"not {ray.__version__}", stacklevel=2)
 
 
-def init_loopback_only(num_cpus: int | None = None) -> None:
+def init_loopback_only(num_cpus: int | None = None, num_gpus: int | None = None) -> None:
     """Start a Ray runtime of this process alone: loopback only, no dashboard.
 
     Internal touched: ``ray._private.ray_constants.ENABLE_RAY_CLUSTER``. Ray 2.60 rewrites
@@ -51,7 +51,7 @@ def init_loopback_only(num_cpus: int | None = None) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         # address="local": never Ray's default of joining the last `ray start` cluster here.
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _node_ip_address="127.0.0.1",
                  log_to_driver=False)
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved

@@ -8,16 +8,21 @@ storage, the manifest, row collection and the fits live in the engine.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 import os
 from pathlib import Path
 from typing import Any
 
 from flops_fit.config import SweepConfig, TrainOptions
 from flops_fit.engine import FINISHED_DIR, TrialReport, expected_cost, resolve_config, run_sweep
-from flops_fit.errors import SweepInterrupted
+from flops_fit.errors import PlanError, SweepInterrupted
+from flops_fit.memory import AUTO, ResourceRule
 from flops_fit.plan import TrialSpec
 from flops_fit.ray.compat import init_loopback_only, set_restored_callbacks, ship_by_value, shutdown_private_ray
+from flops_fit.results import FINISHED_STATUSES
+from flops_fit.throughput import resource_rule
 
 
 def _ensure_ray(cfg: SweepConfig) -> str | None:
@@ -41,9 +46,42 @@ def _ensure_ray(cfg: SweepConfig) -> str | None:
     return "private"
 
 
-def start_private_ray(num_cpus: int | None = None) -> None:
-    """A Ray runtime of this process alone: loopback only, no dashboard."""
-    init_loopback_only(num_cpus)
+def start_private_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+    """A Ray runtime of this process alone: loopback only, no dashboard. ``num_gpus``
+    declares logical GPUs (the tests schedule fractional-GPU trials on a CPU machine)."""
+    init_loopback_only(num_cpus, num_gpus)
+
+
+def placement_for(rule: ResourceRule, config: dict[str, Any]) -> Any:
+    """Tune's per-trial resource request: the rule applied to this trial's spec."""
+    from ray import tune
+
+    return tune.PlacementGroupFactory([rule.for_spec(TrialSpec.from_dict(config["spec"]))])
+
+
+def cluster_gpu_bytes() -> int:
+    """One GPU worker's device memory, for ``gpus_per_trial="auto"`` on a driver without a GPU
+    (a CPU head node under ``ray job submit``)."""
+    import ray
+
+    if not ray.cluster_resources().get("GPU"):
+        raise PlanError("--gpus-per-trial auto, but the Ray cluster has no GPU node up: pass --gpu-memory-gb "
+                        "for the GPUs it will start, or --gpus-per-trial 0 to train on CPUs")
+
+    @ray.remote(num_gpus=1)
+    def device_memory() -> int:
+        import torch
+
+        return torch.cuda.get_device_properties(0).total_memory
+
+    return int(ray.get(device_memory.remote(), timeout=600))
+
+
+def describe_shares(rule: ResourceRule, specs: list[TrialSpec]) -> str:
+    """``gpus per trial (auto, 80 GB GPUs): 0.25 x 21, 0.5 x 4, 1 x 3``."""
+    counts = collections.Counter(rule.gpus_for(s) for s in specs)
+    shares = ", ".join(f"{g:g} x {n}" for g, n in sorted(counts.items()))
+    return f"gpus per trial (auto, {rule.gpu_bytes / 1e9:.0f} GB GPUs): {shares}"
 
 
 def trial_name(trial: Any) -> str:
@@ -73,7 +111,7 @@ class TuneBackend:
         reports = [TrialReport(spec=r.config["spec"], metrics=dict(r.metrics or {}),
                                error=None if r.error is None else str(r.error)) for r in grid if r.config]
         unfinished = len(reports) < len(specs) or any(
-            r.error is None and r.metrics.get("status") not in ("ok", "diverged") for r in reports)
+            r.error is None and r.metrics.get("status") not in FINISHED_STATUSES for r in reports)
         if unfinished:
             raise SweepInterrupted(reports)
         return reports
@@ -90,11 +128,18 @@ class TuneBackend:
         # progress lines say what happens, and TensorBoard reads the sweep directory itself
         # (tensorboard --logdir <storage_path>/<name>). An explicit setting is left alone.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        # With num_to_keep=1 every checkpoint forces an experiment-state snapshot, and Tune
+        # warns (in the sweep's output) when two come within 5 s; for a grid of a few dozen
+        # trials a snapshot is milliseconds, so the warning is noise.
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         options: TrainOptions = dataclasses.replace(cfg.train, threads=max(1, int(cfg.cpus_per_trial)))
+        rule = resource_rule(cfg, cluster_gpu_bytes)
+        if progress and cfg.gpus_per_trial == AUTO:
+            print(describe_shares(rule, specs), flush=True)
         trainable = tune.with_resources(
             tune.with_parameters(run_trial_on_worker, workload=workload, train_options=options,
-                                 record_dir=str(run_dir / FINISHED_DIR)),
-            {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial},
+                                 record_dir=str(run_dir / FINISHED_DIR), resources=rule),
+            functools.partial(placement_for, rule),
         )
         from flops_fit.ray.trackers import tracker_callbacks
 

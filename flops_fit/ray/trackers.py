@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,19 @@ def require_tracker(tracker: str) -> None:
         __import__(module)
     except ImportError:
         raise PlanError(f"--tracker {tracker} needs {module}: pip install \"flops-fit[{extra}]\"") from None
+
+
+def _require_sqlite_store(uri: str) -> None:
+    """MLflow's SQLite store needs sqlalchemy and alembic, which mlflow-skinny leaves out:
+    say so in one line rather than with an ImportError from inside MLflow."""
+    if not uri.startswith("sqlite:"):
+        return
+    for module in ("sqlalchemy", "alembic"):
+        try:
+            __import__(module)
+        except ImportError:
+            raise PlanError(f"--tracker mlflow's store {uri} needs {module} (mlflow-skinny lacks it): "
+                            "pip install \"flops-fit[mlflow]\", or pass --tracking-uri to a server") from None
 
 
 def mlflow_uri(cfg: SweepConfig, run_dir: Path) -> str:
@@ -56,6 +70,7 @@ def tracker_callbacks(cfg: SweepConfig, run_dir: Path) -> list[Any]:
     if cfg.tracker == "mlflow":
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
+        _require_sqlite_store(mlflow_uri(cfg, run_dir))
         _mlflow_experiment(cfg, run_dir)
         return [MLflowLoggerCallback(tracking_uri=mlflow_uri(cfg, run_dir), experiment_name=cfg.name,
                                      tags={"flops_fit.sweep": str(run_dir)})]
@@ -91,25 +106,72 @@ def _fit_metrics(fits: dict[str, Any]) -> dict[str, float]:
 
 def log_sweep(cfg: SweepConfig, run_dir: Path, result: Any) -> None:
     """After the fits: each trial's curve, and the fits (with report.html and fits.json) as a run."""
-    if cfg.tracker != "mlflow":  # W&B and TensorBoard get the live stream only (see README)
-        return
+    if cfg.tracker == "mlflow":
+        _log_mlflow(cfg, run_dir, result)
+    elif cfg.tracker == "wandb":
+        _log_wandb(cfg, run_dir, result)
+    elif cfg.tracker == "tensorboard":
+        _log_tensorboard(run_dir, result)
+
+
+def _log_wandb(cfg: SweepConfig, run_dir: Path, result: Any) -> None:
+    """One more run, ``fits``: every trial's curve as one table (trial, tokens, train loss:
+    W&B plots it grouped by trial), the fits as its summary, fits.json and report.html saved.
+    The trials' own runs (Tune's callback) finished with the sweep and cannot be appended to."""
+    import wandb
+
+    mode = {"mode": os.environ["WANDB_MODE"]} if os.environ.get("WANDB_MODE") else {}
+    run = wandb.init(project=cfg.name, dir=str(run_dir), name="fits", job_type="fits", **mode)
+    try:
+        rows = [[row["trial_id"], int(p["tokens"]), float(p["train_loss"])]
+                for row in result.results.to_dict(orient="records") for p in _curve(row)]
+        run.log({"curves": wandb.Table(columns=["trial_id", "tokens", "train_loss"], data=rows)})
+        fits = result.to_dict()
+        run.summary.update({**_fit_metrics(fits), "primary": str(fits.get("primary"))})
+        for name in ("fits.json", "report.html", "table.txt"):
+            if (run_dir / name).is_file():
+                run.save(str(run_dir / name), base_path=str(run_dir), policy="now")
+    finally:
+        run.finish()
+
+
+def _log_tensorboard(run_dir: Path, result: Any) -> None:
+    """Each trial's curve as ``curve_train_loss`` against tokens in ``<trial dir>/curve`` (beside
+    Tune's own events, which hold only what the trial reported live), the fits in ``fits/``."""
+    from tensorboardX import SummaryWriter
+
+    for row in result.results.to_dict(orient="records"):
+        trial_dir = run_dir / str(row["trial_id"])
+        if trial_dir.is_dir():
+            with SummaryWriter(str(trial_dir / "curve")) as writer:
+                for p in _curve(row):
+                    writer.add_scalar("curve_train_loss", float(p["train_loss"]), int(p["tokens"]))
+    with SummaryWriter(str(run_dir / "fits")) as writer:
+        for key, value in _fit_metrics(result.to_dict()).items():
+            writer.add_scalar(key, value, 0)
+
+
+def _log_mlflow(cfg: SweepConfig, run_dir: Path, result: Any) -> None:
+    from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(mlflow_uri(cfg, run_dir))
     experiment_id = _mlflow_experiment(cfg, run_dir)
     runs = {r.data.tags.get("trial_name"): r.info.run_id for r in client.search_runs([experiment_id], max_results=10000)}
+    now = int(time.time() * 1000)
+    # One log_batch per run (MLflow splits it at its 1,000-entity limit): a log_metric per
+    # curve point is one store transaction each, ~0.2 s on SQLite, minutes for a real sweep.
     for row in result.results.to_dict(orient="records"):
         run_id = runs.get(row["trial_id"])
         if run_id is None:
             continue
-        for p in _curve(row):  # step = tokens trained so far: curves of different sizes line up
-            client.log_metric(run_id, "curve_train_loss", float(p["train_loss"]), step=int(p["tokens"]))
-        client.set_tag(run_id, "flops_fit.status", row["status"])
+        # step = tokens trained so far: curves of different sizes line up
+        curve = [Metric("curve_train_loss", float(p["train_loss"]), now, int(p["tokens"])) for p in _curve(row)]
+        client.log_batch(run_id, metrics=curve, tags=[RunTag("flops_fit.status", str(row["status"]))])
     fits = result.to_dict()
     run = client.create_run(experiment_id, run_name="fits", tags={"flops_fit.kind": "fits"})
-    for key, value in _fit_metrics(fits).items():
-        client.log_metric(run.info.run_id, key, value)
-    client.log_param(run.info.run_id, "primary", fits.get("primary"))
+    client.log_batch(run.info.run_id, metrics=[Metric(k, v, now, 0) for k, v in _fit_metrics(fits).items()],
+                     params=[Param("primary", str(fits.get("primary")))])
     for name in ("fits.json", "report.html", "table.txt"):
         if (run_dir / name).is_file():
             client.log_artifact(run.info.run_id, str(run_dir / name))

@@ -31,10 +31,11 @@ from ray import tune
 
 from flops_fit.engine import SPEC_ID
 from flops_fit.plan import TrialSpec
-from flops_fit.results import atomic_write_text
+from flops_fit.results import FINISHED_STATUSES, atomic_write_text
 
 if TYPE_CHECKING:
     from flops_fit.config import TrainOptions
+    from flops_fit.memory import ResourceRule
     from flops_fit.workloads.base import Workload
 
 
@@ -58,7 +59,7 @@ def read_record(record: Path, trial_id: str) -> dict[str, Any] | None:
         data = json.loads(record.read_text())
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        if data.get(SPEC_ID, trial_id) != trial_id or data.get("status") not in ("ok", "diverged"):
+        if data.get(SPEC_ID, trial_id) != trial_id or data.get("status") not in FINISHED_STATUSES:
             raise ValueError(f"does not match trial {trial_id}")
         return data
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
@@ -69,10 +70,14 @@ def read_record(record: Path, trial_id: str) -> dict[str, Any] | None:
 
 
 def run_trial_on_worker(config: dict[str, Any], workload: "Workload", train_options: "TrainOptions",
-                        record_dir: str) -> None:
+                        record_dir: str, resources: "ResourceRule | None" = None) -> None:
     import ray
 
     spec = TrialSpec.from_dict(config["spec"])
+    if resources is not None:
+        from flops_fit.train import cap_gpu_memory
+
+        cap_gpu_memory(resources.gpus_for(spec))
     record = Path(record_dir) / f"{spec.trial_id}.json"
     replay = read_record(record, spec.trial_id)
     if replay is not None:  # finished before the driver restarted: no training
@@ -92,7 +97,9 @@ def run_trial_on_worker(config: dict[str, Any], workload: "Workload", train_opti
                                          checkpoint_root=scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    metrics["node_id"] = ray.get_runtime_context().get_node_id()
+    context = ray.get_runtime_context()
+    metrics["node_id"] = context.get_node_id()
+    metrics["gpus"] = context.get_assigned_resources().get("GPU", 0.0)
     metrics["resumed"] = checkpoint is not None
     if metrics.get("loss") is not None and not math.isfinite(metrics["loss"]):
         metrics["loss"] = None

@@ -45,6 +45,10 @@ class TrainedWorkload:
     """A workload whose trials really train: ``run_trial`` is ``flops_fit.train.run_trial``
     with this workload's ``build_model`` and ``open_data``."""
 
+    plateau_loss: float | None = None
+    """A finished run whose validation loss is above this is recorded ``undertrained``
+    (None: no such check; the reference GPT's preflight sets it from its text, flops_fit.data.baselines)."""
+
     def run_trial(self, spec: "TrialSpec", options: "TrainOptions", *,
                   resume_from: str | os.PathLike[str] | None = None,
                   save_checkpoint: SaveCheckpoint | None = None,

@@ -30,6 +30,8 @@ MIN_VOCAB_SIZE = 257
 @dataclass
 class ReferenceGPT(TrainedWorkload):
     data: StoryData = field(default_factory=lambda: StoryData(DataOptions()))
+    plateau_loss: float | None = None
+    """A run whose validation loss ends above this is ``undertrained`` (set by ``prepare``)."""
     kind = "gpt"
 
     @classmethod
@@ -52,7 +54,11 @@ class ReferenceGPT(TrainedWorkload):
         return plan(cfg, sizes=GPTSizes(cfg))
 
     def preflight(self, specs: list["TrialSpec"]) -> None:
+        from flops_fit.data.baselines import plateau_level
+
         self.data.preflight(specs)
+        # after the data checks, which name a source that cannot be read in one line
+        self.plateau_loss = plateau_level(*self.data.baselines())
 
     def identity(self) -> dict[str, Any]:
         return self.data.identity()

@@ -2,16 +2,22 @@
 of its planned (N, D), times seeded multiplicative noise. Designs a sweep (grid, budgets,
 how well the fits recover the law) in seconds, on the same engine and Ray path as real
 trials. Imports neither torch nor the data stack.
+
+The sizes are the reference GPT's, or a user's model's (``find_optimal(..., mode="mock")``,
+flops-fit v1.0's mock mode): the counts measured on the ``meta`` device and the data's
+sequence length, so the mock plans exactly the trials training would run, at the same N
+and D, and only the losses come from the law.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flops_fit.plan import plan
-from flops_fit.sizes import GPTSizes
+from flops_fit.sizes import CountedSizes, GPTSizes
 
 if TYPE_CHECKING:
     from flops_fit.config import TrainOptions
@@ -22,19 +28,29 @@ if TYPE_CHECKING:
 class SimulatedLaw:
     law: dict[str, float]
     """{E, A, B, alpha, beta} and optionally the multiplicative ``noise``."""
+    size_param: str | None = None
+    """A user's model: the keyword that sets its size (None: the reference GPT's sizes)."""
+    counts: dict[Any, int] | None = None
+    """A user's model: {size value: parameter count}, as ``flops_fit.workloads.user.count_sizes`` measured."""
+    seq_len: int | None = None
+    """A user's model: the sequence length of its data (None: the plan's)."""
     kind = "simulated"
 
     def prepare(self, plan_cfg: "PlanConfig") -> None:
         pass  # nothing to prepare: no tokenizer, no data
 
     def plan(self, plan_cfg: "PlanConfig") -> list["TrialSpec"]:
-        return plan(plan_cfg, sizes=GPTSizes(plan_cfg))
+        if self.counts is None:
+            return plan(plan_cfg, sizes=GPTSizes(plan_cfg))
+        return counted_plan(plan_cfg, self.size_param, self.counts, self.seq_len)
 
     def preflight(self, specs: list["TrialSpec"]) -> None:
         pass  # simulated trials read no data
 
     def identity(self) -> dict[str, Any]:
-        return {"simulate": self.law}
+        if self.counts is None:
+            return {"simulate": self.law}
+        return {"simulate": self.law, "size_param": self.size_param}
 
     def run_trial(self, spec: "TrialSpec", options: "TrainOptions", *,
                   resume_from: str | os.PathLike[str] | None = None, save_checkpoint: Any = None,
@@ -51,3 +67,11 @@ class SimulatedLaw:
         record = spec.record()
         record.update(loss=float(loss), train_loss=float(loss), status="ok", wall_s=0.0, tokens_per_s=0.0)
         return record
+
+
+def counted_plan(plan_cfg: "PlanConfig", size_param: str, counts: dict[Any, int],
+                 seq_len: int | None) -> list["TrialSpec"]:
+    """A user's model's IsoFLOP grid: its measured sizes, its data's sequence length. One
+    planner for training it (``UserModel.plan``) and for mocking it (``SimulatedLaw``)."""
+    cfg = dataclasses.replace(plan_cfg, seq_len=seq_len) if seq_len is not None else plan_cfg
+    return plan(cfg, sizes=CountedSizes(cfg, size_param, counts))

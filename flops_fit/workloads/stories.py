@@ -50,6 +50,20 @@ class StoryData:
     def identity(self) -> dict[str, Any]:
         return {"source": self.options.source, "tokenizer": self.fingerprint, "val_tokens": self.options.val_tokens}
 
+    def baselines(self) -> tuple[float, float]:
+        """(unigram, bigram) cross-entropy of the validation text, counted on the first
+        ``BASELINE_TOKENS`` training tokens (``flops_fit.data.baselines``); on the driver,
+        after ``preflight``. The shards it reads are the cached ones trials start from."""
+        from flops_fit.data.baselines import BASELINE_TOKENS, cross_entropies
+        from flops_fit.data.tinystories import TinyStoriesDataset
+
+        o = self.options
+        common = dict(seq_len=1, cache_dir=o.cache_dir, source=o.source, tokenizer_name=o.tokenizer_name,
+                      tokenizer=o.tokenizer_json, vocab_size=self.vocab_size)
+        train = TinyStoriesDataset(split="train", num_tokens=BASELINE_TOKENS, **common).prepare_data()
+        val = TinyStoriesDataset(split="validation", num_tokens=o.val_tokens, **common).prepare_data()
+        return cross_entropies(train.tokens(), val.tokens(), train.vocab_size_actual)
+
     def open(self, spec: "TrialSpec") -> tuple[Any, Any]:
         """(train, validation) datasets for ``spec``; refuses too many epochs of the split."""
         from flops_fit.data.tinystories import TinyStoriesDataset

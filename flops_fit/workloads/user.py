@@ -14,7 +14,6 @@ pair), or with ``dataset=None`` the same story data as the reference GPT (``Stor
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -24,10 +23,10 @@ from torch import nn
 
 from flops_fit.config import DataOptions
 from flops_fit.errors import PlanError
-from flops_fit.plan import PlanConfig, TrialSpec, plan
-from flops_fit.sizes import CountedSizes
+from flops_fit.plan import PlanConfig, TrialSpec
 from flops_fit.train import count_parameters, pair_batch
 from flops_fit.workloads.base import TrainedWorkload
+from flops_fit.workloads.simulated import SimulatedLaw, counted_plan
 from flops_fit.workloads.stories import StoryData
 
 #: Values tried for an integer size parameter when the user gives none: 2^(k/2), 1..65536.
@@ -154,19 +153,34 @@ class UserModel(TrainedWorkload):
         if not isinstance(self.size_param, str) or not self.size_param:
             raise PlanError("model_size_param must name the keyword that sets the model's size")
 
-    def prepare(self, plan_cfg: PlanConfig) -> None:
-        if not self.counts:  # sizes first: a factory that rejects them fails before any tokenizer work
+    def count(self) -> None:
+        """Measure the sizes on ``meta`` (once): a factory that rejects them fails here."""
+        if not self.counts:
             self.counts = count_sizes(self.model_cls, self.size_param, self.model_kwargs,
                                       self.size_values or DEFAULT_SIZE_LADDER)
+
+    def prepare(self, plan_cfg: PlanConfig) -> None:
+        self.count()  # sizes first: a factory that rejects them fails before any tokenizer work
         if self.dataset is None:
             self.stories.prepare(plan_cfg.vocab_size)
 
+    def data_seq_len(self) -> int | None:
+        """The sequence length the dataset fixes (None: story data, cut at the plan's)."""
+        if self.dataset is None:
+            return None
+        train = self.dataset[0] if is_split_pair(self.dataset) else self.dataset
+        return int(torch.as_tensor(train[0][0]).shape[-1])
+
     def plan(self, plan_cfg: PlanConfig) -> list[TrialSpec]:
-        cfg = plan_cfg
-        if self.dataset is not None:  # the data fixes the sequence length
-            train = self.dataset[0] if is_split_pair(self.dataset) else self.dataset
-            cfg = dataclasses.replace(cfg, seq_len=int(torch.as_tensor(train[0][0]).shape[-1]))
-        return plan(cfg, sizes=CountedSizes(cfg, self.size_param, self.counts))
+        return counted_plan(plan_cfg, self.size_param, self.counts, self.data_seq_len())
+
+    def simulated(self, law: dict[str, float]) -> SimulatedLaw:
+        """flops-fit v1.0's ``mode="mock"``: the trials training this model would run (its
+        sizes, its data's sequence length), each answered by the law at its (N, D) instead of
+        training. No tokenizer, no probe, and nothing of the model or data goes to the workers."""
+        self.count()
+        return SimulatedLaw(dict(law), size_param=self.size_param, counts=dict(self.counts),
+                            seq_len=self.data_seq_len())
 
     def preflight(self, specs: list[TrialSpec]) -> None:
         if self.dataset is None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,6 +82,53 @@ class LineReader:
 def sweep_cli(storage: Path, cache: Path, name: str, *extra: str) -> list[str]:
     return [str(BIN / "flops-fit"), "sweep", "--preset", "smoke", "--storage-path", str(storage),
             "--cache-dir", str(cache), "--name", name, *extra]
+
+
+#: A trial's final progress line: ``[... ] <trial id>: ok, val loss ...`` (ray/progress.py).
+DONE = re.compile(r"\] (\S+): (ok, val loss .*)$", re.M)
+
+
+@dataclass
+class SmokeDriver:
+    """A real ``flops-fit sweep --preset smoke`` driver process and its collected output;
+    ``cmd`` and ``env`` rerun the identical command (a resume). As a context manager it
+    kills, by pid, whatever of the driver and its process tree is still running at the end."""
+
+    proc: subprocess.Popen
+    out: LineReader
+    cmd: list[str]
+    env: dict[str, str]
+    tree: list = field(default_factory=list)
+
+    def __enter__(self) -> "SmokeDriver":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        kill_pids([p for p in self.tree if p.is_running()])
+
+    def wait_finished(self, count: int, timeout: float = 240) -> None:
+        """Until ``count`` trials printed their final result (asserts, with the output's tail)."""
+        done = self.out.wait_for(lambda lines: sum(bool(DONE.search(x)) for x in lines) >= count, timeout=timeout)
+        assert done, self.out.text()[-3000:]
+
+    def signal_after(self, count: int, sig: int) -> list:
+        """Once ``count`` trials finished: the driver's process tree (psutil handles, taken
+        first, to check and clean up after), then ``sig`` to the driver's pid alone."""
+        self.wait_finished(count)
+        self.tree = descendants(self.proc.pid)
+        self.proc.send_signal(sig)
+        return self.tree
+
+
+def start_smoke_sweep(storage: Path, cache: Path, name: str, ray_tmp: Path) -> SmokeDriver:
+    """The smoke sweep with checkpoints every second and two trials at a time, started as a
+    real process: the faults (Ctrl-C, SIGKILL) land mid-sweep with checkpoints to resume."""
+    env = subprocess_env(ray_tmp)
+    cmd = sweep_cli(storage, cache, name, "--checkpoint-every-s", "1", "--max-concurrent-trials", "2")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return SmokeDriver(proc, LineReader(proc), cmd, env)
 
 
 def free_port() -> int:

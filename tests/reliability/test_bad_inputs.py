@@ -113,7 +113,7 @@ def test_dataset_too_small_is_refused_with_epochs_and_the_flag(tmp_path, smoke_c
 
     msg = _refused(lambda: sweep(_cfg(tmp_path, smoke_cache, source=str(tiny_corpus))),
                    r"dataset too small: trial \S+ needs 531,456 tokens but the train split of .* holds [\d,]+ "
-                   r"\(59 stories\), [\d.]+ epochs > max_epochs=10; use a larger source= or raise --max-epochs to [\d.]+")
+                   r"\(59 stories\), [\d.]+ epochs > max_epochs=4; use a larger source= or raise --max-epochs to [\d.]+")
     epochs = float(msg.split(" epochs > ")[0].rsplit(" ", 1)[1])
     assert 10 < epochs < 30
 

@@ -2,40 +2,26 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 
 import pytest
-from rel_helpers import LineReader, descendants, kill_pids, subprocess_env, sweep_cli
+from rel_helpers import LineReader, start_smoke_sweep, subprocess_env, sweep_cli
 
 from flops_fit.results import read_results
-
-DONE = re.compile(r"\] (\S+): (ok, val loss .*)$", re.M)
 
 
 @pytest.mark.slow
 def test_ctrl_c_writes_partial_results_and_exits_130(tmp_path, smoke_cache, ray_tmp):
-    env = subprocess_env(ray_tmp)
-    cmd = sweep_cli(tmp_path / "runs", smoke_cache, "intr", "--checkpoint-every-s", "1", "--max-concurrent-trials", "2")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out = LineReader(proc)
-    tree = []
-    try:
-        assert out.wait_for(lambda lines: any(DONE.search(x) for x in lines), timeout=240), out.text()[-3000:]
-        tree = descendants(proc.pid)
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends; Tune catches it and returns early
-        rc = proc.wait(120)
-        text = out.text()
-        assert rc == 130, text[-3000:]  # was rc 1 with TypeError: 'NoneType' object is not subscriptable
-        assert "Traceback" not in text
-        assert "flops-fit: interrupted; rerun the same command to resume" in text
-        rows = read_results(tmp_path / "runs" / "intr")
-        assert len(rows) >= 1 and set(rows["status"]) <= {"ok", "diverged"}
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        kill_pids([p for p in tree if p.is_running()])
+    with start_smoke_sweep(tmp_path / "runs", smoke_cache, "intr", ray_tmp) as driver:
+        driver.signal_after(1, signal.SIGINT)  # what Ctrl-C sends; Tune catches it and returns early
+        rc = driver.proc.wait(120)
+        text = driver.out.text()
+    assert rc == 130, text[-3000:]  # was rc 1 with TypeError: 'NoneType' object is not subscriptable
+    assert "Traceback" not in text
+    assert "flops-fit: interrupted; rerun the same command to resume" in text
+    rows = read_results(tmp_path / "runs" / "intr")
+    assert len(rows) >= 1 and set(rows["status"]) <= {"ok", "diverged"}
 
 
 @pytest.mark.slow
