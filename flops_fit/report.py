@@ -243,7 +243,8 @@ class Result:
             method = f", {f.bootstrap.method} bootstrap" if f.bootstrap is not None else ""
             lines.append(f"Approach 2: N_opt ∝ C^{_iv(f.a, *_ivs(f, 'a'), '.3f')}, D_opt ∝ "
                          f"C^{_iv(f.b, *_ivs(f, 'b'), '.3f')} ({used} of {len(f.optima)} budgets used, "
-                         f"local parabolas within {f.window} of each best ln L{method}); "
+                         f"local parabolas within {f.window} of each best ln L"
+                         f"{', curvature pooled across budgets' if f.curvature == 'pooled' else ''}{method}); "
                          f"Akima cross-check a = {_iv(f.a_interp, math.nan, math.nan, '.3f')}")
         if self.parametric is not None:
             p, missing = self.parametric, self.parametric.undetermined()

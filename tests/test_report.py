@@ -96,6 +96,8 @@ def test_table_and_text(result):
     assert text == result.format_table()
     for needle in ("Approach 2", "Approach 3", "N_opt", "boom_failed", "90%"):
         assert needle in text
+    # how Approach 2 located its minima is stated: this sweep's budgets share one curvature line
+    assert result.isoflop.curvature == "pooled" and "curvature pooled across budgets" in text
 
 
 def test_plots_are_non_empty_pngs(result, tmp_path):
