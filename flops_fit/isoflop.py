@@ -135,7 +135,7 @@ def _locate_all(designs: list[_Design]) -> np.ndarray:
         pooled = pool_map @ own if members.sum() >= POOL_MIN_BUDGETS else [None] * len(designs)
         for d, c2 in zip(designs, pooled):
             locate(d.opt, d.local, c2 if c2 is None else float(c2), d.x, d.y, d.log_d)
-        inside = np.array([not (d.opt.flag or "").startswith("edge") for d in designs])
+        inside = np.array([not (d.opt.flag or "").startswith("edge") for d in designs], dtype=bool)
         if np.array_equal(inside | ~members, np.ones_like(members)) or inside.sum() < POOL_MIN_BUDGETS:
             break
         members = inside

@@ -128,7 +128,8 @@ def test_agreement_needs_narrow_intervals_and_mutual_containment():
     assert wide.agree is not True
 
 
-@pytest.mark.parametrize("case", ["near_zero_losses", "one_usable_budget", "all_edges", "e_at_zero"])
+@pytest.mark.parametrize("case", ["near_zero_losses", "one_usable_budget", "all_edges", "e_at_zero",
+                                  "no_local_fit"])
 def test_a_valid_table_never_raises_and_everything_is_written(case, tmp_path):
     df = table(CHINCHILLA, noise=0.01)
     if case == "near_zero_losses":  # the GRU that learnt its data: best losses 0.005-0.2 nats
@@ -139,6 +140,8 @@ def test_a_valid_table_never_raises_and_everything_is_written(case, tmp_path):
         df = table(CHINCHILLA, noise=0.01, centre_offset=1.5)
     elif case == "e_at_zero":
         df = table(ScalingLaw(E=1e-9, A=5.0, B=5.0, alpha=0.3, beta=0.3), noise=0.01)
+    elif case == "no_local_fit":  # two sizes a budget (a smoke sweep whose largest runs were undertrained)
+        df = df.groupby("budget").head(2)
     result = written(df, tmp_path)
     paths = {p.name for p in result.save()}
     assert {"table.txt", "fits.json", "isoflop.png"} <= paths
