@@ -7,6 +7,7 @@ logged step whose training loss is below the plateau level (``flops_fit.data.bas
 and the status the sweep would record. In-process, one thread per run, no Ray.
 
     python benchmarks/bench_plateau.py [--preset tiny] [--lr-mult 0.33 1 3] [--step-mult 1 3]
+    python benchmarks/bench_plateau.py --quick   # the smoke preset's smallest budget, once: seconds
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ def main() -> None:
     ap.add_argument("--budgets", type=float, nargs="+", default=None, help="default: every budget of the preset")
     ap.add_argument("--lr-mult", type=float, nargs="+", default=[0.33, 1.0, 3.0])
     ap.add_argument("--step-mult", type=float, nargs="+", default=[1.0, 3.0])
+    ap.add_argument("--quick", action="store_true", help="smoke preset, smallest budget, planned LR and steps")
     args = ap.parse_args()
+    if args.quick:
+        args.preset, args.budgets, args.lr_mult, args.step_mult = "smoke", [1e10], [1.0], [1.0]
 
     from flops_fit.train import run_trial
 
@@ -64,7 +68,7 @@ def main() -> None:
     text = (f"plateau level {workload.plateau_loss:.3f} nats ({args.preset} preset's text), load {load()}\n"
             + table(rows, ["trial", "size", "batch", "steps", "lr", "val_loss", "left_plateau_at", "status",
                            "wall_s"]))
-    emit({"preset": args.preset, "plateau_loss": workload.plateau_loss, "rows": rows}, text)
+    emit({"quick": args.quick, "preset": args.preset, "plateau_loss": workload.plateau_loss, "rows": rows}, text)
 
 
 if __name__ == "__main__":
