@@ -85,7 +85,7 @@ def sweep_cli(storage: Path, cache: Path, name: str, *extra: str) -> list[str]:
 
 
 #: A trial's final progress line: ``[... ] <trial id>: ok, val loss ...`` (ray/progress.py).
-DONE = re.compile(r"\] (\S+): (ok, val loss .*)$", re.M)
+DONE = re.compile(r"\] (\S+): ((?:ok|undertrained), val loss .*)$", re.M)  # a trial that trained to the end
 
 
 @dataclass
@@ -172,10 +172,13 @@ def node_processes(marker: str) -> list:
 def stop_node(marker: str) -> None:
     """SIGKILL every process of one Ray node, nothing else (never a bare ``ray stop``).
 
-    No waiting: the node's processes may be another process's children (Cluster's), so they
-    stay zombies until it reaps them; a zombie's empty command line no longer matches."""
+    No waiting on exit codes: the node's processes may be another process's children
+    (Cluster's), so they stay zombies until it reaps them; a zombie's empty command line no
+    longer matches. A SIGKILLed process still shows its command line for a moment until the
+    kernel has taken it down (CI saw one at the very next look), and a raylet may still fork a
+    worker while we kill: sweep until none is left, for up to 5 s."""
     ps = psutil()
-    for _ in range(3):  # a raylet may still fork a worker while we kill: sweep twice more
+    for _ in range(50):
         procs = node_processes(marker)
         if not procs:
             return
@@ -184,3 +187,4 @@ def stop_node(marker: str) -> None:
                 p.kill()
             except ps.NoSuchProcess:
                 pass
+        time.sleep(0.1)

@@ -63,7 +63,7 @@ def test_killed_driver_resumes_without_retraining_finished_trials(tmp_path, smok
     # and the table keeps the first run's records of them (same loss, wall time, throughput)
     for trial, line in finished.items():
         row = table.set_index("trial_id").loc[trial]
-        assert line.startswith(f"ok, val loss {row['loss']:.4f}, {row['wall_s']:.1f}s, {row['tokens_per_s']:,.0f} tok/s"), (line, row)
+        assert line.startswith(f"{row['status']}, val loss {row['loss']:.4f}, {row['wall_s']:.1f}s, {row['tokens_per_s']:,.0f} tok/s"), (line, row)
     print(f"finished before the kill: {len(finished)}; of them started again by the restored Tune run "
           f"(record replayed): {len(started_again & set(finished))}; trained again: {len(trained_again)}; "
           f"started in the rerun: {len(started_again)}")
