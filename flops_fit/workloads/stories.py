@@ -50,29 +50,30 @@ class StoryData:
     def identity(self) -> dict[str, Any]:
         return {"source": self.options.source, "tokenizer": self.fingerprint, "val_tokens": self.options.val_tokens}
 
+    def _split(self, split: str, seq_len: int, num_tokens: int) -> Any:
+        """One split's first ``num_tokens`` tokens as prepared (cached) windows of ``seq_len``."""
+        from flops_fit.data.tinystories import TinyStoriesDataset
+
+        o = self.options
+        return TinyStoriesDataset(split=split, seq_len=seq_len, num_tokens=num_tokens, cache_dir=o.cache_dir,
+                                  source=o.source, tokenizer_name=o.tokenizer_name, tokenizer=o.tokenizer_json,
+                                  vocab_size=self.vocab_size).prepare_data()
+
     def baselines(self) -> tuple[float, float]:
         """(unigram, bigram) cross-entropy of the validation text, counted on the first
         ``BASELINE_TOKENS`` training tokens (``flops_fit.data.baselines``); on the driver,
         after ``preflight``. The shards it reads are the cached ones trials start from."""
         from flops_fit.data.baselines import BASELINE_TOKENS, cross_entropies
-        from flops_fit.data.tinystories import TinyStoriesDataset
 
-        o = self.options
-        common = dict(seq_len=1, cache_dir=o.cache_dir, source=o.source, tokenizer_name=o.tokenizer_name,
-                      tokenizer=o.tokenizer_json, vocab_size=self.vocab_size)
-        train = TinyStoriesDataset(split="train", num_tokens=BASELINE_TOKENS, **common).prepare_data()
-        val = TinyStoriesDataset(split="validation", num_tokens=o.val_tokens, **common).prepare_data()
+        train = self._split("train", 1, BASELINE_TOKENS)
+        val = self._split("validation", 1, self.options.val_tokens)
         return cross_entropies(train.tokens(), val.tokens(), train.vocab_size_actual)
 
     def open(self, spec: "TrialSpec") -> tuple[Any, Any]:
         """(train, validation) datasets for ``spec``; refuses too many epochs of the split."""
-        from flops_fit.data.tinystories import TinyStoriesDataset
-
         o = self.options
-        common = dict(seq_len=spec.seq_len, cache_dir=o.cache_dir, source=o.source, tokenizer_name=o.tokenizer_name,
-                      tokenizer=o.tokenizer_json, vocab_size=self.vocab_size)
-        train = TinyStoriesDataset(split="train", num_tokens=spec.tokens, **common).prepare_data()
-        val = TinyStoriesDataset(split="validation", num_tokens=o.val_tokens, **common).prepare_data()
+        train = self._split("train", spec.seq_len, spec.tokens)
+        val = self._split("validation", spec.seq_len, o.val_tokens)
         epochs = spec.tokens / max(1, len(train) * spec.seq_len)
         if epochs > o.max_epochs:
             raise ValueError(
