@@ -191,18 +191,66 @@ def smallest_feasible_budget(cfg: PlanConfig, sizes: SizeTable | None = None) ->
     return sizes.flops_per_token(sizes.floor_key) * cfg.min_steps * cfg.seq_len
 
 
-def _batch_and_steps(budget: float, tokens: float, cfg: PlanConfig) -> tuple[int, int]:
-    """Sequences per step (a power of two from the DeepSeek rule, halved until the trial
-    gets ``min_steps``) and the whole number of steps closest to the token budget."""
+def budget_batch(budget: float, largest_tokens: float, cfg: PlanConfig) -> int:
+    """Sequences per step for every trial of one budget: the DeepSeek rule's B(C) as a power
+    of two, halved until the budget's largest model (``largest_tokens`` tokens, the fewest)
+    still gets ``min_steps`` steps. One batch per budget, because B(C) is a function of the
+    budget only and a batch that varies inside a budget would move its IsoFLOP valley."""
     batch = 2 ** max(0, round(math.log2(max(1.0, deepseek_batch_tokens(budget) / cfg.seq_len))))
     batch = min(batch, cfg.max_batch_size)
-    while batch > 1 and tokens / (batch * cfg.seq_len) < cfg.min_steps:
+    while batch > 1 and largest_tokens / (batch * cfg.seq_len) < cfg.min_steps:
         batch //= 2
-    return batch, max(1, round(tokens / (batch * cfg.seq_len)))
+    return batch
 
 
-def plan_budget(budget: float, cfg: PlanConfig, sizes: SizeTable | None = None) -> list[TrialSpec]:
-    """The IsoFLOP grid for one budget (sizes merged when they round to the same model)."""
+def plan_trial(budget: float, target: float, batch: int, cfg: PlanConfig, sizes: SizeTable,
+               suffix: str = "") -> TrialSpec:
+    """The trial of ``budget`` at the size closest to ``target`` parameters, ``batch``
+    sequences a step, its token budget rounded to whole steps. One planner for the grid, the
+    trials an adaptive sweep adds and the verification run; refused below ``min_steps``."""
+    key = sizes.pick(target)
+    n, fpt = sizes.n(key), sizes.flops_per_token(key)
+    steps = max(1, round(budget / fpt / (batch * cfg.seq_len)))
+    if steps < cfg.min_steps:
+        raise PlanError(
+            f"budget {budget:.3g}: the model with {n:,} parameters would get {steps} optimizer steps "
+            f"(< min_steps={cfg.min_steps}) even at batch {batch}; use a budget >= "
+            f"{budget * cfg.min_steps / steps:.3g}, a smaller span, or a lower min_steps"
+        )
+    entry = sizes.entry(key, target)
+    return TrialSpec(
+        trial_id=f"C{budget:.2e}_N{n}{suffix}".replace("+", ""),
+        budget=budget,
+        seq_len=cfg.seq_len,
+        batch_size=batch,
+        steps=steps,
+        lr=entry.lr,
+        warmup_steps=max(1, min(1000, round(0.05 * steps))),
+        flops_convention=sizes.flops_convention,
+        flops_per_token=fpt,
+        n=n,
+        seed=cfg.seed,
+        model=entry.model,
+        params=entry.params,
+        flops_per_token_by=entry.flops_per_token_by,
+        label=entry.label,
+    )
+
+
+def grid_targets(budget: float, cfg: PlanConfig, sizes: SizeTable, center: float | None = None) -> list[float]:
+    """``points_per_budget`` size targets spaced log-evenly over ``span`` around ``center``
+    (default: the prior optimum), never below the smallest model."""
+    # When the centre sits near the smallest model, shift the grid up so it still spans its
+    # full width (the smallest point at the floor) instead of collapsing.
+    center = max(center or _prior_optimum(budget, sizes), sizes.floor * cfg.span**0.5)
+    k = cfg.points_per_budget
+    return [max(center * cfg.span ** (i / (k - 1) - 0.5), sizes.floor) for i in range(k)]
+
+
+def plan_budget(budget: float, cfg: PlanConfig, sizes: SizeTable | None = None,
+                center: float | None = None) -> list[TrialSpec]:
+    """The IsoFLOP grid for one budget around ``center`` (default: the prior optimum), sizes
+    merged when they round to the same model."""
     sizes = sizes or GPTSizes(cfg)
     floor = smallest_feasible_budget(cfg, sizes)
     if budget < floor:
@@ -210,49 +258,16 @@ def plan_budget(budget: float, cfg: PlanConfig, sizes: SizeTable | None = None) 
             f"budget {budget:.3g} FLOPs is too small: even the smallest model gets fewer than "
             f"min_steps={cfg.min_steps} steps; the smallest feasible budget is {floor:.3g}"
         )
-    # When the prior optimum sits near the smallest model, shift the grid up so it still
-    # spans its full width (the smallest point at the floor) instead of collapsing.
-    center = max(_prior_optimum(budget, sizes), sizes.floor * cfg.span**0.5)
-    k = cfg.points_per_budget
-    specs: dict[Any, TrialSpec] = {}
-    for i in range(k):
-        target = max(center * cfg.span ** (i / (k - 1) - 0.5), sizes.floor)
-        key = sizes.pick(target)
-        if key in specs:
-            continue  # merged: two targets rounded to the same model
-        n, fpt = sizes.n(key), sizes.flops_per_token(key)
-        batch, steps = _batch_and_steps(budget, budget / fpt, cfg)
-        if steps < cfg.min_steps:
-            raise PlanError(
-                f"budget {budget:.3g}: the model with {n:,} parameters would get {steps} optimizer steps "
-                f"(< min_steps={cfg.min_steps}) even at batch 1; use a budget >= "
-                f"{budget * cfg.min_steps / steps:.3g}, a smaller span, or a lower min_steps"
-            )
-        entry = sizes.entry(key, target)
-        specs[key] = TrialSpec(
-            trial_id=f"C{budget:.2e}_N{n}".replace("+", ""),
-            budget=budget,
-            seq_len=cfg.seq_len,
-            batch_size=batch,
-            steps=steps,
-            lr=entry.lr,
-            warmup_steps=max(1, min(1000, round(0.05 * steps))),
-            flops_convention=sizes.flops_convention,
-            flops_per_token=fpt,
-            n=n,
-            seed=cfg.seed,
-            model=entry.model,
-            params=entry.params,
-            flops_per_token_by=entry.flops_per_token_by,
-            label=entry.label,
-        )
-    grid = sorted(specs.values(), key=lambda s: s.n)
-    if len(grid) < 3:
+    targets: dict[Any, float] = {}
+    for target in grid_targets(budget, cfg, sizes, center):
+        targets.setdefault(sizes.pick(target), target)  # merged: two targets rounded to the same model
+    if len(targets) < 3:
         raise PlanError(
-            f"budget {budget:.3g}: only {len(grid)} distinct model sizes after merging; "
+            f"budget {budget:.3g}: only {len(targets)} distinct model sizes after merging; "
             "raise span or the budget"
         )
-    return grid
+    batch = budget_batch(budget, min(budget / sizes.flops_per_token(k) for k in targets), cfg)
+    return sorted((plan_trial(budget, t, batch, cfg, sizes) for t in targets.values()), key=lambda s: s.n)
 
 
 def plan(budgets: Sequence[float] | PlanConfig, points_per_budget: int = 5, *, sizes: SizeTable | None = None,

@@ -94,10 +94,12 @@ def test_unsorted_budgets_are_sorted():
     assert [s.budget for s in specs] == sorted(s.budget for s in specs)
 
 
-def test_batch_shrinks_until_every_trial_gets_min_steps():
+def test_batch_shrinks_until_every_trial_gets_min_steps_and_is_one_per_budget():
+    loose = plan([1e12], 5, vocab_size=2048, seq_len=128, min_steps=10)
     specs = plan([1e12], 5, vocab_size=2048, seq_len=128, min_steps=200)
     assert all(s.steps >= 200 for s in specs)
-    assert min(s.batch_size for s in specs) < max(s.batch_size for s in specs)
+    assert len({s.batch_size for s in specs}) == 1  # a batch varying inside a budget would move its valley
+    assert specs[0].batch_size < loose[0].batch_size
 
 
 def test_spec_round_trips_and_records_every_convention():

@@ -3,8 +3,11 @@
 A workload answers, in the order the engine asks (``flops_fit.engine.run_sweep``):
 
 1. ``prepare(plan)`` on the driver, once: train or load the tokenizer, measure model sizes;
-2. ``plan(plan)``: which sizes exist and their exact parameter/FLOPs accounting, as the
-   IsoFLOP grid of ``TrialSpec`` (through ``flops_fit.plan.plan`` with its size table);
+2. ``size_table(plan)``: which sizes exist and their exact parameter/FLOPs accounting
+   (``flops_fit.sizes``; its ``cfg`` is the plan as this workload runs it, e.g. with the
+   tokenizer's real vocabulary); ``plan(plan)`` is the IsoFLOP grid of ``TrialSpec`` over
+   it (``flops_fit.plan.plan``), and the trials an adaptive sweep or a verification run add
+   are planned over the same table (``flops_fit.plan.plan_trial``);
 3. ``preflight(specs)``: everything checkable before any trial starts (one-line PlanError);
 4. ``identity()``: what, besides the plan, makes two sweeps the same (the resume manifest);
 5. ``run_trial(spec, options, ...)`` on a worker: the trial's results row.
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 if TYPE_CHECKING:
     from flops_fit.config import TrainOptions
     from flops_fit.plan import PlanConfig, TrialSpec
+    from flops_fit.sizes import SizeTable
 
 SaveCheckpoint = Callable[[Path, dict[str, Any]], None]
 
@@ -32,6 +36,7 @@ class Workload(Protocol):
     kind: str
 
     def prepare(self, plan: "PlanConfig") -> None: ...
+    def size_table(self, plan: "PlanConfig") -> "SizeTable": ...
     def plan(self, plan: "PlanConfig") -> list["TrialSpec"]: ...
     def preflight(self, specs: list["TrialSpec"]) -> None: ...
     def identity(self) -> dict[str, Any]: ...

@@ -33,6 +33,7 @@ class ReferenceGPT(TrainedWorkload):
     plateau_loss: float | None = None
     """A run whose validation loss ends above this is ``undertrained`` (set by ``prepare``)."""
     kind = "gpt"
+    _vocab_noted = False
 
     @classmethod
     def on(cls, options: DataOptions) -> "ReferenceGPT":
@@ -42,16 +43,22 @@ class ReferenceGPT(TrainedWorkload):
         self.data.prepare(plan_cfg.vocab_size)
 
     def plan(self, plan_cfg: "PlanConfig") -> list["TrialSpec"]:
+        sizes = self.size_table(plan_cfg)
+        return plan(sizes.cfg, sizes=sizes)
+
+    def size_table(self, plan_cfg: "PlanConfig") -> GPTSizes:
         if self.data.options.tokenizer_name is None and plan_cfg.vocab_size < MIN_VOCAB_SIZE:
             raise PlanError(f"vocab_size={plan_cfg.vocab_size}: the reference GPT's byte-level BPE has at least "
                             f"{MIN_VOCAB_SIZE} tokens (256 bytes + end of story); use --vocab-size {MIN_VOCAB_SIZE} "
                             "or more")
         # A named tokenizer brings its own vocabulary: the grid is planned with its real size.
         cfg = dataclasses.replace(plan_cfg, vocab_size=self.data.vocab_size or plan_cfg.vocab_size)
-        if cfg.vocab_size != plan_cfg.vocab_size:  # a byte-level BPE has >= 257 tokens, and a small corpus caps it
+        if cfg.vocab_size != plan_cfg.vocab_size and not self._vocab_noted:
+            # a byte-level BPE has >= 257 tokens, and a small corpus caps it
             print(f"note: vocab_size {plan_cfg.vocab_size} became {cfg.vocab_size}: the tokenizer trained on "
                   "this data has that many tokens; the grid is planned with it", file=sys.stderr, flush=True)
-        return plan(cfg, sizes=GPTSizes(cfg))
+            self._vocab_noted = True
+        return GPTSizes(cfg)
 
     def preflight(self, specs: list["TrialSpec"]) -> None:
         from flops_fit.data.baselines import plateau_level

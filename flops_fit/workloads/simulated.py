@@ -22,6 +22,7 @@ from flops_fit.sizes import CountedSizes, GPTSizes
 if TYPE_CHECKING:
     from flops_fit.config import TrainOptions
     from flops_fit.plan import PlanConfig, TrialSpec
+    from flops_fit.sizes import SizeTable
 
 
 @dataclass
@@ -40,9 +41,13 @@ class SimulatedLaw:
         pass  # nothing to prepare: no tokenizer, no data
 
     def plan(self, plan_cfg: "PlanConfig") -> list["TrialSpec"]:
+        sizes = self.size_table(plan_cfg)
+        return plan(sizes.cfg, sizes=sizes)
+
+    def size_table(self, plan_cfg: "PlanConfig") -> "SizeTable":
         if self.counts is None:
-            return plan(plan_cfg, sizes=GPTSizes(plan_cfg))
-        return counted_plan(plan_cfg, self.size_param, self.counts, self.seq_len)
+            return GPTSizes(plan_cfg)
+        return counted_sizes(plan_cfg, self.size_param, self.counts, self.seq_len)
 
     def preflight(self, specs: list["TrialSpec"]) -> None:
         pass  # simulated trials read no data
@@ -69,9 +74,9 @@ class SimulatedLaw:
         return record
 
 
-def counted_plan(plan_cfg: "PlanConfig", size_param: str, counts: dict[Any, int],
-                 seq_len: int | None) -> list["TrialSpec"]:
-    """A user's model's IsoFLOP grid: its measured sizes, its data's sequence length. One
-    planner for training it (``UserModel.plan``) and for mocking it (``SimulatedLaw``)."""
+def counted_sizes(plan_cfg: "PlanConfig", size_param: str, counts: dict[Any, int],
+                  seq_len: int | None) -> CountedSizes:
+    """A user's model's size table: its measured sizes, its data's sequence length. One
+    table for training it (``UserModel``) and for mocking it (``SimulatedLaw``)."""
     cfg = dataclasses.replace(plan_cfg, seq_len=seq_len) if seq_len is not None else plan_cfg
-    return plan(cfg, sizes=CountedSizes(cfg, size_param, counts))
+    return CountedSizes(cfg, size_param, counts)

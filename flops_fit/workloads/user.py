@@ -23,10 +23,11 @@ from torch import nn
 
 from flops_fit.config import DataOptions
 from flops_fit.errors import PlanError
-from flops_fit.plan import PlanConfig, TrialSpec
+from flops_fit.plan import PlanConfig, TrialSpec, plan
+from flops_fit.sizes import CountedSizes
 from flops_fit.train import count_parameters, pair_batch
 from flops_fit.workloads.base import TrainedWorkload
-from flops_fit.workloads.simulated import SimulatedLaw, counted_plan
+from flops_fit.workloads.simulated import SimulatedLaw, counted_sizes
 from flops_fit.workloads.stories import StoryData
 
 #: Values tried for an integer size parameter when the user gives none: 2^(k/2), 1..65536.
@@ -172,7 +173,11 @@ class UserModel(TrainedWorkload):
         return int(torch.as_tensor(train[0][0]).shape[-1])
 
     def plan(self, plan_cfg: PlanConfig) -> list[TrialSpec]:
-        return counted_plan(plan_cfg, self.size_param, self.counts, self.data_seq_len())
+        sizes = self.size_table(plan_cfg)
+        return plan(sizes.cfg, sizes=sizes)
+
+    def size_table(self, plan_cfg: PlanConfig) -> CountedSizes:
+        return counted_sizes(plan_cfg, self.size_param, self.counts, self.data_seq_len())
 
     def simulated(self, law: dict[str, float]) -> SimulatedLaw:
         """flops-fit v1.0's ``mode="mock"``: the trials training this model would run (its
