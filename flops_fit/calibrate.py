@@ -54,6 +54,9 @@ def scan_sizes(grid: Sequence[TrialSpec]) -> list[TrialSpec]:
     picked: dict[int, TrialSpec] = {}
     for spec in (first[len(first) // 2], last[len(last) // 2], last[-1]):
         picked.setdefault(spec.n, spec)
+    for spec in (last[0], first[0], *first, *last):  # a narrow grid where those coincide: the next sizes
+        if len(picked) < 3:
+            picked.setdefault(spec.n, spec)
     if len(picked) < 3:
         raise PlanError("tune needs three distinct sizes; use a grid of two or more budgets")
     return sorted(picked.values(), key=lambda s: s.n)
@@ -82,8 +85,10 @@ def _loss(row: dict[str, Any]) -> float | None:
 
 
 def tune(config: SweepConfig | None = None, *, preset: str | None = None, backend: Backend | None = None,
-         workload: Any = None, progress: bool = True, **overrides: Any) -> Recipe:
-    """Scan, fit and check the learning-rate rule for ``config``'s grid; writes and returns the recipe."""
+         workload: Any = None, progress: bool = True, lr_multipliers: Sequence[float] = LR_MULTIPLIERS,
+         **overrides: Any) -> Recipe:
+    """Scan, fit and check the learning-rate rule for ``config``'s grid; writes and returns the
+    recipe. ``lr_multipliers``: the scanned rates as multiples of the configured rule's."""
     cfg = resolve_config(config, preset, **overrides).replace(replicates=0)
     if backend is None:
         from flops_fit.ray.sweep import TuneBackend
@@ -93,11 +98,11 @@ def tune(config: SweepConfig | None = None, *, preset: str | None = None, backen
     workload.prepare(cfg.plan)
     sizes = workload.size_table(cfg.plan)
     picked = scan_sizes(plan(sizes.cfg, sizes=sizes))
-    scan = [_with_lr(s, s.lr * m, f"lr{m:g}") for s in picked for m in LR_MULTIPLIERS]
+    scan = [_with_lr(s, s.lr * m, f"lr{m:g}") for s in picked for m in lr_multipliers]
     workload.preflight(scan)
     run_dir = prepare_storage(cfg)
     out = sys.stdout if progress else open(os.devnull, "w")
-    print(f"tune {run_dir}: {len(LR_MULTIPLIERS)} learning rates at each of {len(picked)} sizes\n"
+    print(f"tune {run_dir}: {len(lr_multipliers)} learning rates at each of {len(picked)} sizes\n"
           + format_plan(scan), file=out, flush=True)
     rows = run_specs(cfg, backend, workload, scan, run_dir / "scan", progress)
     optima = []

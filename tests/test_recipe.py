@@ -63,3 +63,30 @@ def test_a_bad_recipe_is_refused_in_one_line(tmp_path):
         SweepConfig.of(recipe=str(tmp_path))
     with pytest.raises(PlanError, match="beta2"):
         PlanConfig(budgets=(1e12,), beta2=1.0)
+
+
+def test_tune_scans_fits_checks_and_a_sweep_plans_with_its_recipe(ray_session, tmp_path, capsys):
+    """`flops-fit tune` end to end on a smoke grid: 9 real scan runs and 6 check runs, a
+    rule that is the least-squares power law through the located optima, a recipe a sweep
+    config then plans with; a rerun resumes (no run trains again)."""
+    from flops_fit.calibrate import tune
+    from flops_fit.engine import default_workload
+    from flops_fit.recipe import RECIPE_FILENAME
+
+    cfg = preset("smoke").replace(storage_path=str(tmp_path), cache_dir=str(tmp_path / "cache"), name="tune",
+                                  budgets=(1e10, 2e10))
+    rec = tune(cfg, progress=False, lr_multipliers=(0.5, 1.0, 2.0))
+    assert len(rec.scan) == 9 and len({r["n"] for r in rec.scan}) == 3
+    assert len(rec.check) == 3 and all(c["loss_rule"] is not None for c in rec.check)
+    for o in rec.optima:  # each optimum lies inside its scan, at or next to its best run
+        lrs = sorted(r["lr"] for r in rec.scan if r["n"] == o.n)
+        assert lrs[0] <= o.lr_best <= lrs[-1]
+    assert fit_rule(rec.optima) == pytest.approx(rec.rule())
+    assert [c["lr_rule"] for c in rec.check] == pytest.approx([rec.lr(c["n"]) for c in rec.check])
+    stored = (tmp_path / "tune" / RECIPE_FILENAME).stat().st_mtime_ns
+    swept = cfg.replace(recipe=str(tmp_path / "tune"), name="use")
+    specs = default_workload(swept).plan(swept.plan)
+    assert [s.lr for s in specs] == pytest.approx([rec.lr(s.n) for s in specs])
+    again = tune(cfg, progress=False, lr_multipliers=(0.5, 1.0, 2.0))  # resumes both experiments: same runs, same rule
+    assert again.rule() == pytest.approx(rec.rule()) and again.scan == rec.scan
+    assert (tmp_path / "tune" / RECIPE_FILENAME).stat().st_mtime_ns >= stored
