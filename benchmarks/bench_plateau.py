@@ -24,6 +24,7 @@ from _common import emit, load, table  # noqa: E402
 
 from flops_fit.config import TrainOptions, preset  # noqa: E402
 from flops_fit.engine import default_workload  # noqa: E402
+from flops_fit.plan import warmup_steps_for  # noqa: E402
 
 
 def first_below(curve: list[dict], level: float) -> int | None:
@@ -56,7 +57,8 @@ def main() -> None:
             for lm in args.lr_mult:
                 steps = max(base.warmup_steps + 1, round(base.steps * sm))
                 spec = dataclasses.replace(base, trial_id=f"{base.trial_id}_x{sm:g}_lr{lm:g}", steps=steps,
-                                           lr=base.lr * lm, warmup_steps=max(1, round(0.05 * steps)))
+                                           lr=base.lr * lm,
+                                           warmup_steps=warmup_steps_for(base.n, base.batch_size, steps, cfg.plan))
                 t0 = time.perf_counter()
                 m = run_trial(spec, workload, TrainOptions(threads=1, checkpoint_every_s=1e9)).metrics
                 curve = json.loads(m["curve"])
