@@ -202,9 +202,12 @@ def finish(run_dir: Path, cfg: SweepConfig, out, workload: Workload | None = Non
     from flops_fit.report import Result
 
     result = Result.from_path(run_dir, n_boot=cfg.n_boot, seed=cfg.seed)
+    verifying = cfg.verify is not None and run_trial is not None and workload is not None
+    if verifying:  # an earlier run's record is replaced by this one's, printed after the table
+        result.verification = None
     print(result.format_table(), file=out, flush=True)
     try:
-        if cfg.verify is not None and run_trial is not None and workload is not None:
+        if verifying:
             from flops_fit.verify import format_verification, run_verification
 
             record = run_verification(result, cfg, workload, run_dir, run_trial)

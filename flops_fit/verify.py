@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from flops_fit.errors import PlanError
-from flops_fit.plan import TrialSpec, _prior_optimum, budget_batch, plan_trial
+from flops_fit.plan import TrialSpec, budget_batch, grid_targets, plan_trial
 from flops_fit.results import FINISHED_STATUSES, RESULTS_FILENAME, atomic_write_text, read_results, write_results
 
 VERIFY_DIR = "verify"
@@ -48,8 +48,10 @@ def plan_verification(result: Any, cfg: Any, sizes: Any) -> tuple[TrialSpec, str
     try:
         p = result.predict(budget)
         target, n_source = _in_size_count(sizes, p.n), p.primary_label
-    except ValueError:  # no usable fit
-        target, n_source = _prior_optimum(budget, sizes), "the plan's prior (no fit determined N_opt)"
+    except ValueError:  # no usable fit: the centre a grid at this budget would have (its geometric mean)
+        targets = grid_targets(budget, sizes.cfg, sizes)
+        target = math.exp(sum(math.log(t) for t in targets) / len(targets))
+        n_source = "the plan's prior (no fit determined N_opt)"
     batch = budget_batch(budget, budget / sizes.flops_per_token(sizes.pick(target)), sizes.cfg)
     spec = plan_trial(budget, target, batch, sizes.cfg, sizes)
     return dataclasses.replace(spec, trial_id="verify_" + spec.trial_id), n_source
