@@ -37,6 +37,8 @@ VERIFY_DIR = "verify"
 RECORD = "verification.json"
 LAW, FRONTIER = "approach 3 law", "approach 2 frontier"
 
+RECORD_KEYS = ("budget", "factor", "trial_id", "n", "d", "flops", "predicted", "interval", "source", "n_source",
+               "measured", "error_pct", "status", "error")
 RunTrial = Callable[[TrialSpec, Path], dict[str, Any]]
 """Runs one trial as its own experiment in the given directory; returns its results row."""
 
@@ -109,7 +111,8 @@ def run_verification(result: Any, cfg: Any, workload: Any, run_dir: Path, run_tr
         spec, n_source = plan_verification(result, cfg, workload.size_table(cfg.plan))
         workload.preflight([spec])  # data, epochs: refused in one line before it trains
     except PlanError as exc:
-        record = {"budget": budget, "factor": cfg.verify, "status": "not run", "error": str(exc)}
+        record = {**dict.fromkeys(RECORD_KEYS), "budget": budget, "factor": cfg.verify, "status": "not run",
+                  "error": str(exc)}
     else:
         exp_dir = run_dir / VERIFY_DIR / spec.trial_id
         row = recorded_row(exp_dir)
@@ -137,10 +140,9 @@ def make_record(result: Any, spec: TrialSpec, row: dict[str, Any], n_source: str
     predicted, interval, source = predicted_loss(result, spec.n, spec.tokens, spec.flops)
     error = (100.0 * (measured - predicted) / predicted
              if status == "ok" and measured is not None and predicted is not None else None)
-    return {"budget": spec.budget, "factor": factor, "trial_id": spec.trial_id, "n": spec.n, "d": spec.tokens,
-            "flops": spec.flops, "predicted": predicted, "interval": interval, "source": source,
-            "n_source": n_source, "measured": measured, "error_pct": error, "status": status,
-            "error": None if status == "ok" else _text(row.get("error"))}
+    return dict(zip(RECORD_KEYS, (spec.budget, factor, spec.trial_id, spec.n, spec.tokens, spec.flops, predicted,
+                                  interval, source, n_source, measured, error, status,
+                                  None if status == "ok" else _text(row.get("error")))))
 
 
 def load_record(sweep_dir: Path) -> dict[str, Any] | None:

@@ -134,3 +134,20 @@ def test_the_line_says_what_is_known(change, expect):
     line = format_verification({**BASE, **change})
     assert line.startswith("verification: C=3e+12 N=1000 D=20000 ") and line.endswith(expect)
     assert RECORD.endswith(".json")
+
+
+def test_a_run_that_is_not_a_measurement_gets_no_error_percentage():
+    from flops_fit.plan import PlanConfig, plan
+    from flops_fit.verify import make_record
+
+    spec = plan(PlanConfig(budgets=(1e12,), points_per_budget=3))[1]
+    fits = SimpleNamespace(law_known=False, isoflop=_optima([(1e10, 3.0), (1e11, 2.7), (1e12, 2.45)]),
+                           noise=SimpleNamespace(measured=False), level=0.9)
+    ok = make_record(fits, spec, {"status": "ok", "loss": 2.4}, "Approach 2 (IsoFLOP parabolas)", 3.0)
+    assert ok["source"] == FRONTIER and ok["error_pct"] == pytest.approx(100 * (2.4 - ok["predicted"]) / ok["predicted"])
+    for status, loss in (("undertrained", 5.2), ("diverged", None), ("failed", None)):
+        rec = make_record(fits, spec, {"status": status, "loss": loss, "error": "boom"}, "x", 3.0)
+        assert rec["error_pct"] is None and rec["status"] == status and rec["predicted"] == ok["predicted"]
+        assert status in format_verification(rec) and "%)" not in format_verification(rec).replace("no error %", "")
+    refused = {**dict.fromkeys(BASE), "budget": 3e12, "status": "not run", "error": "budget 3e+12: too many epochs"}
+    assert format_verification(refused) == "verification: C=3e+12 not run (budget 3e+12: too many epochs)"
