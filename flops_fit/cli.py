@@ -13,7 +13,7 @@ import sys
 import typing
 from typing import Any, Sequence
 
-from flops_fit.config import FLAT_FIELDS, PRESETS
+from flops_fit.config import DEFAULT_VERIFY_FACTOR, FLAT_FIELDS, PRESETS
 from flops_fit.errors import PlanError
 
 #: The law a plain ``--simulate`` uses: Besiroglu et al. 2024's refit of Chinchilla.
@@ -68,6 +68,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         kwargs = dict(default=None, dest=name, help=doc, **extra)
         if kind is not None:
             kwargs["type"] = kind
+        if name == "verify":  # --verify alone means the default factor, --verify 5 a factor
+            kwargs.update(nargs="?", const=DEFAULT_VERIFY_FACTOR, metavar="FACTOR")
         parser.add_argument("--" + name.replace("_", "-"), **kwargs)
     parser.add_argument("--simulate", action="store_true",
                         help="trials return losses from a known law (Besiroglu et al. 2024 refit) plus noise")
@@ -112,6 +114,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     rule = resource_rule(cfg)
     print(format_plan(specs, resources=rule.describe))
     print(describe(cfg.plan))
+    if cfg.verify is not None:
+        print(f"then one verification run at C={cfg.verify * max(cfg.budgets):.3g} ({cfg.verify:g}x the largest "
+              "budget) at the fitted N_opt")
     if args.estimate:
         import os
 

@@ -82,6 +82,9 @@ def _default_plan() -> PlanConfig:
     return PlanConfig(budgets=(1e12, 3e12, 1e13))
 
 
+#: ``--verify`` alone: the verification run at 3x the largest swept budget (issue 11's default).
+DEFAULT_VERIFY_FACTOR = 3.0
+
 #: Experiment trackers a sweep can log to (optional extras: pip install "flops-fit[mlflow]" etc.).
 TRACKERS = ("mlflow", "wandb", "tensorboard")
 
@@ -107,6 +110,8 @@ class SweepConfig:
     """At most this many trials at once (None: as many as resources allow)."""
     max_failures: int = 2
     """Retries of a trial whose worker or node died, each from its last checkpoint."""
+    verify: float | None = None
+    """After the fits, train one more run at this multiple of the largest budget (--verify alone: 3) at the predicted N_opt and print its measured against its predicted loss."""
     # --- storage
     storage_path: str = "runs"
     """Directory that holds sweep directories (shared storage on a cluster)."""
@@ -144,6 +149,12 @@ class SweepConfig:
                             f"got {self.max_concurrent_trials}")
         if self.n_boot < 0:
             raise PlanError(f"n_boot must be >= 0 (0 skips the intervals), got {self.n_boot}")
+        if self.verify is True or self.verify is False:  # verify=True: the default factor
+            object.__setattr__(self, "verify", DEFAULT_VERIFY_FACTOR if self.verify else None)
+        if self.verify is not None and not (isinstance(self.verify, (int, float)) and math.isfinite(self.verify)
+                                            and self.verify > 1):
+            raise PlanError(f"verify={self.verify!r}: the verification budget is a multiple of the largest swept "
+                            f"budget and must be a finite number > 1 (e.g. --verify {DEFAULT_VERIFY_FACTOR:g})")
         if not self.name or os.sep in self.name or self.name in (".", ".."):
             raise PlanError(f"name {self.name!r} must be a plain directory name")
         if self.data.val_tokens < self.plan.seq_len:

@@ -2,7 +2,8 @@
 
 Flow: config -> workload (``prepare`` on the driver: tokenizer, sizes) -> plan ->
 ``preflight`` -> sweep directory and resume manifest -> backend runs every trial (longest
-first) -> one row per planned trial -> ``results.parquet`` -> Result (fits, table, plots).
+first) -> one row per planned trial -> ``results.parquet`` -> Result (fits, table, plots)
+-> with ``verify``, one more trial above the largest budget (``flops_fit.verify``).
 
 Nothing here imports Ray: the backend (``flops_fit.ray.tune_backend.TuneBackend``) only
 runs trials and hands back what each reported. Resume: a sweep directory records its plan
@@ -185,14 +186,36 @@ def _run_locked(cfg: SweepConfig, backend: Backend, workload: Workload, specs: l
     write_results(rows, run_dir / RESULTS_FILENAME)
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     print(f"results: {run_dir / RESULTS_FILENAME} ({counts})", file=out, flush=True)
-    return finish(run_dir, cfg, out)
+    return finish(run_dir, cfg, out, workload, lambda spec, exp_dir: run_one(cfg, backend, workload, spec, exp_dir,
+                                                                             progress))
 
 
-def finish(run_dir: Path, cfg: SweepConfig, out) -> Any:
-    """Fit, print the compute-optimal table, write table/fits/plots beside the results."""
+def run_one(cfg: SweepConfig, backend: Backend, workload: Workload, spec: TrialSpec, exp_dir: Path,
+            progress: bool) -> dict[str, Any]:
+    """One extra trial (the ``--verify`` run) as its own experiment in ``exp_dir``: same
+    backend, its own resume; returns its results row."""
+    resuming = exp_dir.is_dir()
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    reports = backend.run(cfg.replace(name=exp_dir.name), [spec], workload, exp_dir, resuming, progress)
+    return collect_rows(reports, [spec])[0]
+
+
+def finish(run_dir: Path, cfg: SweepConfig, out, workload: Workload | None = None, run_trial: Any = None) -> Any:
+    """Fit, print the compute-optimal table, run the ``--verify`` trial when asked (the
+    workload's, with ``run_trial``: flops_fit.verify), write table/fits/plots beside the results."""
     from flops_fit.report import Result
 
     result = Result.from_path(run_dir, n_boot=cfg.n_boot, seed=cfg.seed)
-    result.save(run_dir)
+    verifying = cfg.verify is not None and run_trial is not None and workload is not None
+    if verifying:  # an earlier run's record is replaced by this one's, printed after the table
+        result.verification = None
     print(result.format_table(), file=out, flush=True)
+    try:
+        if verifying:
+            from flops_fit.verify import format_verification, run_verification
+
+            record = run_verification(result, cfg, workload, run_dir, run_trial)
+            print(format_verification(record), file=out, flush=True)
+    finally:  # an interrupted verification keeps the sweep's fits
+        result.save(run_dir)
     return result

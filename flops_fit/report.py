@@ -95,6 +95,12 @@ class Result:
                           and self.parametric.determined is not False)
         self.primary = ("isoflop" if self.isoflop is not None and self.isoflop.usable else
                         "parametric" if self.law_known else None)
+        #: The ``--verify`` run's record (flops_fit.verify), kept in the sweep directory.
+        self.verification: dict[str, Any] | None = None
+        if self.path is not None:
+            from flops_fit.verify import load_record
+
+            self.verification = load_record(self.path.parent)
 
     @classmethod
     def from_path(cls, path: str | Path, **kwargs: Any) -> Result:
@@ -270,6 +276,10 @@ class Result:
         if len(by_count) > 1:
             lines.append("Approach 2's a by parameter count: " + ", ".join(f"{k} {v:.3f}" for k, v in by_count.items()))
         lines.append(describe_backtest(self.backtest()))
+        if self.verification is not None:
+            from flops_fit.verify import format_verification
+
+            lines.append(format_verification(self.verification))
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -305,6 +315,7 @@ class Result:
             "seed_noise": self.noise.to_dict(),
             "exponents_by_count": self.exponents_by_count(),
             "backtest": self.backtest(),
+            "verification": self.verification,
             "notes": list(self.notes),
         }
         return _jsonable(out)

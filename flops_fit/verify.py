@@ -1,0 +1,197 @@
+"""``--verify``: one more trial above the largest swept budget, its loss set beside the prediction.
+
+The check a team makes before spending a large budget (issue 11 item 5): at C_v = factor x the
+largest swept budget, train one model at the fitted N_opt (``Result.predict``), planned over the
+workload's own size table like every other trial (``flops_fit.plan.plan_trial``, the batch from
+``budget_batch``), and compare its validation loss with the loss the fits predict at the
+trial's real (N, D) (whole optimizer steps, a real shape):
+
+- Approach 3's law L(N, D) when it is determined (``Result.law_known``), its bootstrap interval;
+- else the Approach 2 frontier of the budgets' IsoFLOP minimum losses, ln L* = u + v ln C (the
+  power law in compute of Kaplan et al. 2020, Fig. 1), with a prediction interval from its
+  residuals (the seed noise, when measured, as a floor);
+- else nothing: the loss is reported undetermined, never as a number.
+
+The trial runs through the sweep's backend as its own experiment under
+``<sweep>/verify/<trial_id>/`` (the main experiment's resume is untouched); its results row is
+kept there as ``results.parquet``, so a rerun reuses a finished one instead of training it again.
+The record (``verify/verification.json``) is what ``Result.verification`` and fits.json hold.
+Free of Ray and torch: the engine hands in the function that runs one trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from flops_fit.errors import PlanError
+from flops_fit.plan import TrialSpec, budget_batch, grid_targets, plan_trial
+from flops_fit.results import FINISHED_STATUSES, RESULTS_FILENAME, atomic_write_text, read_results, write_results
+
+VERIFY_DIR = "verify"
+RECORD = "verification.json"
+LAW, FRONTIER = "approach 3 law", "approach 2 frontier"
+
+RECORD_KEYS = ("budget", "factor", "trial_id", "n", "d", "flops", "predicted", "interval", "source", "n_source",
+               "measured", "error_pct", "status", "error")
+RunTrial = Callable[[TrialSpec, Path], dict[str, Any]]
+"""Runs one trial as its own experiment in the given directory; returns its results row."""
+
+
+def plan_verification(result: Any, cfg: Any, sizes: Any) -> tuple[TrialSpec, str]:
+    """The verification trial at C_v and the fitted N_opt, and where its N came from. With no
+    usable fit N is the plan's tokens-per-parameter prior (the size the grid is centred on)."""
+    budget = cfg.verify * max(cfg.plan.budgets)
+    try:
+        p = result.predict(budget)
+        target, n_source = _in_size_count(sizes, p.n), p.primary_label
+    except ValueError:  # no usable fit: the centre a grid at this budget would have (its geometric mean)
+        targets = grid_targets(budget, sizes.cfg, sizes)
+        target = math.exp(sum(math.log(t) for t in targets) / len(targets))
+        n_source = "the plan's prior (no fit determined N_opt)"
+    batch = budget_batch(budget, budget / sizes.flops_per_token(sizes.pick(target)), sizes.cfg)
+    spec = plan_trial(budget, target, batch, sizes.cfg, sizes)
+    return dataclasses.replace(spec, trial_id="verify_" + spec.trial_id), n_source
+
+
+def _in_size_count(sizes: Any, n_total: float) -> float:
+    """The fits speak N = all parameters; ``pick`` takes a target in the plan's ``size_count``."""
+    count, target = sizes.cfg.size_count, n_total
+    for _ in range(3 if count != "n" else 0):  # the count's share of N changes slowly with size
+        key = sizes.pick(target)
+        share = sizes.entry(key, target).params.get(count) or sizes.n(key)
+        target = n_total * share / sizes.n(key)
+    return target
+
+
+def predicted_loss(result: Any, n: float, d: float, flops: float) -> tuple[float | None, list[float] | None, str | None]:
+    """(loss, interval, source) at a trial's real (N, D) and FLOPs; (None, None, None) when no fit knows it."""
+    if result.law_known:
+        par = result.parametric
+        iv = par.interval(lambda f: float(f.loss(n, d)))
+        return float(par.loss(n, d)), _interval(iv), LAW
+    floor = result.noise.sigma if result.noise.measured else 0.0
+    front = frontier_loss(result.isoflop, flops, result.level, floor)
+    return (front[0], front[1], FRONTIER) if front is not None else (None, None, None)
+
+
+def frontier_loss(isoflop: Any, flops: float, level: float = 0.9,
+                  sigma_floor: float = 0.0) -> tuple[float, list[float] | None] | None:
+    """ln L* = u + v ln C through the used budgets' parabola minima, at ``flops``; a
+    t prediction interval from the line's residuals (none with two budgets: no residual
+    degree of freedom). None with fewer than two budgets."""
+    points = [(o.budget, o.loss_opt) for o in (isoflop.optima if isoflop is not None else [])
+              if o.used and math.isfinite(o.loss_opt) and o.loss_opt > 0]
+    if len({c for c, _ in points}) < 2:
+        return None
+    x, y = np.log([c for c, _ in points]), np.log([v for _, v in points])
+    v, u = np.polyfit(x, y, 1)
+    x0 = math.log(flops)
+    mean = u + v * x0
+    k = len(x)
+    if k < 3:
+        return math.exp(mean), None
+    from scipy.stats import t
+
+    s = max(math.sqrt(float(np.sum((y - (u + v * x)) ** 2)) / (k - 2)), sigma_floor)
+    se = s * math.sqrt(1 + 1 / k + (x0 - x.mean()) ** 2 / float(np.sum((x - x.mean()) ** 2)))
+    half = float(t.ppf((1 + level) / 2, k - 2)) * se
+    return math.exp(mean), [math.exp(mean - half), math.exp(mean + half)]
+
+
+def run_verification(result: Any, cfg: Any, workload: Any, run_dir: Path, run_trial: RunTrial) -> dict[str, Any]:
+    """Plan, run (or reuse) and record the verification trial; sets ``result.verification``."""
+    budget = cfg.verify * max(cfg.plan.budgets)
+    try:
+        spec, n_source = plan_verification(result, cfg, workload.size_table(cfg.plan))
+        workload.preflight([spec])  # data, epochs: refused in one line before it trains
+    except PlanError as exc:
+        record = {**dict.fromkeys(RECORD_KEYS), "budget": budget, "factor": cfg.verify, "status": "not run",
+                  "error": str(exc)}
+    else:
+        exp_dir = run_dir / VERIFY_DIR / spec.trial_id
+        row = recorded_row(exp_dir)
+        if row is None:
+            row = run_trial(spec, exp_dir)
+            write_results([row], exp_dir / RESULTS_FILENAME)
+        record = make_record(result, spec, row, n_source, cfg.verify)
+    atomic_write_text(run_dir / VERIFY_DIR / RECORD, json.dumps(record, indent=2) + "\n")
+    result.verification = record
+    return record
+
+
+def recorded_row(exp_dir: Path) -> dict[str, Any] | None:
+    """A finished verification trial's row from an earlier run; a failed one is run again."""
+    path = exp_dir / RESULTS_FILENAME
+    if not path.is_file():
+        return None
+    row = read_results(path).iloc[0].to_dict()
+    return row if row.get("status") in FINISHED_STATUSES else None
+
+
+def make_record(result: Any, spec: TrialSpec, row: dict[str, Any], n_source: str, factor: float) -> dict[str, Any]:
+    status = str(row["status"])
+    measured = _number(row.get("loss"))
+    predicted, interval, source = predicted_loss(result, spec.n, spec.tokens, spec.flops)
+    error = (100.0 * (measured - predicted) / predicted
+             if status == "ok" and measured is not None and predicted is not None else None)
+    return dict(zip(RECORD_KEYS, (spec.budget, factor, spec.trial_id, spec.n, spec.tokens, spec.flops, predicted,
+                                  interval, source, n_source, measured, error, status,
+                                  None if status == "ok" else _text(row.get("error")))))
+
+
+def load_record(sweep_dir: Path) -> dict[str, Any] | None:
+    """The sweep's last verification record, or None (never verified, or unreadable)."""
+    path = Path(sweep_dir) / VERIFY_DIR / RECORD
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def format_verification(rec: dict[str, Any]) -> str:
+    """``verification: C=<budget> N=<n> D=<tokens> predicted loss <x> [lo, hi] measured loss <y> (<error>%)``."""
+    if rec["status"] == "not run":
+        return f"verification: C={rec['budget']:.3g} not run ({' '.join(str(rec['error']).split())})"
+    line = f"verification: C={rec['budget']:.3g} N={rec['n']} D={rec['d']} "
+    if rec["predicted"] is None:
+        line += "predicted loss undetermined"
+    else:
+        line += "predicted loss " + (f"({rec['source']}) " if rec["source"] != LAW else "") + f"{rec['predicted']:.4f}"
+        if rec["interval"]:
+            line += f" [{rec['interval'][0]:.4f}, {rec['interval'][1]:.4f}]"
+    status, why = rec["status"], " ".join(str(rec.get("error") or "").split())[:120]
+    if rec["measured"] is None:
+        line += f" measured loss none ({status}{': ' + why if why else ''})"
+    elif status != "ok":  # a run that never left the plateau measures its step count, not the law
+        line += f" measured loss {rec['measured']:.4f} ({status}: not a valid measurement, no error %)"
+    else:
+        line += f" measured loss {rec['measured']:.4f}"
+        if rec["error_pct"] is not None:
+            line += f" ({rec['error_pct']:+.2f}%)"
+    if not rec["n_source"].startswith("Approach"):
+        line += f"; N from {rec['n_source']}"
+    return line
+
+
+def _number(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _interval(iv: Any) -> list[float] | None:
+    if iv is None or not all(_number(v) is not None for v in iv):
+        return None
+    return [float(iv[0]), float(iv[1])]
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)

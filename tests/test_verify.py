@@ -1,0 +1,153 @@
+"""``--verify`` (issue 11 item 5): one more trial above the largest budget, measured against the
+fits' prediction; recorded in fits.json, never retrained on a rerun."""
+
+from __future__ import annotations
+
+import json
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from flops_fit.config import SweepConfig, preset
+from flops_fit.errors import PlanError
+from flops_fit.results import read_results
+from flops_fit.verify import FRONTIER, RECORD, VERIFY_DIR, format_verification, frontier_loss
+
+LAW = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Chinchilla (Hoffmann et al. 2022)
+LINE = re.compile(r"^verification: C=(\S+) N=(\d+) D=(\d+) predicted loss (.+?) measured loss (\S+)(.*)$", re.M)
+
+
+def test_verify_on_a_known_law_predicts_the_measured_loss_and_a_rerun_reuses_it(ray_session, tmp_path, capsys):
+    from flops_fit.ray import sweep
+
+    cfg = SweepConfig.of(budgets=(1e18, 1e19, 1e20), points_per_budget=3, span=12.0, vocab_size=32000,
+                         seq_len=1024, simulate={**LAW, "noise": 0.002}, storage_path=str(tmp_path), name="sim",
+                         n_boot=20, verify=3.0)
+    result = sweep(cfg)
+    out = capsys.readouterr().out
+    lines = LINE.findall(out)
+    assert len(lines) == 1, out[-3000:]
+    c, n, d, predicted, measured, error = lines[0]
+    assert float(c) == pytest.approx(3e20, rel=1e-3)
+    rec = json.loads((tmp_path / "sim" / "fits.json").read_text())["verification"]
+    assert rec == result.verification and rec["status"] == "ok" and rec["source"] == "approach 3 law"
+    assert (int(n), int(d)) == (rec["n"], rec["d"]) and float(measured) == pytest.approx(rec["measured"], abs=1e-4)
+    assert float(predicted.split()[0]) == pytest.approx(rec["predicted"], abs=1e-4)
+    # the law is known: the 3x extrapolation lands within 2% of the measured loss
+    assert abs(rec["error_pct"]) < 2.0 and f"({rec['error_pct']:+.2f}%)" in error
+    lo, hi = rec["interval"]
+    assert lo <= rec["predicted"] <= hi
+    # N is the fitted N_opt at 3x the largest budget, rounded to a real shape
+    assert rec["n"] == pytest.approx(result.predict(3e20).n, rel=0.15)
+    assert "verification: C=3e+20" in (tmp_path / "sim" / "table.txt").read_text()
+
+    row_file = tmp_path / "sim" / VERIFY_DIR / rec["trial_id"] / "results.parquet"
+    row = read_results(row_file).iloc[0]
+    assert row["loss"] == pytest.approx(rec["measured"]) and int(row["n"]) == rec["n"]
+    # a rerun reuses the finished trial's row: running one would fail here
+    from flops_fit.report import Result
+    from flops_fit.verify import run_verification
+    from flops_fit.workloads.simulated import SimulatedLaw
+
+    def retrain(spec, exp_dir):
+        raise AssertionError(f"the finished verification trial {spec.trial_id} ran again")
+
+    again = Result.from_path(tmp_path / "sim", n_boot=cfg.n_boot, seed=cfg.seed)
+    assert again.verification == rec  # read back with the sweep's table
+    assert run_verification(again, cfg, SimulatedLaw(cfg.simulate), tmp_path / "sim",
+                            retrain) == rec
+
+
+def test_verify_on_the_smoke_preset_trains_and_reports_its_own_row(ray_session, tmp_path, capsys):
+    """Real training: the smoke preset's smallest budget and a verification run at 2x (seconds)."""
+    from flops_fit.ray import sweep
+
+    cfg = preset("smoke").replace(budgets=(1e10,), storage_path=str(tmp_path), cache_dir=str(tmp_path / "c"),
+                                  name="smoke", verify=2.0)
+    result = sweep(cfg)
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.startswith("verification:"))
+    rec = result.verification
+    assert rec == json.loads((tmp_path / "smoke" / "fits.json").read_text())["verification"]
+    assert line == format_verification(rec) and rec["status"] in ("ok", "undertrained")
+    row = read_results(tmp_path / "smoke" / VERIFY_DIR / rec["trial_id"] / "results.parquet").iloc[0]
+    assert row["status"] == rec["status"] and row["steps"] >= cfg.min_steps
+    assert (int(row["n"]), int(row["tokens"])) == (rec["n"], rec["d"])
+    assert f"N={rec['n']} D={rec['d']}" in line and f"measured loss {row['loss']:.4f}" in line
+    assert rec["budget"] == pytest.approx(2e10) and row["budget"] == pytest.approx(2e10)
+    assert 0.9 * 2e10 < row["flops"] < 1.1 * 2e10  # the trial's real compute is the verification budget's
+    if rec["predicted"] is None:  # never a number where no fit knows one
+        assert "predicted loss undetermined" in line and rec["error_pct"] is None
+    assert len(read_results(tmp_path / "smoke")) == 3  # the verification run stays out of the swept table
+
+
+@pytest.mark.parametrize("value", [0.5, 1.0, float("inf"), float("nan"), "3"])
+def test_a_verification_budget_at_or_below_the_largest_is_refused(value):
+    with pytest.raises(PlanError, match="verify=.*> 1"):
+        SweepConfig.of(verify=value)
+
+
+def test_cli_verify_flag_and_refusal_are_one_line(capsys):
+    from flops_fit.cli import build_parser, config_from_args, main
+
+    parse = lambda *a: config_from_args(build_parser().parse_args(["plan", "--preset", "smoke", *a]))  # noqa: E731
+    assert parse().verify is None and parse("--verify").verify == 3.0 and parse("--verify", "5").verify == 5.0
+    assert SweepConfig.of(verify=True).verify == 3.0
+    assert main(["plan", "--preset", "smoke", "--verify", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "verify=0.5" in err
+    assert main(["plan", "--preset", "smoke", "--verify"]) == 0
+    assert "verification run at C=1.2e+11" in capsys.readouterr().out
+
+
+def _optima(points):
+    return SimpleNamespace(optima=[SimpleNamespace(budget=c, loss_opt=v, used=True) for c, v in points])
+
+
+def test_the_approach_2_frontier_extrapolates_a_power_law_in_compute():
+    law = lambda c: 30.0 * c ** -0.08  # noqa: E731
+    exact = frontier_loss(_optima([(c, law(c)) for c in (1e18, 1e19, 1e20)]), 3e20)
+    assert exact[0] == pytest.approx(law(3e20), rel=1e-9)
+    noisy = frontier_loss(_optima([(1e18, law(1e18) * 1.01), (1e19, law(1e19) * 0.99), (1e20, law(1e20) * 1.01)]),
+                          3e20)
+    assert noisy[1][0] < law(3e20) < noisy[1][1]
+    assert frontier_loss(_optima([(1e18, 3.0), (1e19, 2.8)]), 3e19)[1] is None  # no residual dof: no interval
+    assert frontier_loss(_optima([(1e18, 3.0)]), 3e19) is None
+
+
+BASE = {"budget": 3e12, "factor": 3.0, "trial_id": "verify_C3.00e12_N1000", "n": 1000, "d": 20000, "flops": 3e12,
+        "predicted": 2.5, "interval": [2.4, 2.6], "source": FRONTIER, "n_source": "Approach 2 (IsoFLOP parabolas)",
+        "measured": 2.55, "error_pct": 2.0, "status": "ok", "error": None}
+
+
+@pytest.mark.parametrize("change, expect", [
+    ({}, "predicted loss (approach 2 frontier) 2.5000 [2.4000, 2.6000] measured loss 2.5500 (+2.00%)"),
+    ({"predicted": None, "interval": None, "source": None, "error_pct": None},
+     "predicted loss undetermined measured loss 2.5500"),
+    ({"status": "undertrained", "measured": 5.1, "error_pct": None},
+     "measured loss 5.1000 (undertrained: not a valid measurement, no error %)"),
+    ({"status": "failed", "measured": None, "error_pct": None, "error": "worker died"},
+     "measured loss none (failed: worker died)"),
+])
+def test_the_line_says_what_is_known(change, expect):
+    line = format_verification({**BASE, **change})
+    assert line.startswith("verification: C=3e+12 N=1000 D=20000 ") and line.endswith(expect)
+    assert RECORD.endswith(".json")
+
+
+def test_a_run_that_is_not_a_measurement_gets_no_error_percentage():
+    from flops_fit.plan import PlanConfig, plan
+    from flops_fit.verify import make_record
+
+    spec = plan(PlanConfig(budgets=(1e12,), points_per_budget=3))[1]
+    fits = SimpleNamespace(law_known=False, isoflop=_optima([(1e10, 3.0), (1e11, 2.7), (1e12, 2.45)]),
+                           noise=SimpleNamespace(measured=False), level=0.9)
+    ok = make_record(fits, spec, {"status": "ok", "loss": 2.4}, "Approach 2 (IsoFLOP parabolas)", 3.0)
+    assert ok["source"] == FRONTIER and ok["error_pct"] == pytest.approx(100 * (2.4 - ok["predicted"]) / ok["predicted"])
+    for status, loss in (("undertrained", 5.2), ("diverged", None), ("failed", None)):
+        rec = make_record(fits, spec, {"status": status, "loss": loss, "error": "boom"}, "x", 3.0)
+        assert rec["error_pct"] is None and rec["status"] == status and rec["predicted"] == ok["predicted"]
+        assert status in format_verification(rec) and "%)" not in format_verification(rec).replace("no error %", "")
+    refused = {**dict.fromkeys(BASE), "budget": 3e12, "status": "not run", "error": "budget 3e+12: too many epochs"}
+    assert format_verification(refused) == "verification: C=3e+12 not run (budget 3e+12: too many epochs)"
