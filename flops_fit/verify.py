@@ -54,7 +54,11 @@ def plan_verification(result: Any, cfg: Any, sizes: Any) -> tuple[TrialSpec, str
         targets = grid_targets(budget, sizes.cfg, sizes)
         target = math.exp(sum(math.log(t) for t in targets) / len(targets))
         n_source = "the plan's prior (no fit determined N_opt)"
-    batch = budget_batch(budget, budget / sizes.flops_per_token(sizes.pick(target)), sizes.cfg)
+    # The batch a grid at C_v centred here would give all its sizes (its largest model sets it,
+    # flops_fit.plan.budget_batch): the run must train as the swept points did, or it tests
+    # the recipe's batch rule instead of the fitted law (a 4x larger batch, 4x fewer steps).
+    largest = max(grid_targets(budget, sizes.cfg, sizes, center=target))
+    batch = budget_batch(budget, budget / sizes.flops_per_token(sizes.pick(largest)), sizes.cfg)
     spec = plan_trial(budget, target, batch, sizes.cfg, sizes)
     return dataclasses.replace(spec, trial_id="verify_" + spec.trial_id), n_source
 
