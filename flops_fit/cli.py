@@ -110,6 +110,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     specs = default_workload(cfg).plan(cfg.plan)
     rule = resource_rule(cfg)
     print(format_plan(specs, resources=rule.describe))
+    if cfg.plan.adapt:
+        from flops_fit.engine import ADAPTIVE_NOTE
+
+        print(ADAPTIVE_NOTE.replace("the first budget runs as above", "the first budget runs as above (later "
+                                    "budgets shown on the prior)"))
     if args.estimate:
         import os
 
