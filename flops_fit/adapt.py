@@ -40,17 +40,23 @@ from flops_fit.sizes import SizeTable
 LOG = "adaptive.json"
 #: Slope of the one-budget estimate: N_opt ∝ C^0.5 under a fixed tokens-per-parameter prior.
 A_PRIOR = 0.5
-#: Sizes wanted on each side of a budget's best run.
+#: Sizes wanted on each side of a budget's best run (a grid of 3 or 4 sizes asks for one: an
+#: interior best run, as it has no room for two).
 MIN_SIDE = 2
+
+
+def min_side(points_per_budget: int) -> int:
+    return min(MIN_SIDE, (points_per_budget - 1) // 2)
 #: Default cap on added trials, per budget (``PlanConfig.max_extra_trials=None``).
 EXTRA_PER_BUDGET = 2
 
 Point = tuple[float, float]  # (size in the plan's size_count, validation loss)
 
 
-def additions(points: Sequence[Point], ratio: float, feasible: Callable[[float], bool]) -> list[tuple[float, str]]:
+def additions(points: Sequence[Point], ratio: float, feasible: Callable[[float], bool],
+              side_min: int = MIN_SIDE) -> list[tuple[float, str]]:
     """Size targets to add to one budget, each with its reason, so its best run has
-    ``MIN_SIDE`` sizes on each side. ``ratio`` is the grid's log spacing (size to next size);
+    ``side_min`` sizes on each side. ``ratio`` is the grid's log spacing (size to next size);
     ``feasible(target)`` says whether a target plans a new trial (a new model, enough steps)."""
     pts = sorted(points)
     if len(pts) < 2:
@@ -61,7 +67,7 @@ def additions(points: Sequence[Point], ratio: float, feasible: Callable[[float],
         ("low", best, pts[0][0], 1 / ratio, pts[best - 1][0] if best > 0 else None),
         ("high", len(pts) - 1 - best, pts[-1][0], ratio, pts[best + 1][0] if best + 1 < len(pts) else None),
     ):
-        need = MIN_SIDE - have
+        need = side_min - have
         if need <= 0:
             continue
         extend = list(itertools.takewhile(feasible, (edge * step**j for j in range(1, need + 1))))
@@ -73,13 +79,13 @@ def additions(points: Sequence[Point], ratio: float, feasible: Callable[[float],
     return out
 
 
-def bracketed(points: Sequence[Point]) -> bool:
-    """Whether the best run has ``MIN_SIDE`` sizes on each side."""
+def bracketed(points: Sequence[Point], side_min: int = MIN_SIDE) -> bool:
+    """Whether the best run has ``side_min`` sizes on each side."""
     pts = sorted(points)
     if not pts:
         return False
     best = min(range(len(pts)), key=lambda j: (pts[j][1], j))
-    return best >= MIN_SIDE and len(pts) - 1 - best >= MIN_SIDE
+    return best >= side_min and len(pts) - 1 - best >= side_min
 
 
 def frontier_estimate(finished: dict[float, list[Point]]) -> tuple[Callable[[float], float], str] | None:
@@ -115,6 +121,7 @@ class AdaptivePlan:
         cfg: PlanConfig = sizes.cfg
         self.order, self.announce, self.log_path = order, announce or (lambda line: None), log_path
         self.ratio = cfg.span ** (1 / (cfg.points_per_budget - 1))
+        self.side_min = min_side(cfg.points_per_budget)
         self.max_trials = EXTRA_PER_BUDGET * len(cfg.budgets) if cfg.max_extra_trials is None else cfg.max_extra_trials
         self.max_flops = cfg.max_extra_flops * sum(s.flops for s in base)
         self.events: list[dict[str, Any]] = []
@@ -202,7 +209,7 @@ class AdaptivePlan:
             return True
 
         points = self._points(budget)
-        wanted = additions(points, self.ratio, feasible)
+        wanted = additions(points, self.ratio, feasible, self.side_min)
         used = [s for s in self.specs.values() if self.origin[s.trial_id] not in ("grid", "recentred")]
         trials, flops = len(used), sum(s.flops for s in used)
         accepted = []
@@ -221,7 +228,7 @@ class AdaptivePlan:
             why = f"best run at size {best:.3g} had {below} size(s) below and {len(points) - 1 - below} above"
             self._record({"budget": budget, "why": why, "trials": accepted})
             return
-        if not wanted and not bracketed(points) and budget not in self.notes:
+        if not wanted and not bracketed(points, self.side_min) and budget not in self.notes:
             self.notes[budget] = f"budget {budget:.3g}: best run at an edge no new size can move (floor or min_steps)"
         self.settled.add(budget)
 

@@ -23,7 +23,9 @@ from flops_fit.engine import SPEC_ID, launch_order
 
 class AdaptiveSearcher(Searcher):
     def __init__(self, plan: AdaptivePlan, slots: int):
-        super().__init__(metric="loss", mode="min")
+        # No metric: the plan reads each final record itself, and a Searcher with a metric makes
+        # Tune reject the checkpoint reports of a training trial that carry no loss yet.
+        super().__init__()
         self.plan = plan
         self.slots = max(1, int(slots))
         self.live: dict[str, str] = {}  # Tune trial id -> spec id, trials suggested and not ended
