@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from flops_fit.errors import PlanError
-from flops_fit.plan import PlanConfig, TrialSpec, _prior_optimum, plan_budget, plan_trial, replicate_specs
+from flops_fit.plan import PlanConfig, TrialSpec, grid_targets, plan_budget, plan_trial, replicate_specs
 from flops_fit.results import atomic_write_text
 from flops_fit.sizes import SizeTable
 
@@ -180,7 +180,8 @@ class AdaptivePlan:
         specs = plan_budget(budget, self.cfg, self.sizes, center=center)
         if budget == self.cfg.budgets[0]:
             specs += replicate_specs(specs, self.cfg.replicates)
-        shown = center if center is not None else _prior_optimum(budget, self.sizes)
+        targets = grid_targets(budget, self.cfg, self.sizes, center)
+        shown = center if center is not None else math.sqrt(targets[0] * targets[-1])  # the prior's centre
         xs = [self._x(s) for s in specs]
         why = (f"sizes {min(xs) / shown:.2g}x .. {max(xs) / shown:.2g}x N_opt estimate {shown:.3g} "
                f"({how})")

@@ -98,6 +98,32 @@ def test_a_free_slot_releases_the_next_budget_rather_than_idle():
     assert p.next(free_slot=True).budget == 4e13  # a slot free: overlap on the prior rather than idle
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"max_extra_trials": -1}, "max_extra_trials must be a whole number >= 0"),
+    ({"max_extra_flops": -1.0}, "max_extra_flops must be a fraction >= 0"),
+])
+def test_bad_caps_are_refused(change, message):
+    from flops_fit.errors import PlanError
+
+    with pytest.raises(PlanError, match=message):
+        preset("tiny").replace(**change)
+
+
+def test_a_table_written_before_the_origin_column_still_loads(tmp_path):
+    import pyarrow.parquet as pq
+
+    from flops_fit.report import Result
+    from flops_fit.results import RESULTS_FILENAME, to_table
+    from flops_fit.workloads.simulated import SimulatedLaw
+
+    cfg = config(adapt=False)
+    law = SimulatedLaw(cfg.simulate)
+    rows = [law.run_trial(s, None) for s in law.plan(cfg.plan)]
+    pq.write_table(to_table(rows).drop(["origin"]), tmp_path / RESULTS_FILENAME)
+    result = Result.from_path(tmp_path, n_boot=0)
+    assert len(result.results) == 15 and result.isoflop.usable
+
+
 # --- simulated sweeps on real Ray ------------------------------------------------------------
 
 #: Budgets whose optima sit well above the smallest model, 5 sizes over a 12x span (tiny's),
