@@ -210,3 +210,13 @@ def test_an_interrupted_adaptive_sweep_resumes_to_the_same_trials(resumed):
     assert json.loads((run_dir / LOG).read_text())["events"][:len(decided)] == decided
     after = {p.name: p.stat().st_mtime_ns for p in (run_dir / "finished").glob("*.json")}
     assert {k: after[k] for k in records} == records  # no finished trial trained (and wrote its record) again
+
+
+def test_the_manifest_refuses_the_fixed_grid_or_other_caps_under_an_adaptive_sweeps_name(resumed):
+    from flops_fit.errors import PlanError
+    from flops_fit.ray import sweep
+
+    cfg, *_ = resumed
+    for change in ({"adapt": False}, {"max_extra_trials": 1}):
+        with pytest.raises(PlanError, match="holds a different sweep"):
+            sweep(cfg.replace(**change), progress=False)
