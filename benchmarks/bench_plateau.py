@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import sys
@@ -24,6 +25,7 @@ from _common import emit, load, table  # noqa: E402
 
 from flops_fit.config import TrainOptions, preset  # noqa: E402
 from flops_fit.engine import default_workload  # noqa: E402
+from flops_fit.plan import warmup_steps_for  # noqa: E402
 
 
 def first_below(curve: list[dict], level: float) -> int | None:
@@ -36,6 +38,8 @@ def main() -> None:
     ap.add_argument("--budgets", type=float, nargs="+", default=None, help="default: every budget of the preset")
     ap.add_argument("--lr-mult", type=float, nargs="+", default=[0.33, 1.0, 3.0])
     ap.add_argument("--step-mult", type=float, nargs="+", default=[1.0, 3.0])
+    ap.add_argument("--beta2", type=float, nargs="+", default=[None], help="AdamW beta2 values (default: the plan's)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[None], help="seeds (default: the plan's)")
     ap.add_argument("--quick", action="store_true", help="smoke preset, smallest budget, planned LR and steps")
     args = ap.parse_args()
     if args.quick:
@@ -52,21 +56,22 @@ def main() -> None:
     largest = [max((s for s in specs if s.budget == b), key=lambda s: s.n) for b in budgets]
     rows = []
     for base in largest:
-        for sm in args.step_mult:
-            for lm in args.lr_mult:
-                steps = max(base.warmup_steps + 1, round(base.steps * sm))
-                spec = dataclasses.replace(base, trial_id=f"{base.trial_id}_x{sm:g}_lr{lm:g}", steps=steps,
-                                           lr=base.lr * lm, warmup_steps=max(1, round(0.05 * steps)))
-                t0 = time.perf_counter()
-                m = run_trial(spec, workload, TrainOptions(threads=1, checkpoint_every_s=1e9)).metrics
-                curve = json.loads(m["curve"])
-                rows.append({"trial": base.trial_id, "size": base.label, "batch": base.batch_size, "steps": steps,
-                             "lr": spec.lr, "val_loss": m["loss"], "left_plateau_at": first_below(
-                                 curve, workload.plateau_loss), "status": m["status"],
-                             "wall_s": round(time.perf_counter() - t0, 1)})
-                print(rows[-1], flush=True)
+        for sm, lm, b2, seed in itertools.product(args.step_mult, args.lr_mult, args.beta2, args.seeds):
+            steps = max(base.warmup_steps + 1, round(base.steps * sm))
+            spec = dataclasses.replace(base, trial_id=f"{base.trial_id}_x{sm:g}_lr{lm:g}_b{b2}_s{seed}", steps=steps,
+                                       lr=base.lr * lm, beta2=b2 or base.beta2,
+                                       seed=base.seed if seed is None else seed,
+                                       warmup_steps=warmup_steps_for(base.n, base.batch_size, steps, cfg.plan))
+            t0 = time.perf_counter()
+            m = run_trial(spec, workload, TrainOptions(threads=1, checkpoint_every_s=1e9)).metrics
+            curve = json.loads(m["curve"])
+            rows.append({"trial": base.trial_id, "size": base.label, "batch": base.batch_size, "steps": steps,
+                         "lr": spec.lr, "beta2": spec.beta2, "seed": spec.seed, "val_loss": m["loss"], "left_plateau_at": first_below(
+                             curve, workload.plateau_loss), "status": m["status"],
+                         "wall_s": round(time.perf_counter() - t0, 1)})
+            print(rows[-1], flush=True)
     text = (f"plateau level {workload.plateau_loss:.3f} nats ({args.preset} preset's text), load {load()}\n"
-            + table(rows, ["trial", "size", "batch", "steps", "lr", "val_loss", "left_plateau_at", "status",
+            + table(rows, ["trial", "size", "batch", "steps", "lr", "beta2", "seed", "val_loss", "left_plateau_at", "status",
                            "wall_s"]))
     emit({"quick": args.quick, "preset": args.preset, "plateau_loss": workload.plateau_loss, "rows": rows}, text)
 

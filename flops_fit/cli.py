@@ -1,4 +1,4 @@
-"""The ``flops-fit`` command: ``plan``, ``sweep``, ``fit``, ``predict``.
+"""The ``flops-fit`` command: ``plan``, ``sweep``, ``tune``, ``fit``, ``predict``.
 
 Every SweepConfig field is a flag by its flat name (``--points-per-budget 5``), generated
 from the nested config groups; a preset supplies the rest (``tiny`` by default). Errors exit
@@ -104,12 +104,14 @@ def config_from_args(args: argparse.Namespace):
 def cmd_plan(args: argparse.Namespace) -> int:
     from flops_fit.engine import default_workload
     from flops_fit.plan import format_plan
+    from flops_fit.recipe import describe
     from flops_fit.throughput import resource_rule
 
     cfg = config_from_args(args)
     specs = default_workload(cfg).plan(cfg.plan)
     rule = resource_rule(cfg)
     print(format_plan(specs, resources=rule.describe))
+    print(describe(cfg.plan))
     if cfg.plan.adapt:
         from flops_fit.engine import ADAPTIVE_NOTE
 
@@ -136,6 +138,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from flops_fit.ray import sweep
 
     sweep(config_from_args(args))
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from flops_fit.calibrate import tune
+
+    tune(config_from_args(args))
     return 0
 
 
@@ -191,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run the sweep on Ray, write results.parquet, fit and plot")
     add_config_flags(p)
     p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("tune", help="measure the learning-rate rule on the grid's sizes (writes recipe.json for --recipe)")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_tune)
     for name, func, text in (("fit", cmd_fit, "refit a results table and write table, fits.json, plots"),
                              ("predict", cmd_predict, "predict N, D and loss for FLOPs budgets")):
         p = sub.add_parser(name, help=text)

@@ -167,6 +167,8 @@ class SweepConfig:
         unknown = set(changes) - set(FLAT_FIELDS) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise PlanError(f"unknown option(s) {sorted(unknown)}")
+        if "recipe" not in changes and set(changes) & {"base_lr", "lr_exponent", "lr_n_ref"}:
+            changes = {**changes, "recipe": None}  # a learning rate given by hand replaces the preset's recipe
         top = {k: v for k, v in changes.items() if k not in _GROUP_OF}
         for group in _GROUPS:
             sub = {k: v for k, v in changes.items() if _GROUP_OF.get(k) == group}
@@ -216,11 +218,12 @@ def tiny() -> SweepConfig:
         budgets=(1e11, 3e11, 1e12),
         points_per_budget=5,
         tokens_per_param=10.0,
-        span=12.0,
+        span=8.0,
         flops_convention="6n",
         seq_len=128,
         vocab_size=512,
-        min_steps=50,
+        min_steps=400,  # ~4x the slowest plateau escape at the recipe's rates (README, The training recipe)
+        recipe="tiny",  # the learning-rate rule flops-fit tune measured on this grid (flops_fit/recipes/tiny.json)
         val_tokens=32_768,
         cpus_per_trial=1.0,
         checkpoint_every_s=20.0,
@@ -248,6 +251,11 @@ def tinystories_gpu() -> SweepConfig:
         source="roneneldan/TinyStories",
         seq_len=512,
         vocab_size=4096,
+        # Not measured at this scale: the slope of the width rule it replaced (lr ~ d^-1/2,
+        # d ~ N^1/3); run `flops-fit tune --preset tinystories-gpu` on the GPUs for a measured one.
+        base_lr=3e-3,
+        lr_n_ref=5e6,
+        lr_exponent=0.17,
         val_tokens=1_048_576,
         max_epochs=4.0,
         cpus_per_trial=4.0,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from flops_fit import recipe
 from flops_fit.config import SweepConfig
 from flops_fit.config import preset as get_preset
 from flops_fit.errors import PlanError, SweepInterrupted
@@ -187,6 +188,9 @@ def _run_locked(cfg: SweepConfig, backend: Backend, workload: Workload, specs: l
     resuming = check_manifest(run_dir, manifest(specs, workload, cfg))
     out = sys.stdout if progress else open(os.devnull, "w")
     print(format_plan(specs), file=out)
+    print(recipe.describe(cfg.plan), file=out)
+    if cfg.plan.recipe is not None:  # the rule, its scan and its fit travel with the results
+        recipe.save(recipe.load(cfg.plan.recipe), run_dir)
     if cfg.plan.adapt:
         print(ADAPTIVE_NOTE, file=out)
     print(f"{'resuming' if resuming else 'starting'} sweep {run_dir}", file=out, flush=True)

@@ -53,6 +53,18 @@ class PlanConfig:
     max_batch_size: int = 512
     """Upper bound on sequences per step (memory)."""
     base_lr: float = 3e-3
+    """Peak AdamW learning rate of a model with ``lr_n_ref`` parameters (see ``peak_lr``)."""
+    lr_exponent: float = 0.0
+    """The peak learning rate falls as n^-lr_exponent with the parameter count n."""
+    lr_n_ref: float = 1e5
+    """The parameter count ``base_lr`` is stated at."""
+    beta2: float = 0.99
+    """AdamW's second-moment decay. Porian et al. 2024 ("Resolving Discrepancies in
+    Compute-Optimal Scaling", §4) find the usual 0.95 costs loss at small batches and that a
+    higher beta2 is essential there; every batch of the CPU presets is 2-32 sequences."""
+    recipe: str | None = None
+    """A learning-rate recipe measured by ``flops-fit tune`` (a recipe.json path, or a built-in
+    name such as ``tiny``): it sets base_lr, lr_exponent and lr_n_ref, and is saved with the sweep."""
     seed: int = 0
     replicates: int = 0
     """Extra seeds for each of the smallest budget's three central sizes: their spread measures
@@ -89,7 +101,16 @@ class PlanConfig:
             )
         if self.size_count not in accounting.PARAM_COUNTS:
             raise PlanError(f"unknown size_count {self.size_count!r}; choose one of {accounting.PARAM_COUNTS}")
-        for name in ("tokens_per_param", "base_lr"):
+        if self.recipe is not None:  # a measured rule sets the learning-rate constants
+            from flops_fit.recipe import load
+
+            for name, value in load(self.recipe).rule().items():
+                object.__setattr__(self, name, float(value))
+        if not 0 < self.beta2 < 1:
+            raise PlanError(f"beta2 must be in (0, 1), got {self.beta2!r}")
+        if not (math.isfinite(self.lr_exponent) and abs(self.lr_exponent) < 2):
+            raise PlanError(f"lr_exponent must be a finite number in (-2, 2), got {self.lr_exponent!r}")
+        for name in ("tokens_per_param", "base_lr", "lr_n_ref"):
             if not getattr(self, name) > 0:
                 raise PlanError(f"{name} must be positive, got {getattr(self, name)!r}")
         if not self.span > 1:
@@ -138,6 +159,8 @@ class TrialSpec:
     params: dict[str, int | None]
     flops_per_token_by: dict[str, float]
     label: str = ""
+    beta2: float = 0.95
+    """AdamW beta2 (0.95 in plans written before the recipe; the planner sets ``PlanConfig.beta2``)."""
 
     @property
     def tokens(self) -> int:
@@ -218,6 +241,25 @@ def budget_batch(budget: float, largest_tokens: float, cfg: PlanConfig) -> int:
     return batch
 
 
+def peak_lr(n: int, cfg: PlanConfig) -> float:
+    """The peak learning rate of a model with ``n`` parameters: base_lr·(n/lr_n_ref)^-lr_exponent.
+
+    One rule in the total parameter count for every workload (a user's model has no width to
+    read). Its constants are measured, not guessed: ``flops-fit tune`` scans the learning
+    rate at three sizes spanning a grid and fits this power law (Porian et al. 2024 fit the
+    optimal AdamW learning rate as a power law in N the same way, §4; DeepSeek LLM, Bi et al.
+    2024, in compute)."""
+    return cfg.base_lr * (n / cfg.lr_n_ref) ** -cfg.lr_exponent
+
+
+def warmup_steps_for(n: int, batch: int, steps: int, cfg: PlanConfig) -> int:
+    """Linear warmup over as many tokens as the model has parameters (Porian et al. 2024,
+    §3.3: Kaplan's fixed 3000 steps is most of a small model's run and biased its optimum),
+    capped at a tenth of the run: a trial of fewer tokens than parameters (the large end of a
+    small budget) would otherwise spend the whole run warming up."""
+    return max(1, min(round(n / (batch * cfg.seq_len)), round(0.1 * steps)))
+
+
 def plan_trial(budget: float, target: float, batch: int, cfg: PlanConfig, sizes: SizeTable,
                suffix: str = "") -> TrialSpec:
     """The trial of ``budget`` at the size closest to ``target`` parameters, ``batch``
@@ -239,8 +281,8 @@ def plan_trial(budget: float, target: float, batch: int, cfg: PlanConfig, sizes:
         seq_len=cfg.seq_len,
         batch_size=batch,
         steps=steps,
-        lr=entry.lr,
-        warmup_steps=max(1, min(1000, round(0.05 * steps))),
+        lr=peak_lr(n, cfg),
+        warmup_steps=warmup_steps_for(n, batch, steps, cfg),
         flops_convention=sizes.flops_convention,
         flops_per_token=fpt,
         n=n,
@@ -249,6 +291,7 @@ def plan_trial(budget: float, target: float, batch: int, cfg: PlanConfig, sizes:
         params=entry.params,
         flops_per_token_by=entry.flops_per_token_by,
         label=entry.label,
+        beta2=cfg.beta2,
     )
 
 

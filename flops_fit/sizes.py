@@ -26,16 +26,6 @@ if TYPE_CHECKING:
 MIN_D_MODEL = 16
 
 
-def lr_for_width(d_model: int, base_lr: float) -> float:
-    """Peak AdamW learning rate by model width: base_lr·sqrt(256/d_model), capped at 2·base_lr.
-
-    Wider models need smaller steps (μP prescribes 1/width for hidden matrices; Kaplan et al.
-    2020, eq. D.1, fit a slowly falling LR in N); the square root is a deliberately gentle
-    middle ground that stays stable across the 16..4096 widths a sweep spans.
-    """
-    return min(2.0 * base_lr, base_lr * math.sqrt(256.0 / d_model))
-
-
 @dataclass(frozen=True)
 class SizeEntry:
     """What a TrialSpec records about one size, beyond ``n`` and its FLOPs per token."""
@@ -46,7 +36,6 @@ class SizeEntry:
     """Parameter counts by group (``n``, ``n_non_embedding``, ...); None where unknown."""
     flops_per_token_by: dict[str, float]
     """Training FLOPs per token under every convention this model supports (``flops_6n``, ...)."""
-    lr: float
     label: str
     """Short human name of the size (``64x1``, ``width=32``) for tables."""
 
@@ -94,7 +83,6 @@ class GPTSizes:
             model={**dataclasses.asdict(shape), "target_params": target, "size_count": self.cfg.size_count},
             params=accounting.param_groups(shape).as_dict(),
             flops_per_token_by=accounting.all_flops_per_token(shape, self.cfg.seq_len),
-            lr=lr_for_width(shape.d_model, self.cfg.base_lr),
             label=f"{shape.d_model}x{shape.num_layers}",
         )
 
@@ -134,6 +122,5 @@ class CountedSizes:
             model={"size_param": self.size_param, "size_value": value},
             params={"n": n, "n_non_embedding": None},
             flops_per_token_by={"flops_6n": 6.0 * n},
-            lr=self.cfg.base_lr,
             label=f"{self.size_param}={value}",
         )

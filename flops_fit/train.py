@@ -120,14 +120,16 @@ def evaluate(model, val, device: torch.device, batch_size: int, autocast) -> flo
     return total / count
 
 
-def make_optimizer(model, device: torch.device, weight_decay: float, lr: float) -> torch.optim.Optimizer:
-    """AdamW, weight decay on matrices only (not norm gains), betas (0.9, 0.95)."""
+def make_optimizer(model, device: torch.device, weight_decay: float, lr: float,
+                   beta2: float = 0.95) -> torch.optim.Optimizer:
+    """AdamW, weight decay on matrices only (not norm gains), betas (0.9, beta2): the trial's
+    spec carries beta2 (``PlanConfig.beta2``)."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=lr,
-        betas=(0.9, 0.95),
+        betas=(0.9, beta2),
         fused=device.type == "cuda",
     )
 
@@ -214,7 +216,7 @@ def _setup(spec: TrialSpec, workload: Any, options: TrainOptions) -> _Trial:
     torch.manual_seed(spec.seed)  # before the model is built: its init is a function of the seed
     train, val = workload.open_data(spec)
     model = workload.build_model(spec).to(device)
-    optimizer = make_optimizer(model, device, options.weight_decay, spec.lr)
+    optimizer = make_optimizer(model, device, options.weight_decay, spec.lr, spec.beta2)
     scaler = None
     if device.type == "cuda" and compute_dtype(torch.cuda.get_device_capability(device)) == torch.float16:
         scaler = torch.amp.GradScaler("cuda")

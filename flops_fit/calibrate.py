@@ -1,0 +1,163 @@
+"""``flops-fit tune``: measure the learning-rate rule a sweep then uses.
+
+Standard parametrization has no learning rate that transfers across widths, so the rule is
+measured on the grid it will serve: three sizes spanning the sweep's grid (the smallest
+budget's central size, the largest budget's central and largest sizes, each at its own
+budget and token count, so the scan sees the step counts the sweep will), each trained at
+five peak learning rates a factor of two apart around the configured rule. Each size's
+optimum is the vertex of a parabola in ln lr (``flops_fit.recipe.locate_optimum``); the rule
+is the power law in N through the three optima (Porian et al. 2024, §4, fit the optimal
+AdamW learning rate as a power law in N the same way). A second stage checks it: each size
+trained at the rule's learning rate, and its best scanned learning rate again with another
+seed, whose difference from the scan is the seed noise the rule must be within.
+
+Everything runs on the engine's backend as two small experiments in the tune directory
+(``<storage_path>/<name>/scan`` and ``.../check``, resumable like a sweep), and the result
+is ``<storage_path>/<name>/recipe.json``: ``flops-fit sweep --recipe <that directory>``.
+Nothing here imports torch or Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from flops_fit.config import SweepConfig
+from flops_fit.engine import (
+    Backend,
+    check_manifest,
+    collect_rows,
+    default_workload,
+    launch_order,
+    manifest,
+    prepare_storage,
+    resolve_config,
+)
+from flops_fit.errors import PlanError
+from flops_fit.plan import TrialSpec, format_plan, plan
+from flops_fit.recipe import Recipe, SizeOptimum, fit_rule, locate_optimum, save
+from flops_fit.results import RESULTS_FILENAME, TRAINED_STATUSES, write_results
+from flops_fit.runlock import driver_lock
+
+#: Peak learning rates scanned, as multiples of the configured rule's (a factor of 2 apart).
+LR_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def scan_sizes(grid: Sequence[TrialSpec]) -> list[TrialSpec]:
+    """Three trials spanning the grid: the smallest budget's central size and the largest
+    budget's central and largest sizes (the last is where runs stall on the plateau)."""
+    first = sorted((s for s in grid if s.budget == grid[0].budget and s.seed == grid[0].seed), key=lambda s: s.n)
+    last = sorted((s for s in grid if s.budget == grid[-1].budget and s.seed == grid[0].seed), key=lambda s: s.n)
+    picked: dict[int, TrialSpec] = {}
+    for spec in (first[len(first) // 2], last[len(last) // 2], last[-1]):
+        picked.setdefault(spec.n, spec)
+    for spec in (last[0], first[0], *first, *last):  # a narrow grid where those coincide: the next sizes
+        if len(picked) < 3:
+            picked.setdefault(spec.n, spec)
+    if len(picked) < 3:
+        raise PlanError("tune needs three distinct sizes; use a grid of two or more budgets")
+    return sorted(picked.values(), key=lambda s: s.n)
+
+
+def _with_lr(spec: TrialSpec, lr: float, tag: str, seed: int | None = None) -> TrialSpec:
+    return dataclasses.replace(spec, lr=lr, trial_id=f"{spec.trial_id}_{tag}",
+                               seed=spec.seed if seed is None else seed)
+
+
+def run_specs(cfg: SweepConfig, backend: Backend, workload: Any, specs: list[TrialSpec], run_dir: Path,
+              progress: bool) -> list[dict[str, Any]]:
+    """Run ``specs`` as one resumable experiment in ``run_dir``; one results row per spec."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sub = cfg.replace(storage_path=str(run_dir.parent), name=run_dir.name)
+    with driver_lock(run_dir):
+        resuming = check_manifest(run_dir, manifest(specs, workload))
+        reports = backend.run(sub, launch_order(specs), workload, run_dir, resuming, progress)
+    rows = collect_rows(reports, specs)
+    write_results(rows, run_dir / RESULTS_FILENAME)
+    return rows
+
+
+def _loss(row: dict[str, Any]) -> float | None:
+    return row["loss"] if row["status"] in TRAINED_STATUSES else None
+
+
+def tune(config: SweepConfig | None = None, *, preset: str | None = None, backend: Backend | None = None,
+         workload: Any = None, progress: bool = True, lr_multipliers: Sequence[float] = LR_MULTIPLIERS,
+         **overrides: Any) -> Recipe:
+    """Scan, fit and check the learning-rate rule for ``config``'s grid; writes and returns the
+    recipe. ``lr_multipliers``: the scanned rates as multiples of the configured rule's."""
+    cfg = resolve_config(config, preset, **overrides).replace(replicates=0)
+    if backend is None:
+        from flops_fit.ray.sweep import TuneBackend
+
+        backend = TuneBackend()
+    workload = workload or default_workload(cfg)
+    workload.prepare(cfg.plan)
+    sizes = workload.size_table(cfg.plan)
+    picked = scan_sizes(plan(sizes.cfg, sizes=sizes))
+    scan = [_with_lr(s, s.lr * m, f"lr{m:g}") for s in picked for m in lr_multipliers]
+    workload.preflight(scan)
+    run_dir = prepare_storage(cfg)
+    out = sys.stdout if progress else open(os.devnull, "w")
+    print(f"tune {run_dir}: {len(lr_multipliers)} learning rates at each of {len(picked)} sizes\n"
+          + format_plan(scan), file=out, flush=True)
+    rows = run_specs(cfg, backend, workload, scan, run_dir / "scan", progress)
+    optima = []
+    for spec in picked:
+        mine = [(r["lr"], _loss(r)) for r in rows if r["trial_id"].startswith(spec.trial_id + "_lr")]
+        lr, loss, edge = locate_optimum([lr for lr, _ in mine], [loss for _, loss in mine])
+        optima.append(SizeOptimum(n=spec.n, label=spec.label, budget=spec.budget, lr_best=lr, loss_best=loss,
+                                  edge=edge))
+    rule = fit_rule(optima)
+    recipe = Recipe(**rule, scan=[_scan_row(r) for r in rows], optima=optima,
+                    command="flops-fit tune " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["tune"] else "tune()")
+    # The check: the rule's learning rate at each size, and the best scanned one again with
+    # another seed (its gap to the scan's own run is the seed noise the rule must be within).
+    best_runs = {o.n: min((r for r in rows if r["n"] == o.n and _loss(r) is not None), key=_loss) for o in optima}
+    check_specs = [_with_lr(s, recipe.lr(s.n), "rule") for s in picked]
+    check_specs += [_with_lr(s, best_runs[s.n]["lr"], "best_seed", seed=s.seed + 1) for s in picked]
+    checked = run_specs(cfg, backend, workload, check_specs, run_dir / "check", progress)
+    recipe = dataclasses.replace(recipe, check=_check(picked, best_runs, checked))
+    path = save(recipe, run_dir)
+    print(format_recipe(recipe) + f"\nrecipe: {path} (flops-fit sweep --recipe {run_dir})", file=out, flush=True)
+    return dataclasses.replace(recipe, source=str(run_dir))
+
+
+def _scan_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in ("trial_id", "n", "budget", "steps", "batch_size", "lr", "loss", "status")}
+
+
+def _check(picked: list[TrialSpec], best_runs: dict[int, dict[str, Any]],
+           checked: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per size, the rule's loss minus the scan's best; "within seed noise" when that gap is at
+    most the root-mean-square difference two seeds of the same run show (pooled over the sizes:
+    one pair alone is too noisy a yardstick)."""
+    by_id = {r["trial_id"]: r for r in checked}
+    rows = []
+    for spec in picked:
+        rule, repeat, best = by_id[f"{spec.trial_id}_rule"], by_id[f"{spec.trial_id}_best_seed"], best_runs[spec.n]
+        diff = _loss(repeat) - _loss(best) if _loss(repeat) is not None else None
+        gap = _loss(rule) - _loss(best) if _loss(rule) is not None else None
+        rows.append({"n": spec.n, "label": spec.label, "lr_rule": rule["lr"], "loss_rule": _loss(rule),
+                     "lr_best": best["lr"], "loss_best": _loss(best), "loss_best_other_seed": _loss(repeat),
+                     "seed_diff": diff, "gap": gap})
+    diffs = [r["seed_diff"] for r in rows if r["seed_diff"] is not None]
+    noise = (sum(d * d for d in diffs) / len(diffs)) ** 0.5 if diffs else None
+    for r in rows:
+        r["seed_noise"] = noise
+        r["within_noise"] = None if r["gap"] is None or noise is None else bool(r["gap"] <= noise)
+    return rows
+
+
+def format_recipe(recipe: Recipe) -> str:
+    lines = [recipe.summary(), f"{'size':>8} {'N':>9} {'lr rule':>9} {'loss rule':>9} {'lr best':>9} "
+             f"{'loss best':>9} {'2nd seed':>9} {'gap':>7} {'noise':>7}"]
+    for c in recipe.check:
+        def f(v: Any, fmt: str = "9.4f") -> str:
+            return format(v, fmt) if v is not None else "-".rjust(int(fmt.split(".")[0]))
+        lines.append(f"{c['label']:>8} {c['n']:9,d} {c['lr_rule']:9.2e} {f(c['loss_rule'])} {c['lr_best']:9.2e} "
+                     f"{f(c['loss_best'])} {f(c['loss_best_other_seed'])} {f(c['gap'], '7.4f')} {f(c['seed_noise'], '7.4f')}")
+    return "\n".join(lines)

@@ -1,0 +1,159 @@
+"""A measured learning-rate recipe: the scan ``flops-fit tune`` ran, its fit, and the rule.
+
+The rule is ``flops_fit.plan.peak_lr``: lr = base_lr·(n/lr_n_ref)^-lr_exponent. A recipe
+holds the three constants together with the data they were fitted on (every scanned run),
+each size's located optimum, and the check that the rule reaches the scan's best loss
+within seed noise; a sweep run with it saves the whole file beside its results and prints
+its summary with the plan. Built-in recipes (``recipe="tiny"``) live in
+``flops_fit/recipes/<name>.json``, measured by the command they record.
+
+Pure Python (json, math): no numpy, torch or Ray, so configs resolve anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from flops_fit.errors import PlanError
+
+BUILTIN_DIR = Path(__file__).parent / "recipes"
+#: The file a sweep or a tune run keeps its recipe in.
+RECIPE_FILENAME = "recipe.json"
+#: The PlanConfig fields a recipe sets.
+RULE_FIELDS = ("base_lr", "lr_exponent", "lr_n_ref")
+
+
+@dataclass(frozen=True)
+class SizeOptimum:
+    """One scanned size: its best learning rate (a parabola in ln lr through the best scanned
+    point and its neighbours), its best scanned loss, ``edge`` when the best was a scan end."""
+
+    n: int
+    label: str
+    budget: float
+    lr_best: float
+    loss_best: float
+    edge: bool
+
+
+@dataclass(frozen=True)
+class Recipe:
+    base_lr: float
+    lr_exponent: float
+    lr_n_ref: float
+    scan: list[dict[str, Any]] = field(default_factory=list)
+    """Every scanned run: n, label, budget, lr, loss, status."""
+    optima: list[SizeOptimum] = field(default_factory=list)
+    check: list[dict[str, Any]] = field(default_factory=list)
+    """Per size: the rule's lr and its measured loss, the best scanned loss, a seed repeat of
+    the best (their difference is the seed noise), and whether the rule is within noise."""
+    command: str = ""
+    """The command that measured it."""
+    source: str = ""
+    """Where this recipe was read from (a built-in name or a path)."""
+
+    def rule(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in RULE_FIELDS}
+
+    def lr(self, n: float) -> float:
+        return self.base_lr * (n / self.lr_n_ref) ** -self.lr_exponent
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("source")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "") -> "Recipe":
+        try:
+            optima = [SizeOptimum(**o) for o in d.get("optima", [])]
+            return cls(**{**{k: v for k, v in d.items() if k != "optima"}, "optima": optima, "source": source})
+        except TypeError as exc:
+            raise PlanError(f"recipe {source or '?'}: not a flops-fit tune recipe ({exc})") from None
+
+    def summary(self) -> str:
+        """Two lines for the plan printout: the rule, and what it was measured on."""
+        head = (f"learning rate: {self.base_lr:.3g}·(N/{self.lr_n_ref:.3g})^-{self.lr_exponent:.3f}"
+                f" (recipe {self.source or 'given'}")
+        if not self.optima:
+            return head + ")"
+        sizes = ", ".join(f"{o.label} best {o.lr_best:.2g}{' (scan edge)' if o.edge else ''}" for o in self.optima)
+        ok = [c for c in self.check if c.get("within_noise") is not None]
+        checked = (f"; rule within seed noise of the scan's best at {sum(c['within_noise'] for c in ok)}/{len(ok)} sizes"
+                   if ok else "")
+        return f"{head}: {len(self.scan)}-run scan, {sizes}{checked})"
+
+
+def describe(plan_cfg: Any) -> str:
+    """The learning-rate line of a plan printout: the recipe's summary, or the hand-set rule."""
+    if plan_cfg.recipe is not None:
+        return load(plan_cfg.recipe).summary() + f"; AdamW beta2 {plan_cfg.beta2:g}"
+    return (f"learning rate: {plan_cfg.base_lr:.3g}·(N/{plan_cfg.lr_n_ref:.3g})^-{plan_cfg.lr_exponent:.3f} "
+            f"(set by hand, not measured on this grid: `flops-fit tune` measures it); AdamW beta2 {plan_cfg.beta2:g}")
+
+
+def load(name_or_path: str) -> Recipe:
+    """A built-in recipe by name, or a recipe.json (or a directory holding one) by path."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        path = path / RECIPE_FILENAME
+    if not path.exists() and "/" not in name_or_path and not name_or_path.endswith(".json"):
+        path = BUILTIN_DIR / f"{name_or_path}.json"
+    if not path.exists():
+        builtin = sorted(p.stem for p in BUILTIN_DIR.glob("*.json"))
+        raise PlanError(f"recipe {name_or_path!r} not found: give a recipe.json written by `flops-fit tune`, or "
+                        f"a built-in one ({', '.join(builtin)})")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PlanError(f"recipe {path}: unreadable ({exc})") from None
+    return Recipe.from_dict(data, source=name_or_path)
+
+
+def locate_optimum(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float, float, bool]:
+    """(lr, loss, edge) of a scan's minimum: the vertex of the parabola in ln lr through the
+    best point and its two neighbours, kept inside them (the best point itself at a scan end
+    or where the three are not convex), and the best measured loss: the parabola only places
+    the rate, its value at the vertex would be an extrapolation. Non-finite losses (diverged
+    runs) count as worst."""
+    pts = sorted((math.log(lr), loss if loss is not None and math.isfinite(loss) else math.inf)
+                 for lr, loss in zip(lrs, losses))
+    i = min(range(len(pts)), key=lambda k: pts[k][1])
+    if not math.isfinite(pts[i][1]):
+        raise ValueError("every scanned run failed: no optimum")
+    if i in (0, len(pts) - 1):
+        return math.exp(pts[i][0]), pts[i][1], True
+    (x0, y0), (x1, y1), (x2, y2) = pts[i - 1], pts[i], pts[i + 1]
+    if not (math.isfinite(y0) and math.isfinite(y2)):
+        return math.exp(x1), y1, False
+    # Lagrange form of the parabola through three points; its vertex and value there.
+    d0, d1, d2 = (x0 - x1) * (x0 - x2), (x1 - x0) * (x1 - x2), (x2 - x0) * (x2 - x1)
+    a = y0 / d0 + y1 / d1 + y2 / d2
+    b = -(y0 * (x1 + x2) / d0 + y1 * (x0 + x2) / d1 + y2 * (x0 + x1) / d2)
+    if a <= 0:
+        return math.exp(x1), y1, False
+    return math.exp(min(max(-b / (2 * a), x0), x2)), y1, False
+
+
+def fit_rule(optima: Sequence[SizeOptimum]) -> dict[str, float]:
+    """Least squares of ln lr_best on ln n: the power law through the sizes' optima, stated
+    at the geometric mean of the scanned sizes (where it is best determined)."""
+    if len({o.n for o in optima}) < 2:
+        raise ValueError("a learning-rate rule needs optima at two or more sizes")
+    xs = [math.log(o.n) for o in optima]
+    ys = [math.log(o.lr_best) for o in optima]
+    xm, ym = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - xm) * (y - ym) for x, y in zip(xs, ys)) / sum((x - xm) ** 2 for x in xs)
+    return {"base_lr": math.exp(ym), "lr_exponent": -slope, "lr_n_ref": float(round(math.exp(xm)))}
+
+
+def save(recipe: Recipe, run_dir: Path) -> Path:
+    from flops_fit.atomic import atomic_write
+
+    path = Path(run_dir) / RECIPE_FILENAME
+    atomic_write(path, json.dumps(recipe.to_dict(), indent=1).encode())
+    return path

@@ -1,0 +1,92 @@
+"""The learning-rate recipe: locating a scan's optimum, fitting the rule, and using it."""
+
+import json
+import math
+
+import pytest
+
+from flops_fit.config import SweepConfig, preset
+from flops_fit.errors import PlanError
+from flops_fit.plan import PlanConfig, peak_lr, plan
+from flops_fit.recipe import Recipe, SizeOptimum, fit_rule, load, locate_optimum, save
+
+
+def test_locate_optimum_finds_the_vertex_of_a_known_parabola_in_ln_lr():
+    true_lr = 7e-3
+    lrs = [1.5e-3, 3e-3, 6e-3, 1.2e-2, 2.4e-2]
+    losses = [2.0 + 0.3 * math.log(lr / true_lr) ** 2 for lr in lrs]
+    lr, loss, edge = locate_optimum(lrs, losses)
+    assert lr == pytest.approx(true_lr, rel=1e-6) and not edge
+    assert loss == min(losses)  # the best measured run, not the parabola's extrapolated value
+
+
+def test_locate_optimum_flags_a_scan_edge_and_treats_diverged_runs_as_worst():
+    lr, loss, edge = locate_optimum([1e-3, 2e-3, 4e-3], [3.0, 2.5, 2.1])
+    assert lr == pytest.approx(4e-3) and (loss, edge) == (2.1, True)
+    lr, _, edge = locate_optimum([1e-3, 2e-3, 4e-3, 8e-3], [3.0, 2.5, 2.6, float("nan")])
+    assert 1e-3 < lr < 4e-3 and not edge
+    with pytest.raises(ValueError, match="every scanned run failed"):
+        locate_optimum([1e-3, 2e-3], [None, float("inf")])
+
+
+def test_fit_rule_recovers_a_known_power_law_and_the_planner_applies_it():
+    truth = {"base_lr": 5e-3, "lr_exponent": 0.3}
+    ns = [3e4, 1e5, 4e5]
+    optima = [SizeOptimum(n=int(n), label="", budget=1e12, lr_best=truth["base_lr"] * (n / 1e5) ** -0.3,
+                          loss_best=2.0, edge=False) for n in ns]
+    rule = fit_rule(optima)
+    assert rule["lr_exponent"] == pytest.approx(0.3, abs=1e-9)
+    cfg = PlanConfig(budgets=(1e12,), **rule)
+    for n in ns:
+        assert peak_lr(int(n), cfg) == pytest.approx(truth["base_lr"] * (int(n) / 1e5) ** -0.3, rel=1e-6)
+    specs = plan(cfg)
+    assert [s.lr for s in specs] == pytest.approx([peak_lr(s.n, cfg) for s in specs])
+    assert specs[0].lr > specs[-1].lr  # smaller models take larger steps
+
+
+def test_a_recipe_file_sets_the_rule_and_a_hand_given_rate_replaces_it(tmp_path):
+    rec = Recipe(base_lr=4e-3, lr_exponent=0.2, lr_n_ref=5e4)
+    save(rec, tmp_path)
+    cfg = SweepConfig.of(budgets=[1e12], recipe=str(tmp_path))
+    assert (cfg.base_lr, cfg.lr_exponent, cfg.lr_n_ref) == (4e-3, 0.2, 5e4)
+    assert load(str(tmp_path / "recipe.json")).rule() == rec.rule()
+    manual = cfg.replace(base_lr=1e-3)  # a rate given by hand wins over the recipe
+    assert manual.recipe is None and manual.base_lr == 1e-3 and manual.lr_exponent == 0.2
+    assert preset("tiny").recipe == "tiny" and load("tiny").optima  # the built-in one holds its data
+
+
+def test_a_bad_recipe_is_refused_in_one_line(tmp_path):
+    with pytest.raises(PlanError, match="not found.*built-in one"):
+        SweepConfig.of(recipe=str(tmp_path / "missing.json"))
+    (tmp_path / "recipe.json").write_text(json.dumps({"learning_rate": 1}))
+    with pytest.raises(PlanError, match="not a flops-fit tune recipe"):
+        SweepConfig.of(recipe=str(tmp_path))
+    with pytest.raises(PlanError, match="beta2"):
+        PlanConfig(budgets=(1e12,), beta2=1.0)
+
+
+def test_tune_scans_fits_checks_and_a_sweep_plans_with_its_recipe(ray_session, tmp_path, capsys):
+    """`flops-fit tune` end to end on a smoke grid: 9 real scan runs and 6 check runs, a
+    rule that is the least-squares power law through the located optima, a recipe a sweep
+    config then plans with; a rerun resumes (no run trains again)."""
+    from flops_fit.calibrate import tune
+    from flops_fit.engine import default_workload
+    from flops_fit.recipe import RECIPE_FILENAME
+
+    cfg = preset("smoke").replace(storage_path=str(tmp_path), cache_dir=str(tmp_path / "cache"), name="tune",
+                                  budgets=(1e10, 2e10))
+    rec = tune(cfg, progress=False, lr_multipliers=(0.5, 1.0, 2.0))
+    assert len(rec.scan) == 9 and len({r["n"] for r in rec.scan}) == 3
+    assert len(rec.check) == 3 and all(c["loss_rule"] is not None for c in rec.check)
+    for o in rec.optima:  # each optimum lies inside its scan, at or next to its best run
+        lrs = sorted(r["lr"] for r in rec.scan if r["n"] == o.n)
+        assert lrs[0] <= o.lr_best <= lrs[-1]
+    assert fit_rule(rec.optima) == pytest.approx(rec.rule())
+    assert [c["lr_rule"] for c in rec.check] == pytest.approx([rec.lr(c["n"]) for c in rec.check])
+    stored = (tmp_path / "tune" / RECIPE_FILENAME).stat().st_mtime_ns
+    swept = cfg.replace(recipe=str(tmp_path / "tune"), name="use")
+    specs = default_workload(swept).plan(swept.plan)
+    assert [s.lr for s in specs] == pytest.approx([rec.lr(s.n) for s in specs])
+    again = tune(cfg, progress=False, lr_multipliers=(0.5, 1.0, 2.0))  # resumes both experiments: same runs, same rule
+    assert again.rule() == pytest.approx(rec.rule()) and again.scan == rec.scan
+    assert (tmp_path / "tune" / RECIPE_FILENAME).stat().st_mtime_ns >= stored
