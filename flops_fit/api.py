@@ -68,6 +68,8 @@ def find_optimal(
     ``flops_fit.workloads.user.probe``). ``mode="mock"`` (or ``simulate=<law>``) trains
     nothing: the same plan as training (this model's sizes, the data's sequence length), each
     trial's loss from the simulated law at its N and D (``flops_fit.workloads.simulated``).
+    The grid is fixed, as in v1.0 (``adapt=True`` makes it adaptive: added sizes are the
+    nearest values of the model's size ladder, see ``flops_fit.adapt``).
     """
     from flops_fit.ray.compat import ship_by_value
     from flops_fit.ray.sweep import sweep
@@ -76,7 +78,7 @@ def find_optimal(
 
     options = _v1_options(options, output_dir, resume, mode)
     cfg = resolve_config(None, None, budgets=tuple(compute_budgets), points_per_budget=points_per_budget,
-                         flops_convention="6n", **{"name": "find_optimal", **options})
+                         flops_convention="6n", **{"name": "find_optimal", "adapt": False, **options})
     workload = UserModel(model_cls, model_size_param, dict(model_kwargs or {}), loss_fn, dataset,
                          StoryData(cfg.data), val_fraction, size_values)
     if cfg.simulate is not None:  # mock: the user's sizes, the law's losses; nothing of the model ships

@@ -114,6 +114,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     rule = resource_rule(cfg)
     print(format_plan(specs, resources=rule.describe))
     print(describe(cfg.plan))
+    if cfg.plan.adapt:
+        from flops_fit.engine import ADAPTIVE_NOTE
+
+        print(ADAPTIVE_NOTE.replace("the first budget runs as above", "the first budget runs as above (later "
+                                    "budgets shown on the prior)"))
     if cfg.verify is not None:
         print(f"then one verification run at C={cfg.verify * max(cfg.budgets):.3g} ({cfg.verify:g}x the largest "
               "budget) at the fitted N_opt")

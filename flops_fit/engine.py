@@ -33,6 +33,9 @@ from flops_fit.runlock import driver_lock
 from flops_fit.workloads.base import Workload
 
 RESULT_COLUMNS = frozenset(SCHEMA.names)
+ADAPTIVE_NOTE = ("adaptive grid: the first budget runs as above; each later budget is re-centred on the frontier "
+                 "of the budgets finished before it, and trials are added where a budget's best run lacks two "
+                 "sizes on a side (--no-adapt: the fixed grid above)")
 MANIFEST = "sweep.json"
 #: Finished trials' final records: a trial restarted after its driver died replays its own.
 FINISHED_DIR = "finished"
@@ -90,8 +93,13 @@ def prepare_storage(cfg: SweepConfig) -> Path:
     return run_dir
 
 
-def manifest(specs: list[TrialSpec], workload: Workload) -> dict[str, Any]:
-    return {"plan": [s.to_dict() for s in specs], "workload": workload.kind, **workload.identity()}
+def manifest(specs: list[TrialSpec], workload: Workload, cfg: SweepConfig | None = None) -> dict[str, Any]:
+    """What makes two sweeps the same: the prior-centred grid, the workload and, for an
+    adaptive sweep, its caps (its additions are in adaptive.json, so a resumed one matches)."""
+    out = {"plan": [s.to_dict() for s in specs], "workload": workload.kind, **workload.identity()}
+    if cfg is not None and cfg.plan.adapt:
+        out["adapt"] = {"max_extra_trials": cfg.plan.max_extra_trials, "max_extra_flops": cfg.plan.max_extra_flops}
+    return out
 
 
 def check_manifest(run_dir: Path, wanted: dict[str, Any]) -> bool:
@@ -138,8 +146,10 @@ def _failed(spec: TrialSpec, error: str, node_id: Any = None) -> dict[str, Any]:
             "error": _ANSI.sub("", error)[:4000], "node_id": node_id}
 
 
-def collect_rows(reports: list[TrialReport], specs: list[TrialSpec]) -> list[dict[str, Any]]:
-    """One row per planned trial, failed and diverged ones included."""
+def collect_rows(reports: list[TrialReport], specs: list[TrialSpec],
+                 origins: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """One row per planned trial, failed and diverged ones included; ``origins`` says why
+    each is in the sweep (flops_fit.adapt; default "grid")."""
     by_id: dict[str, dict[str, Any]] = {}
     for report in reports:
         spec = TrialSpec.from_dict(report.spec)
@@ -151,7 +161,16 @@ def collect_rows(reports: list[TrialReport], specs: list[TrialSpec]) -> list[dic
             row.update((k, v) for k, v in metrics.items() if k in RESULT_COLUMNS)
             row["trial_id"] = metrics.get(SPEC_ID, spec.trial_id)
         by_id[spec.trial_id] = row
-    return [by_id.get(spec.trial_id) or _failed(spec, "trial never ran") for spec in specs]
+    rows = [by_id.get(spec.trial_id) or _failed(spec, "trial never ran") for spec in specs]
+    return [{**row, "origin": (origins or {}).get(spec.trial_id, "grid")} for row, spec in zip(rows, specs)]
+
+
+def planned(cfg: SweepConfig, run_dir: Path, specs: list[TrialSpec]) -> tuple[list[TrialSpec], dict[str, str], list]:
+    """The trials a sweep ran: the fixed grid, or what an adaptive one released (its log)."""
+    from flops_fit.adapt import read_log
+
+    log = read_log(run_dir) if cfg.plan.adapt else None
+    return log if log is not None else (specs if not cfg.plan.adapt else [], {}, [])
 
 
 def run_sweep(cfg: SweepConfig, backend: Backend, workload: Workload | None = None, progress: bool = True):
@@ -167,23 +186,32 @@ def run_sweep(cfg: SweepConfig, backend: Backend, workload: Workload | None = No
 
 def _run_locked(cfg: SweepConfig, backend: Backend, workload: Workload, specs: list[TrialSpec], run_dir: Path,
                 progress: bool):
-    resuming = check_manifest(run_dir, manifest(specs, workload))
+    resuming = check_manifest(run_dir, manifest(specs, workload, cfg))
     out = sys.stdout if progress else open(os.devnull, "w")
     print(format_plan(specs), file=out)
     print(recipe.describe(cfg.plan), file=out)
     if cfg.plan.recipe is not None:  # the rule, its scan and its fit travel with the results
         recipe.save(recipe.load(cfg.plan.recipe), run_dir)
+    if cfg.plan.adapt:
+        print(ADAPTIVE_NOTE, file=out)
     print(f"{'resuming' if resuming else 'starting'} sweep {run_dir}", file=out, flush=True)
     try:
         reports = backend.run(cfg, launch_order(specs), workload, run_dir, resuming, progress)
     except SweepInterrupted as exc:  # keep what finished; a rerun resumes the rest
-        done = [r for r in collect_rows(exc.reports, specs) if r["status"] in FINISHED_STATUSES]
+        ran, origins, _ = planned(cfg, run_dir, specs)
+        done = [r for r in collect_rows(exc.reports, ran, origins) if r["status"] in FINISHED_STATUSES]
         write_results(done, run_dir / RESULTS_FILENAME)
-        print(f"partial results: {run_dir / RESULTS_FILENAME} ({len(done)} of {len(specs)} trials finished)",
+        print(f"partial results: {run_dir / RESULTS_FILENAME} ({len(done)} of {len(ran)} trials finished)",
               file=sys.stderr, flush=True)
         raise
-    rows = collect_rows(reports, specs)
+    ran, origins, events = planned(cfg, run_dir, specs)
+    rows = collect_rows(reports, ran, origins)
     write_results(rows, run_dir / RESULTS_FILENAME)
+    if cfg.plan.adapt:
+        from flops_fit.adapt import summary
+
+        print("\n".join(summary(events)) or "adaptive: no trials added (every budget bracketed or capped)",
+              file=out, flush=True)
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     print(f"results: {run_dir / RESULTS_FILENAME} ({counts})", file=out, flush=True)
     return finish(run_dir, cfg, out, workload, lambda spec, exp_dir: run_one(cfg, backend, workload, spec, exp_dir,

@@ -70,6 +70,14 @@ class PlanConfig:
     """Extra seeds for each of the smallest budget's three central sizes: their spread measures
     the run-to-run noise σ the fits report and use (flops_fit.noise). The tiny and
     tinystories-gpu presets run 2; a grid you give exactly (and find_optimal, as v1.0) none."""
+    adapt: bool = True
+    """Adaptive grid (flops_fit.adapt): budgets run smallest first, each centred on the frontier of
+    those finished, and trials are added where a budget's best run lacks two sizes on a side.
+    False (--no-adapt): the fixed grid around the prior, every budget planned up front."""
+    max_extra_trials: int | None = None
+    """Cap on the trials an adaptive sweep adds, all budgets together (None: 2 per budget)."""
+    max_extra_flops: float = 0.5
+    """Cap on the FLOPs those added trials spend, as a fraction of the base grid's FLOPs."""
 
     def __post_init__(self) -> None:
         budgets = tuple(self.budgets)
@@ -109,6 +117,13 @@ class PlanConfig:
             raise PlanError(f"span must be > 1 (largest/smallest model ratio), got {self.span!r}")
         if isinstance(self.replicates, bool) or not isinstance(self.replicates, int) or self.replicates < 0:
             raise PlanError(f"replicates must be a whole number >= 0, got {self.replicates!r}")
+        if self.max_extra_trials is not None and (isinstance(self.max_extra_trials, bool) or not isinstance(
+                self.max_extra_trials, int) or self.max_extra_trials < 0):
+            raise PlanError(f"max_extra_trials must be a whole number >= 0 (or unset: 2 per budget), "
+                            f"got {self.max_extra_trials!r}")
+        if not (self.max_extra_flops >= 0 and math.isfinite(self.max_extra_flops)):
+            raise PlanError(f"max_extra_flops must be a fraction >= 0 of the base grid's FLOPs, "
+                            f"got {self.max_extra_flops!r}")
         for name in ("vocab_size", "seq_len", "min_steps", "max_batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise PlanError(f"{name} must be a positive int, got {getattr(self, name)!r}")

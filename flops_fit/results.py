@@ -63,6 +63,7 @@ SCHEMA = pa.schema(
         ("gpus", pa.float64()),
         ("epochs", pa.float64()),  # passes over the training data (above 1: repeated data)
         ("plateau_loss", pa.float64()),  # the loss a trained run gets below (flops_fit.data.baselines)  # GPUs Ray gave the trial (a share of one when trials share a GPU)
+        ("origin", pa.string()),  # why the trial is in the sweep: grid, recentred, extend-low/-high, densify (flops_fit.adapt)
         ("error", pa.string()),
         ("curve", pa.string()),  # JSON list of {step, tokens, train_loss}
     ]

@@ -97,6 +97,7 @@ class TuneBackend:
             progress: bool) -> list[TrialReport]:
         ship_by_value(*cfg.train.step_hooks)
         started_ray = _ensure_ray(cfg)
+        self.adaptive = None
         try:
             grid = self._fit(cfg, specs, workload, run_dir, resuming, progress)
         finally:
@@ -110,7 +111,8 @@ class TuneBackend:
         # final status. Either means Tune caught SIGINT and returned early (issue 13, fault 1).
         reports = [TrialReport(spec=r.config["spec"], metrics=dict(r.metrics or {}),
                                error=None if r.error is None else str(r.error)) for r in grid if r.config]
-        unfinished = len(reports) < len(specs) or any(
+        planned = len(specs) if self.adaptive is None else len(self.adaptive.planned())
+        unfinished = len(reports) < planned or (self.adaptive is not None and not self.adaptive.finished()) or any(
             r.error is None and r.metrics.get("status") not in FINISHED_STATUSES for r in reports)
         if unfinished:
             raise SweepInterrupted(reports)
@@ -146,16 +148,26 @@ class TuneBackend:
         costs = {s.trial_id: expected_cost(s) for s in specs}
         callbacks = ([SweepProgress(len(specs), costs=costs)] if progress else []) + tracker_callbacks(cfg, run_dir)
         tune_dir = str(run_dir)
-        if resuming and tune.Tuner.can_restore(tune_dir):
+        tune_config = dict(max_concurrent_trials=cfg.max_concurrent_trials, reuse_actors=reuse_actors_for(cfg),
+                           trial_name_creator=trial_name, trial_dirname_creator=trial_name)
+        if cfg.plan.adapt:
+            # Not Tuner.restore: the plan replays its decision log (adaptive.json) and finished
+            # trials replay their records, so a resumed adaptive sweep is the same sweep.
+            from flops_fit.ray.adaptive import adaptive_tune_config
+
+            search, self.adaptive = adaptive_tune_config(cfg, specs, workload, run_dir, progress)
+            tune_config.update(search)
+            param_space = {}
+        else:
+            param_space = {"spec": tune.grid_search([s.to_dict() for s in specs])}
+        if resuming and not cfg.plan.adapt and tune.Tuner.can_restore(tune_dir):
             tuner = tune.Tuner.restore(tune_dir, trainable=trainable, resume_errored=True)
             set_restored_callbacks(tuner, callbacks)
         else:
             tuner = tune.Tuner(
                 trainable,
-                param_space={"spec": tune.grid_search([s.to_dict() for s in specs])},
-                tune_config=tune.TuneConfig(max_concurrent_trials=cfg.max_concurrent_trials,
-                                            reuse_actors=reuse_actors_for(cfg),
-                                            trial_name_creator=trial_name, trial_dirname_creator=trial_name),
+                param_space=param_space,
+                tune_config=tune.TuneConfig(**tune_config),
                 run_config=tune.RunConfig(
                     name=cfg.name,
                     storage_path=str(run_dir.parent),
