@@ -71,7 +71,7 @@ def run_specs(cfg: SweepConfig, backend: Backend, workload: Any, specs: list[Tri
               progress: bool) -> list[dict[str, Any]]:
     """Run ``specs`` as one resumable experiment in ``run_dir``; one results row per spec."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    sub = cfg.replace(storage_path=str(run_dir.parent), name=run_dir.name)
+    sub = cfg.replace(storage_path=str(run_dir.parent), name=run_dir.name, adapt=False)  # exactly these trials
     with driver_lock(run_dir):
         resuming = check_manifest(run_dir, manifest(specs, workload))
         reports = backend.run(sub, launch_order(specs), workload, run_dir, resuming, progress)

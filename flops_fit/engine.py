@@ -224,7 +224,8 @@ def run_one(cfg: SweepConfig, backend: Backend, workload: Workload, spec: TrialS
     backend, its own resume; returns its results row."""
     resuming = exp_dir.is_dir()
     exp_dir.mkdir(parents=True, exist_ok=True)
-    reports = backend.run(cfg.replace(name=exp_dir.name), [spec], workload, exp_dir, resuming, progress)
+    # adapt=False: this experiment is exactly its one trial, not a replay of the sweep's adaptive plan
+    reports = backend.run(cfg.replace(name=exp_dir.name, adapt=False), [spec], workload, exp_dir, resuming, progress)
     return collect_rows(reports, [spec])[0]
 
 

@@ -42,7 +42,11 @@ def test_verify_on_a_known_law_predicts_the_measured_loss_and_a_rerun_reuses_it(
     assert rec["n"] == pytest.approx(result.predict(3e20).n, rel=0.15)
     assert "verification: C=3e+20" in (tmp_path / "sim" / "table.txt").read_text()
 
-    row_file = tmp_path / "sim" / VERIFY_DIR / rec["trial_id"] / "results.parquet"
+    exp = tmp_path / "sim" / VERIFY_DIR / rec["trial_id"]
+    # its experiment ran that one trial (not a replay of the adaptive sweep's plan)
+    assert not (exp / "adaptive.json").exists()
+    assert {p.name for p in exp.iterdir() if p.is_dir()} <= {rec["trial_id"], "finished"}, sorted(exp.iterdir())
+    row_file = exp / "results.parquet"
     row = read_results(row_file).iloc[0]
     assert row["loss"] == pytest.approx(rec["measured"]) and int(row["n"]) == rec["n"]
     # a rerun reuses the finished trial's row: running one would fail here
