@@ -47,11 +47,12 @@ class SweepProgress(tune.Callback):
         running = sum(t.status == "RUNNING" for t in trials)
         pending = sum(t.status == "PENDING" for t in trials)
         spec_id = self._id(trial)
+        total = max(self.total, self.done + running + pending)  # an adaptive sweep adds trials as it runs
         elapsed = time.monotonic() - self.t0
         eta = self.eta_s(elapsed)
         eta_text = "" if eta is None else f" | ETA {eta:.0f}s"
         print(
-            f"[{elapsed:6.0f}s | {self.done}/{self.total} done | {running} running | {pending} pending{eta_text}] "
+            f"[{elapsed:6.0f}s | {self.done}/{total} done | {running} running | {pending} pending{eta_text}] "
             f"{spec_id}: {text}",
             file=sys.stdout,
             flush=True,
