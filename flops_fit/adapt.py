@@ -45,10 +45,13 @@ A_PRIOR = 0.5
 MIN_SIDE = 2
 
 
-def min_side(points_per_budget: int) -> int:
-    return min(MIN_SIDE, (points_per_budget - 1) // 2)
 #: Default cap on added trials, per budget (``PlanConfig.max_extra_trials=None``).
 EXTRA_PER_BUDGET = 2
+
+
+def min_side(points_per_budget: int) -> int:
+    """Sizes wanted each side of the best run for a grid of ``points_per_budget`` sizes."""
+    return min(MIN_SIDE, (points_per_budget - 1) // 2)
 
 Point = tuple[float, float]  # (size in the plan's size_count, validation loss)
 
