@@ -67,7 +67,8 @@ def test_a_run_still_on_the_plateau_is_undertrained_and_left_out_of_the_fits(sam
 
     workload = _SampleWorkload(sample_data)
     assert workload.bigram + 1.0 < workload.unigram < math.log(512)  # the text has structure to learn
-    base = plan([3e10], 3, vocab_size=512, seq_len=64, min_steps=8, max_batch_size=16, tokens_per_param=10.0)[1]
+    base = plan([3e10], 3, vocab_size=512, seq_len=64, min_steps=8, max_batch_size=16, tokens_per_param=10.0,
+                recipe="tiny")[1]  # the measured learning rate: 63 steps at a flat 3e-3 stay on the plateau
     short = dataclasses.replace(base, trial_id="short", steps=6, warmup_steps=1)
     rows = [run_trial(s, workload, TrainOptions(threads=1, checkpoint_every_s=1e9)).metrics for s in (base, short)]
     trained, stuck = rows
