@@ -116,7 +116,8 @@ def test_planning_and_fitting_import_neither_torch_nor_ray():
     import subprocess
     import sys
 
-    code = ("import sys; import flops_fit.plan, flops_fit.adapt, flops_fit.config, flops_fit.engine, flops_fit.report, "
+    code = ("import sys; import flops_fit.plan, flops_fit.adapt, flops_fit.recipe, flops_fit.calibrate, flops_fit.verify, "
+            "flops_fit.config, flops_fit.engine, flops_fit.report, "
             "flops_fit.workloads.simulated, flops_fit.workloads.gpt; "
             "bad = [m for m in ('torch', 'ray') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
