@@ -47,7 +47,8 @@ class SweepProgress(tune.Callback):
         running = sum(t.status == "RUNNING" for t in trials)
         pending = sum(t.status == "PENDING" for t in trials)
         spec_id = self._id(trial)
-        total = max(self.total, self.done + running + pending)  # an adaptive sweep adds trials as it runs
+        # an adaptive sweep adds trials as it runs: count every distinct trial Tune knows
+        total = max(self.total, self.base + len(self.finished | {self._id(t) for t in trials}))
         elapsed = time.monotonic() - self.t0
         eta = self.eta_s(elapsed)
         eta_text = "" if eta is None else f" | ETA {eta:.0f}s"
