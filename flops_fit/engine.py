@@ -241,10 +241,10 @@ def finish(run_dir: Path, cfg: SweepConfig, out, workload: Workload | None = Non
     print(result.format_table(), file=out, flush=True)
     try:
         if verifying:
-            from flops_fit.verify import format_verification, run_verification
+            from flops_fit.verify import run_verification, verification_lines
 
             record = run_verification(result, cfg, workload, run_dir, run_trial)
-            print(format_verification(record), file=out, flush=True)
+            print("\n".join(verification_lines(record)), file=out, flush=True)
     finally:  # an interrupted verification keeps the sweep's fits
         result.save(run_dir)
     return result

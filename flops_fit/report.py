@@ -277,9 +277,9 @@ class Result:
             lines.append("Approach 2's a by parameter count: " + ", ".join(f"{k} {v:.3f}" for k, v in by_count.items()))
         lines.append(describe_backtest(self.backtest()))
         if self.verification is not None:
-            from flops_fit.verify import format_verification
+            from flops_fit.verify import verification_lines
 
-            lines.append(format_verification(self.verification))
+            lines += verification_lines(self.verification)
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 

@@ -38,7 +38,7 @@ RECORD = "verification.json"
 LAW, FRONTIER = "approach 3 law", "approach 2 frontier"
 
 RECORD_KEYS = ("budget", "factor", "trial_id", "n", "d", "flops", "predicted", "interval", "source", "n_source",
-               "measured", "error_pct", "status", "error")
+               "measured", "error_pct", "status", "error", "inside_interval")
 RunTrial = Callable[[TrialSpec, Path], dict[str, Any]]
 """Runs one trial as its own experiment in the given directory; returns its results row."""
 
@@ -144,9 +144,10 @@ def make_record(result: Any, spec: TrialSpec, row: dict[str, Any], n_source: str
     predicted, interval, source = predicted_loss(result, spec.n, spec.tokens, spec.flops)
     error = (100.0 * (measured - predicted) / predicted
              if status == "ok" and measured is not None and predicted is not None else None)
+    inside = interval[0] <= measured <= interval[1] if error is not None and interval else None
     return dict(zip(RECORD_KEYS, (spec.budget, factor, spec.trial_id, spec.n, spec.tokens, spec.flops, predicted,
                                   interval, source, n_source, measured, error, status,
-                                  None if status == "ok" else _text(row.get("error")))))
+                                  None if status == "ok" else _text(row.get("error")), inside)))
 
 
 def load_record(sweep_dir: Path) -> dict[str, Any] | None:
@@ -181,6 +182,27 @@ def format_verification(rec: dict[str, Any]) -> str:
     if not rec["n_source"].startswith("Approach"):
         line += f"; N from {rec['n_source']}"
     return line
+
+
+def verification_lines(rec: dict[str, Any]) -> list[str]:
+    """The verification line and, when the measured loss can be set against an interval, its verdict."""
+    verdict = verification_verdict(rec)
+    return [format_verification(rec)] + ([verdict] if verdict else [])
+
+
+def verification_verdict(rec: dict[str, Any]) -> str | None:
+    """The line under the verification line that says whether the fits can be trusted at C_v:
+    a measured loss outside the prediction interval means the fitted frontier does not hold
+    there (it bends, or the swept budgets sit in a transient), whatever the error percentage."""
+    inside = rec.get("inside_interval")
+    if inside is None:
+        return None
+    lo, hi = rec["interval"]
+    where = f"the measured loss {rec['measured']:.4f} lies {{}} the predicted interval [{lo:.4f}, {hi:.4f}]"
+    if inside:
+        return "verification: " + where.format("inside")
+    return ("note: verification: " + where.format("OUTSIDE") + f": the fits do not extrapolate to C={rec['budget']:.3g};"
+            " sweep budgets closer to it before trusting their predictions there")
 
 
 def _number(value: Any) -> float | None:

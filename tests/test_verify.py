@@ -12,7 +12,7 @@ import pytest
 from flops_fit.config import SweepConfig, preset
 from flops_fit.errors import PlanError
 from flops_fit.results import read_results
-from flops_fit.verify import FRONTIER, RECORD, VERIFY_DIR, format_verification, frontier_loss
+from flops_fit.verify import FRONTIER, RECORD, VERIFY_DIR, format_verification, frontier_loss, predicted_loss
 
 LAW = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Chinchilla (Hoffmann et al. 2022)
 LINE = re.compile(r"^verification: C=(\S+) N=(\d+) D=(\d+) predicted loss (.+?) measured loss (\S+)(.*)$", re.M)
@@ -138,6 +138,26 @@ def test_the_line_says_what_is_known(change, expect):
     line = format_verification({**BASE, **change})
     assert line.startswith("verification: C=3e+12 N=1000 D=20000 ") and line.endswith(expect)
     assert RECORD.endswith(".json")
+
+
+def test_a_measured_loss_outside_the_interval_says_the_fits_do_not_extrapolate():
+    from flops_fit.plan import PlanConfig, plan
+    from flops_fit.verify import make_record, verification_lines
+
+    spec = plan(PlanConfig(budgets=(1e12,), points_per_budget=3))[1]
+    fits = SimpleNamespace(law_known=False, isoflop=_optima([(1e10, 3.0), (1e11, 2.7), (1e12, 2.45)]),
+                           noise=SimpleNamespace(measured=False), level=0.9)
+    predicted, (lo, hi), _ = predicted_loss(fits, spec.n, spec.tokens, spec.flops)
+    inside = make_record(fits, spec, {"status": "ok", "loss": predicted * 1.001}, "Approach 2 (IsoFLOP parabolas)", 3.0)
+    assert lo < predicted * 1.001 < hi and inside["inside_interval"] is True
+    assert verification_lines(inside)[1].startswith(f"verification: the measured loss {predicted * 1.001:.4f} lies inside")
+    # the tiny demo's failure: the frontier bends past the swept budgets, the run lands above the interval
+    bent = make_record(fits, spec, {"status": "ok", "loss": hi * 1.1}, "Approach 2 (IsoFLOP parabolas)", 3.0)
+    first, verdict = verification_lines(bent)
+    assert bent["inside_interval"] is False and first == format_verification(bent)
+    assert verdict.startswith("note: verification:") and "OUTSIDE" in verdict and "do not extrapolate" in verdict
+    off = make_record(fits, spec, {"status": "undertrained", "loss": 5.0}, "x", 3.0)
+    assert off["inside_interval"] is None and verification_lines(off) == [format_verification(off)]
 
 
 def test_a_run_that_is_not_a_measurement_gets_no_error_percentage():
