@@ -22,25 +22,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
 from flops_fit.config import SweepConfig
-from flops_fit.engine import (
-    Backend,
-    check_manifest,
-    collect_rows,
-    default_workload,
-    launch_order,
-    manifest,
-    prepare_storage,
-    resolve_config,
-)
+from flops_fit.engine import Backend, default_workload, prepare_storage, resolve_config, run_experiment
 from flops_fit.errors import PlanError
 from flops_fit.plan import TrialSpec, format_plan, plan
 from flops_fit.recipe import Recipe, SizeOptimum, fit_rule, locate_optimum, save
-from flops_fit.results import RESULTS_FILENAME, TRAINED_STATUSES, write_results
-from flops_fit.runlock import driver_lock
+from flops_fit.results import TRAINED_STATUSES
 
 #: Peak learning rates scanned, as multiples of the configured rule's (a factor of 2 apart).
 LR_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -67,19 +56,6 @@ def _with_lr(spec: TrialSpec, lr: float, tag: str, seed: int | None = None) -> T
                                seed=spec.seed if seed is None else seed)
 
 
-def run_specs(cfg: SweepConfig, backend: Backend, workload: Any, specs: list[TrialSpec], run_dir: Path,
-              progress: bool) -> list[dict[str, Any]]:
-    """Run ``specs`` as one resumable experiment in ``run_dir``; one results row per spec."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    sub = cfg.replace(storage_path=str(run_dir.parent), name=run_dir.name, adapt=False)  # exactly these trials
-    with driver_lock(run_dir):
-        resuming = check_manifest(run_dir, manifest(specs, workload))
-        reports = backend.run(sub, launch_order(specs), workload, run_dir, resuming, progress)
-    rows = collect_rows(reports, specs)
-    write_results(rows, run_dir / RESULTS_FILENAME)
-    return rows
-
-
 def _loss(row: dict[str, Any]) -> float | None:
     return row["loss"] if row["status"] in TRAINED_STATUSES else None
 
@@ -104,7 +80,7 @@ def tune(config: SweepConfig | None = None, *, preset: str | None = None, backen
     out = sys.stdout if progress else open(os.devnull, "w")
     print(f"tune {run_dir}: {len(lr_multipliers)} learning rates at each of {len(picked)} sizes\n"
           + format_plan(scan), file=out, flush=True)
-    rows = run_specs(cfg, backend, workload, scan, run_dir / "scan", progress)
+    rows = run_experiment(cfg, backend, workload, scan, run_dir / "scan", progress)
     optima = []
     for spec in picked:
         mine = [(r["lr"], _loss(r)) for r in rows if r["trial_id"].startswith(spec.trial_id + "_lr")]
@@ -119,7 +95,7 @@ def tune(config: SweepConfig | None = None, *, preset: str | None = None, backen
     best_runs = {o.n: min((r for r in rows if r["n"] == o.n and _loss(r) is not None), key=_loss) for o in optima}
     check_specs = [_with_lr(s, recipe.lr(s.n), "rule") for s in picked]
     check_specs += [_with_lr(s, best_runs[s.n]["lr"], "best_seed", seed=s.seed + 1) for s in picked]
-    checked = run_specs(cfg, backend, workload, check_specs, run_dir / "check", progress)
+    checked = run_experiment(cfg, backend, workload, check_specs, run_dir / "check", progress)
     recipe = dataclasses.replace(recipe, check=_check(picked, best_runs, checked))
     path = save(recipe, run_dir)
     print(format_recipe(recipe) + f"\nrecipe: {path} (flops-fit sweep --recipe {run_dir})", file=out, flush=True)

@@ -214,19 +214,24 @@ def _run_locked(cfg: SweepConfig, backend: Backend, workload: Workload, specs: l
               file=out, flush=True)
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     print(f"results: {run_dir / RESULTS_FILENAME} ({counts})", file=out, flush=True)
-    return finish(run_dir, cfg, out, workload, lambda spec, exp_dir: run_one(cfg, backend, workload, spec, exp_dir,
-                                                                             progress))
+    return finish(run_dir, cfg, out, workload,
+                  lambda spec, exp_dir: run_experiment(cfg, backend, workload, [spec], exp_dir, progress)[0])
 
 
-def run_one(cfg: SweepConfig, backend: Backend, workload: Workload, spec: TrialSpec, exp_dir: Path,
-            progress: bool) -> dict[str, Any]:
-    """One extra trial (the ``--verify`` run) as its own experiment in ``exp_dir``: same
-    backend, its own resume; returns its results row."""
-    resuming = exp_dir.is_dir()
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    # adapt=False: this experiment is exactly its one trial, not a replay of the sweep's adaptive plan
-    reports = backend.run(cfg.replace(name=exp_dir.name, adapt=False), [spec], workload, exp_dir, resuming, progress)
-    return collect_rows(reports, [spec])[0]
+def run_experiment(cfg: SweepConfig, backend: Backend, workload: Workload, specs: list[TrialSpec], run_dir: Path,
+                   progress: bool) -> list[dict[str, Any]]:
+    """Exactly ``specs`` as their own resumable experiment in ``run_dir`` (the ``--verify`` run,
+    ``flops-fit tune``'s scans): same backend, its own lock, manifest and results table; one
+    row per spec, in order."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # adapt=False: the experiment is exactly these trials, not a replay of the sweep's adaptive plan
+    sub = cfg.replace(storage_path=str(run_dir.parent), name=run_dir.name, adapt=False)
+    with driver_lock(run_dir):
+        resuming = check_manifest(run_dir, manifest(specs, workload))
+        reports = backend.run(sub, launch_order(specs), workload, run_dir, resuming, progress)
+    rows = collect_rows(reports, specs)
+    write_results(rows, run_dir / RESULTS_FILENAME)
+    return rows
 
 
 def finish(run_dir: Path, cfg: SweepConfig, out, workload: Workload | None = None, run_trial: Any = None) -> Any:
