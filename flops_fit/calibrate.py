@@ -86,14 +86,14 @@ def tune(config: SweepConfig | None = None, *, preset: str | None = None, backen
         mine = [(r["lr"], _loss(r)) for r in rows if r["trial_id"].startswith(spec.trial_id + "_lr")]
         lr, loss, edge = locate_optimum([lr for lr, _ in mine], [loss for _, loss in mine])
         optima.append(SizeOptimum(n=spec.n, label=spec.label, budget=spec.budget, lr_best=lr, loss_best=loss,
-                                  edge=edge))
+                                  edge=edge, batch_tokens=spec.batch_size * spec.seq_len))
     rule = fit_rule(optima)
     recipe = Recipe(**rule, scan=[_scan_row(r) for r in rows], optima=optima,
                     command="flops-fit tune " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["tune"] else "tune()")
     # The check: the rule's learning rate at each size, and the best scanned one again with
     # another seed (its gap to the scan's own run is the seed noise the rule must be within).
     best_runs = {o.n: min((r for r in rows if r["n"] == o.n and _loss(r) is not None), key=_loss) for o in optima}
-    check_specs = [_with_lr(s, recipe.lr(s.n), "rule") for s in picked]
+    check_specs = [_with_lr(s, recipe.lr(s.n, s.batch_size * s.seq_len), "rule") for s in picked]
     check_specs += [_with_lr(s, best_runs[s.n]["lr"], "best_seed", seed=s.seed + 1) for s in picked]
     checked = run_experiment(cfg, backend, workload, check_specs, run_dir / "check", progress)
     recipe = dataclasses.replace(recipe, check=_check(picked, best_runs, checked))

@@ -178,7 +178,7 @@ class SweepConfig:
         unknown = set(changes) - set(FLAT_FIELDS) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise PlanError(f"unknown option(s) {sorted(unknown)}")
-        if "recipe" not in changes and set(changes) & {"base_lr", "lr_exponent", "lr_n_ref"}:
+        if "recipe" not in changes and set(changes) & {"base_lr", "lr_exponent", "lr_n_ref", "lr_batch_ref", "lr_batch_exponent"}:
             changes = {**changes, "recipe": None}  # a learning rate given by hand replaces the preset's recipe
         top = {k: v for k, v in changes.items() if k not in _GROUP_OF}
         for group in _GROUPS:

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 from flops_fit import accounting
 from flops_fit.errors import PlanError
+from flops_fit.recipe import RULE_FIELDS, SQRT_BATCH_RULE, load, rule_lr
 from flops_fit.sizes import GPTSizes, SizeTable
 
 
@@ -58,13 +59,19 @@ class PlanConfig:
     """The peak learning rate falls as n^-lr_exponent with the parameter count n."""
     lr_n_ref: float = 1e5
     """The parameter count ``base_lr`` is stated at."""
+    lr_batch_ref: float | None = None
+    """Tokens per optimizer step ``base_lr`` is stated at; None: the rate ignores the batch."""
+    lr_batch_exponent: float = SQRT_BATCH_RULE
+    """With ``lr_batch_ref``, the rate grows as (tokens per step)^lr_batch_exponent: Adam's
+    square-root scaling rule (Malladi et al. 2022, "On the SDEs and Scaling Rules for Adaptive
+    Gradient Algorithms"); measured on the tiny grid in docs/fitting.md."""
     beta2: float = 0.99
     """AdamW's second-moment decay. Porian et al. 2024 ("Resolving Discrepancies in
     Compute-Optimal Scaling", §4) find the usual 0.95 costs loss at small batches and that a
     higher beta2 is essential there; every batch of the CPU presets is 2-32 sequences."""
     recipe: str | None = None
     """A learning-rate recipe measured by ``flops-fit tune`` (a recipe.json path, or a built-in
-    name such as ``tiny``): it sets base_lr, lr_exponent and lr_n_ref, and is saved with the sweep."""
+    name such as ``tiny``): it sets the ``lr_*`` fields and base_lr, and is saved with the sweep."""
     seed: int = 0
     replicates: int = 0
     """Extra seeds for each of the smallest budget's three central sizes: their spread measures
@@ -102,15 +109,17 @@ class PlanConfig:
         if self.size_count not in accounting.PARAM_COUNTS:
             raise PlanError(f"unknown size_count {self.size_count!r}; choose one of {accounting.PARAM_COUNTS}")
         if self.recipe is not None:  # a measured rule sets the learning-rate constants
-            from flops_fit.recipe import load
-
             for name, value in load(self.recipe).rule().items():
-                object.__setattr__(self, name, float(value))
+                object.__setattr__(self, name, None if value is None else float(value))
         if not 0 < self.beta2 < 1:
             raise PlanError(f"beta2 must be in (0, 1), got {self.beta2!r}")
         if not (math.isfinite(self.lr_exponent) and abs(self.lr_exponent) < 2):
             raise PlanError(f"lr_exponent must be a finite number in (-2, 2), got {self.lr_exponent!r}")
-        for name in ("tokens_per_param", "base_lr", "lr_n_ref"):
+        if not (math.isfinite(self.lr_batch_exponent) and 0 <= self.lr_batch_exponent <= 1):
+            raise PlanError(f"lr_batch_exponent must be in [0, 1] (0.5: Adam's square-root rule), "
+                            f"got {self.lr_batch_exponent!r}")
+        positive = ("tokens_per_param", "base_lr", "lr_n_ref") + (("lr_batch_ref",) if self.lr_batch_ref is not None else ())
+        for name in positive:
             if not getattr(self, name) > 0:
                 raise PlanError(f"{name} must be positive, got {getattr(self, name)!r}")
         if not self.span > 1:
@@ -241,15 +250,18 @@ def budget_batch(budget: float, largest_tokens: float, cfg: PlanConfig) -> int:
     return batch
 
 
-def peak_lr(n: int, cfg: PlanConfig) -> float:
-    """The peak learning rate of a model with ``n`` parameters: base_lr·(n/lr_n_ref)^-lr_exponent.
+def peak_lr(n: int, cfg: PlanConfig, batch_tokens: float | None = None) -> float:
+    """The peak learning rate of a model with ``n`` parameters trained on ``batch_tokens``
+    tokens a step: base_lr·(n/lr_n_ref)^-lr_exponent·(batch_tokens/lr_batch_ref)^lr_batch_exponent.
 
     One rule in the total parameter count for every workload (a user's model has no width to
     read). Its constants are measured, not guessed: ``flops-fit tune`` scans the learning
     rate at three sizes spanning a grid and fits this power law (Porian et al. 2024 fit the
     optimal AdamW learning rate as a power law in N the same way, §4; DeepSeek LLM, Bi et al.
-    2024, in compute)."""
-    return cfg.base_lr * (n / cfg.lr_n_ref) ** -cfg.lr_exponent
+    2024, in compute). The batch term matters because the batch grows with the budget
+    (``budget_batch``): a rate measured at 2 sequences a step is half the best one at 16
+    (docs/fitting.md), which the square-root rule (Malladi et al. 2022) restores."""
+    return rule_lr(n, batch_tokens, **{k: getattr(cfg, k) for k in RULE_FIELDS})
 
 
 def warmup_steps_for(n: int, batch: int, steps: int, cfg: PlanConfig) -> int:
@@ -281,7 +293,7 @@ def plan_trial(budget: float, target: float, batch: int, cfg: PlanConfig, sizes:
         seq_len=cfg.seq_len,
         batch_size=batch,
         steps=steps,
-        lr=peak_lr(n, cfg),
+        lr=peak_lr(n, cfg, batch * cfg.seq_len),
         warmup_steps=warmup_steps_for(n, batch, steps, cfg),
         flops_convention=sizes.flops_convention,
         flops_per_token=fpt,

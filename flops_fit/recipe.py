@@ -1,7 +1,8 @@
 """A measured learning-rate recipe: the scan ``flops-fit tune`` ran, its fit, and the rule.
 
-The rule is ``flops_fit.plan.peak_lr``: lr = base_lr·(n/lr_n_ref)^-lr_exponent. A recipe
-holds the three constants together with the data they were fitted on (every scanned run),
+The rule is ``rule_lr`` (what ``flops_fit.plan.peak_lr`` applies): lr =
+base_lr·(n/lr_n_ref)^-lr_exponent·(batch_tokens/lr_batch_ref)^lr_batch_exponent. A recipe
+holds the constants together with the data they were fitted on (every scanned run),
 each size's located optimum, and the check that the rule reaches the scan's best loss
 within seed noise; a sweep run with it saves the whole file beside its results and prints
 its summary with the plan. Built-in recipes (``recipe="tiny"``) live in
@@ -24,7 +25,20 @@ BUILTIN_DIR = Path(__file__).parent / "recipes"
 #: The file a sweep or a tune run keeps its recipe in.
 RECIPE_FILENAME = "recipe.json"
 #: The PlanConfig fields a recipe sets.
-RULE_FIELDS = ("base_lr", "lr_exponent", "lr_n_ref")
+RULE_FIELDS = ("base_lr", "lr_exponent", "lr_n_ref", "lr_batch_ref", "lr_batch_exponent")
+#: Adam's square-root batch rule (Malladi et al. 2022), the exponent every recipe states
+#: its rate in; measured on the tiny grid in docs/fitting.md.
+SQRT_BATCH_RULE = 0.5
+
+
+def rule_lr(n: float, batch_tokens: float | None, base_lr: float, lr_exponent: float, lr_n_ref: float,
+            lr_batch_ref: float | None = None, lr_batch_exponent: float = SQRT_BATCH_RULE) -> float:
+    """The learning-rate rule: a power law in the parameter count n, times the batch term
+    when the rule has a reference batch (``lr_batch_ref`` tokens a step) and the batch is known."""
+    lr = base_lr * (n / lr_n_ref) ** -lr_exponent
+    if lr_batch_ref is not None and batch_tokens is not None:
+        lr *= (batch_tokens / lr_batch_ref) ** lr_batch_exponent
+    return lr
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,8 @@ class SizeOptimum:
     lr_best: float
     loss_best: float
     edge: bool
+    batch_tokens: float | None = None
+    """Tokens per step of the scan (None in recipes written before the batch term)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,9 @@ class Recipe:
     base_lr: float
     lr_exponent: float
     lr_n_ref: float
+    lr_batch_ref: float | None = None
+    """Tokens per step ``base_lr`` is stated at; None (older recipes): the rate ignores the batch."""
+    lr_batch_exponent: float = SQRT_BATCH_RULE
     scan: list[dict[str, Any]] = field(default_factory=list)
     """Every scanned run: n, label, budget, lr, loss, status."""
     optima: list[SizeOptimum] = field(default_factory=list)
@@ -59,8 +78,8 @@ class Recipe:
     def rule(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in RULE_FIELDS}
 
-    def lr(self, n: float) -> float:
-        return self.base_lr * (n / self.lr_n_ref) ** -self.lr_exponent
+    def lr(self, n: float, batch_tokens: float | None = None) -> float:
+        return rule_lr(n, batch_tokens, **self.rule())
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -77,8 +96,7 @@ class Recipe:
 
     def summary(self) -> str:
         """Two lines for the plan printout: the rule, and what it was measured on."""
-        head = (f"learning rate: {self.base_lr:.3g}·(N/{self.lr_n_ref:.3g})^-{self.lr_exponent:.3f}"
-                f" (recipe {self.source or 'given'}")
+        head = f"learning rate: {rule_text(**self.rule())} (recipe {self.source or 'given'}"
         if not self.optima:
             return head + ")"
         sizes = ", ".join(f"{o.label} best {o.lr_best:.2g}{' (scan edge)' if o.edge else ''}" for o in self.optima)
@@ -88,11 +106,18 @@ class Recipe:
         return f"{head}: {len(self.scan)}-run scan, {sizes}{checked})"
 
 
+def rule_text(base_lr: float, lr_exponent: float, lr_n_ref: float, lr_batch_ref: float | None = None,
+              lr_batch_exponent: float = SQRT_BATCH_RULE) -> str:
+    text = f"{base_lr:.3g}·(N/{lr_n_ref:.3g})^-{lr_exponent:.3f}"
+    return text + (f"·(B/{lr_batch_ref:.3g} tokens)^{lr_batch_exponent:g}" if lr_batch_ref is not None else "")
+
+
 def describe(plan_cfg: Any) -> str:
     """The learning-rate line of a plan printout: the recipe's summary, or the hand-set rule."""
     if plan_cfg.recipe is not None:
         return load(plan_cfg.recipe).summary() + f"; AdamW beta2 {plan_cfg.beta2:g}"
-    return (f"learning rate: {plan_cfg.base_lr:.3g}·(N/{plan_cfg.lr_n_ref:.3g})^-{plan_cfg.lr_exponent:.3f} "
+    rule = {k: getattr(plan_cfg, k) for k in RULE_FIELDS}
+    return (f"learning rate: {rule_text(**rule)} "
             f"(set by hand, not measured on this grid: `flops-fit tune` measures it); AdamW beta2 {plan_cfg.beta2:g}")
 
 
@@ -139,16 +164,22 @@ def locate_optimum(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float
     return math.exp(min(max(-b / (2 * a), x0), x2)), y1, False
 
 
-def fit_rule(optima: Sequence[SizeOptimum]) -> dict[str, float]:
+def fit_rule(optima: Sequence[SizeOptimum], lr_batch_exponent: float = SQRT_BATCH_RULE) -> dict[str, Any]:
     """Least squares of ln lr_best on ln n: the power law through the sizes' optima, stated
-    at the geometric mean of the scanned sizes (where it is best determined)."""
+    at the geometric mean of the scanned sizes (where it is best determined). Scans at
+    different batches (the batch grows with the budget) are first brought to one reference
+    batch, the geometric mean of theirs, by the square-root rule; without batches, no batch term."""
     if len({o.n for o in optima}) < 2:
         raise ValueError("a learning-rate rule needs optima at two or more sizes")
+    batched = all(o.batch_tokens for o in optima)
+    ref = math.exp(sum(math.log(o.batch_tokens) for o in optima) / len(optima)) if batched else None
     xs = [math.log(o.n) for o in optima]
-    ys = [math.log(o.lr_best) for o in optima]
+    ys = [math.log(o.lr_best) - (lr_batch_exponent * math.log(o.batch_tokens / ref) if batched else 0.0)
+          for o in optima]
     xm, ym = sum(xs) / len(xs), sum(ys) / len(ys)
     slope = sum((x - xm) * (y - ym) for x, y in zip(xs, ys)) / sum((x - xm) ** 2 for x in xs)
-    return {"base_lr": math.exp(ym), "lr_exponent": -slope, "lr_n_ref": float(round(math.exp(xm)))}
+    return {"base_lr": math.exp(ym), "lr_exponent": -slope, "lr_n_ref": float(round(math.exp(xm))),
+            "lr_batch_ref": None if ref is None else float(round(ref)), "lr_batch_exponent": lr_batch_exponent}
 
 
 def save(recipe: Recipe, run_dir: Path) -> Path:

@@ -19,6 +19,7 @@ CASES = {
     "bench_data.py": ["prepare_tokens_per_s", "tokenize_only_tokens_per_s", "reopen_tokenize_calls", "loader", "loader_frac_max"],
     "bench_fit.py": ["grid_fit_s", "bootstrap_fit_s", "n_boot", "rows"],
     "bench_plateau.py": ["plateau_loss", "rows"],
+    "bench_batch_lr.py": ["rows", "best", "batch_exponent"],
     "bench_sweep.py": ["efficiency", "efficiency_tune_span", "fixed_cost_per_trial_s", "driver_s", "sum_wall_s", "estimate"],
     "bench_cost.py": ["estimate_total_flops", "estimate_makespan_s", "actual_total_flops", "actual_driver_s"],
 }
@@ -45,7 +46,7 @@ def run_quick(script: str, tmp_path_factory) -> dict:
 
 
 @pytest.mark.parametrize("script", [
-    "bench_train.py", "bench_data.py", "bench_fit.py", "bench_plateau.py",
+    "bench_train.py", "bench_data.py", "bench_fit.py", "bench_plateau.py", "bench_batch_lr.py",
     # These two start Ray and run 3 real smoke trials each: ~20 s idle, minutes on a busy box.
     pytest.param("bench_sweep.py", marks=pytest.mark.slow),
     pytest.param("bench_cost.py", marks=pytest.mark.slow),

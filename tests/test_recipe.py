@@ -44,6 +44,30 @@ def test_fit_rule_recovers_a_known_power_law_and_the_planner_applies_it():
     assert specs[0].lr > specs[-1].lr  # smaller models take larger steps
 
 
+def test_scans_at_different_batches_are_brought_to_one_by_the_square_root_rule():
+    """The batch grows with the budget, so the scans' optima sit at different batches: fit_rule
+    must recover the size exponent from optima that follow lr ∝ n^-0.2 · B^0.5, and the planner
+    must give each budget's batch its own rate."""
+    law = lambda n, b: 4e-3 * (n / 1e5) ** -0.2 * (b / 512) ** 0.5  # noqa: E731
+    points = [(3e4, 256), (1e5, 256), (2e5, 1024), (4e5, 1024)]
+    optima = [SizeOptimum(n=int(n), label="", budget=1e12, lr_best=law(int(n), b), loss_best=2.0, edge=False,
+                          batch_tokens=b) for n, b in points]
+    rule = fit_rule(optima)
+    assert rule["lr_exponent"] == pytest.approx(0.2, abs=1e-9) and rule["lr_batch_ref"] == 512
+    cfg = PlanConfig(budgets=(1e11, 1e13), seq_len=64, **rule)
+    for n, b in points + [(1e5, 8192)]:
+        assert peak_lr(int(n), cfg, b) == pytest.approx(law(int(n), b), rel=1e-6)
+    specs = plan(cfg)
+    assert len({s.batch_size for s in specs}) > 1  # the two budgets do get different batches
+    assert [s.lr for s in specs] == pytest.approx([law(s.n, s.batch_size * 64) for s in specs], rel=1e-6)
+    # without batches (recipes written before the batch term), the rule has none
+    plain = fit_rule([SizeOptimum(n=o.n, label="", budget=o.budget, lr_best=o.lr_best, loss_best=2.0, edge=False)
+                      for o in optima])
+    assert plain["lr_batch_ref"] is None and Recipe(**plain).lr(1e5, 10**6) == Recipe(**plain).lr(1e5)
+    with pytest.raises(PlanError, match="lr_batch_exponent"):
+        PlanConfig(budgets=(1e12,), lr_batch_exponent=2.0)
+
+
 def test_a_recipe_file_sets_the_rule_and_a_hand_given_rate_replaces_it(tmp_path):
     rec = Recipe(base_lr=4e-3, lr_exponent=0.2, lr_n_ref=5e4)
     save(rec, tmp_path)
@@ -82,11 +106,13 @@ def test_tune_scans_fits_checks_and_a_sweep_plans_with_its_recipe(ray_session, t
         lrs = sorted(r["lr"] for r in rec.scan if r["n"] == o.n)
         assert lrs[0] <= o.lr_best <= lrs[-1]
     assert fit_rule(rec.optima) == pytest.approx(rec.rule())
-    assert [c["lr_rule"] for c in rec.check] == pytest.approx([rec.lr(c["n"]) for c in rec.check])
+    batch = {o.n: o.batch_tokens for o in rec.optima}
+    assert rec.lr_batch_ref and all(batch.values())
+    assert [c["lr_rule"] for c in rec.check] == pytest.approx([rec.lr(c["n"], batch[c["n"]]) for c in rec.check])
     stored = (tmp_path / "tune" / RECIPE_FILENAME).stat().st_mtime_ns
     swept = cfg.replace(recipe=str(tmp_path / "tune"), name="use")
     specs = default_workload(swept).plan(swept.plan)
-    assert [s.lr for s in specs] == pytest.approx([rec.lr(s.n) for s in specs])
+    assert [s.lr for s in specs] == pytest.approx([rec.lr(s.n, s.batch_size * s.seq_len) for s in specs])
     again = tune(cfg, progress=False, lr_multipliers=(0.5, 1.0, 2.0))  # resumes both experiments: same runs, same rule
     assert again.rule() == pytest.approx(rec.rule()) and again.scan == rec.scan
     assert (tmp_path / "tune" / RECIPE_FILENAME).stat().st_mtime_ns >= stored
