@@ -71,13 +71,14 @@ def main() -> None:
         best.append({"batch": batch, "lr_best": lr, "loss_best": loss, "scan_edge": edge})
     xs, ys = [math.log(b["batch"]) for b in best], [math.log(b["lr_best"]) for b in best]
     xm, ym = sum(xs) / len(xs), sum(ys) / len(ys)
-    exponent = sum((x - xm) * (y - ym) for x, y in zip(xs, ys)) / sum((x - xm) ** 2 for x in xs)
+    spread = sum((x - xm) ** 2 for x in xs)  # one batch (a learning-rate scan only): no exponent
+    exponent = sum((x - xm) * (y - ym) for x, y in zip(xs, ys)) / spread if spread else math.nan
     text = (f"{args.preset}: budget {budget:.3g}, N {rows[0]['n']:,}, same tokens at every batch; load {load()}\n"
             + table(rows, ["batch", "steps", "lr_mult", "lr", "val_loss", "status", "wall_s"]) + "\n"
             + table(best, ["batch", "lr_best", "loss_best", "scan_edge"])
-            + f"\nbest lr ∝ batch^{exponent:.2f} (square-root rule: 0.5)")
+            + (f"\nbest lr ∝ batch^{exponent:.2f} (square-root rule: 0.5)" if spread else ""))
     emit({"quick": args.quick, "preset": args.preset, "budget": budget, "rows": rows, "best": best,
-          "batch_exponent": exponent}, text)
+          "batch_exponent": exponent if spread else None}, text)
 
 
 if __name__ == "__main__":

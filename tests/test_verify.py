@@ -160,6 +160,27 @@ def test_a_measured_loss_outside_the_interval_says_the_fits_do_not_extrapolate()
     assert off["inside_interval"] is None and verification_lines(off) == [format_verification(off)]
 
 
+def test_a_miss_many_times_the_seed_noise_is_no_pass_even_inside_a_wide_interval():
+    # the tiny demo's verification: 3 budgets leave the frontier line one residual degree of
+    # freedom, so its interval is wide and a run 24% off lands inside it
+    from flops_fit.plan import PlanConfig, plan
+    from flops_fit.verify import make_record, verification_lines
+
+    spec = plan(PlanConfig(budgets=(1e12,), points_per_budget=3))[1]
+    fits = SimpleNamespace(law_known=False, isoflop=_optima([(1e10, 3.0), (1e11, 2.7), (1e12, 2.45)]),
+                           noise=SimpleNamespace(measured=True, sigma=0.025), level=0.9)
+    predicted, (lo, hi), _ = predicted_loss(fits, spec.n, spec.tokens, spec.flops)
+    assert hi > predicted * 1.06  # sigma floor 2.5% and t with 1 degree of freedom: wide
+    far = make_record(fits, spec, {"status": "ok", "loss": predicted * 1.06}, "Approach 2 (IsoFLOP parabolas)", 3.0)
+    assert far["inside_interval"] is True and far["seed_noise_pct"] == pytest.approx(2.5)
+    verdict = verification_lines(far)[1]
+    assert verdict.startswith("note: verification:") and "inside" in verdict and "2 times the seed noise" in verdict
+    assert "not pinned down" in verdict
+    near = make_record(fits, spec, {"status": "ok", "loss": predicted * 1.03}, "Approach 2 (IsoFLOP parabolas)", 3.0)
+    assert verification_lines(near)[1].startswith("verification: the measured loss")
+    assert "within 2x the seed noise (2.5%)" in verification_lines(near)[1]
+
+
 def test_a_run_that_is_not_a_measurement_gets_no_error_percentage():
     from flops_fit.plan import PlanConfig, plan
     from flops_fit.verify import make_record
