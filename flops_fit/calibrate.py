@@ -28,7 +28,7 @@ from flops_fit.config import SweepConfig
 from flops_fit.engine import Backend, default_workload, prepare_storage, resolve_config, run_experiment
 from flops_fit.errors import PlanError
 from flops_fit.plan import TrialSpec, format_plan, plan
-from flops_fit.recipe import Recipe, SizeOptimum, fit_rule, locate_optimum, save
+from flops_fit.recipe import Recipe, SizeOptimum, fit_rule, locate_optimum, save, setup_of
 from flops_fit.results import TRAINED_STATUSES
 
 #: Peak learning rates scanned, as multiples of the configured rule's (a factor of 2 apart).
@@ -88,7 +88,7 @@ def tune(config: SweepConfig | None = None, *, preset: str | None = None, backen
         optima.append(SizeOptimum(n=spec.n, label=spec.label, budget=spec.budget, lr_best=lr, loss_best=loss,
                                   edge=edge, batch_tokens=spec.batch_size * spec.seq_len))
     rule = fit_rule(optima)
-    recipe = Recipe(**rule, scan=[_scan_row(r) for r in rows], optima=optima,
+    recipe = Recipe(**rule, scan=[_scan_row(r) for r in rows], optima=optima, measured_on=setup_of(cfg),
                     command="flops-fit tune " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["tune"] else "tune()")
     # The check: the rule's learning rate at each size, and the best scanned one again with
     # another seed (its gap to the scan's own run is the seed noise the rule must be within).

@@ -113,7 +113,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     specs = default_workload(cfg).plan(cfg.plan)
     rule = resource_rule(cfg)
     print(format_plan(specs, resources=rule.describe))
-    print(describe(cfg.plan))
+    print(describe(cfg))
     if cfg.plan.adapt:
         from flops_fit.engine import ADAPTIVE_NOTE
 

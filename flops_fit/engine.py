@@ -189,7 +189,7 @@ def _run_locked(cfg: SweepConfig, backend: Backend, workload: Workload, specs: l
     resuming = check_manifest(run_dir, manifest(specs, workload, cfg))
     out = sys.stdout if progress else open(os.devnull, "w")
     print(format_plan(specs), file=out)
-    print(recipe.describe(cfg.plan), file=out)
+    print(recipe.describe(cfg), file=out)
     if cfg.plan.recipe is not None:  # the rule, its scan and its fit travel with the results
         recipe.save(recipe.load(cfg.plan.recipe), run_dir)
     if cfg.plan.adapt:

@@ -26,6 +26,10 @@ BUILTIN_DIR = Path(__file__).parent / "recipes"
 RECIPE_FILENAME = "recipe.json"
 #: The PlanConfig fields a recipe sets.
 RULE_FIELDS = ("base_lr", "lr_exponent", "lr_n_ref", "lr_batch_ref", "lr_batch_exponent")
+#: The sweep options a learning-rate optimum depends on besides N and the batch: the text,
+#: its tokenizer, the context, and the optimizer's other settings. A recipe records them
+#: (``measured_on``) and a sweep whose options differ is told its rates are not measured.
+SETUP_FIELDS = ("source", "tokenizer_name", "vocab_size", "seq_len", "beta2", "weight_decay")
 #: Adam's square-root batch rule (Malladi et al. 2022), the exponent every recipe states
 #: its rate in; measured on the tiny grid in docs/fitting.md.
 SQRT_BATCH_RULE = 0.5
@@ -72,6 +76,8 @@ class Recipe:
     the best (their difference is the seed noise), and whether the rule is within noise."""
     command: str = ""
     """The command that measured it."""
+    measured_on: dict[str, Any] = field(default_factory=dict)
+    """The ``SETUP_FIELDS`` of the config it was measured with (empty in older recipes)."""
     source: str = ""
     """Where this recipe was read from (a built-in name or a path)."""
 
@@ -112,10 +118,31 @@ def rule_text(base_lr: float, lr_exponent: float, lr_n_ref: float, lr_batch_ref:
     return text + (f"·(B/{lr_batch_ref:.3g} tokens)^{lr_batch_exponent:g}" if lr_batch_ref is not None else "")
 
 
-def describe(plan_cfg: Any) -> str:
-    """The learning-rate line of a plan printout: the recipe's summary, or the hand-set rule."""
+def setup_of(cfg: Any) -> dict[str, Any]:
+    """A sweep config's ``SETUP_FIELDS`` (read by their flat names)."""
+    return {k: getattr(cfg, k) for k in SETUP_FIELDS}
+
+
+def setup_mismatch(recipe: Recipe, cfg: Any) -> str | None:
+    """A note when ``cfg`` trains on another setup than the recipe was measured on, else None."""
+    ours = setup_of(cfg)
+    differ = [k for k, v in recipe.measured_on.items() if k in ours and ours[k] != v]
+    if not differ:
+        return None
+    then = ", ".join(f"{k}={recipe.measured_on[k]!r}" for k in differ)
+    now = ", ".join(f"{k}={ours[k]!r}" for k in differ)
+    return (f"note: recipe {recipe.source or 'given'} was measured with {then}; this sweep has {now}: its learning "
+            f"rates are not measured for this setup (`flops-fit tune` with this sweep's options measures them)")
+
+
+def describe(cfg: Any) -> str:
+    """The learning-rate lines of a plan printout: the recipe's summary (and a note when the
+    sweep's setup is not the one it was measured on), or the hand-set rule."""
+    plan_cfg = cfg.plan
     if plan_cfg.recipe is not None:
-        return load(plan_cfg.recipe).summary() + f"; AdamW beta2 {plan_cfg.beta2:g}"
+        rec = load(plan_cfg.recipe)
+        note = setup_mismatch(rec, cfg)
+        return rec.summary() + f"; AdamW beta2 {plan_cfg.beta2:g}" + (f"\n{note}" if note else "")
     rule = {k: getattr(plan_cfg, k) for k in RULE_FIELDS}
     return (f"learning rate: {rule_text(**rule)} "
             f"(set by hand, not measured on this grid: `flops-fit tune` measures it); AdamW beta2 {plan_cfg.beta2:g}")

@@ -79,6 +79,21 @@ def test_a_recipe_file_sets_the_rule_and_a_hand_given_rate_replaces_it(tmp_path)
     assert preset("tiny").recipe == "tiny" and load("tiny").optima  # the built-in one holds its data
 
 
+def test_a_sweep_on_another_setup_than_its_recipe_was_measured_on_is_told_so(tmp_path):
+    from flops_fit.recipe import describe, setup_mismatch, setup_of
+
+    tiny = preset("tiny")
+    assert load("tiny").measured_on == setup_of(tiny)  # the built-in recipe matches its preset: no note
+    assert "note:" not in describe(tiny)
+    other = tiny.replace(source=str(tmp_path / "stories.txt"), seq_len=256)
+    note = setup_mismatch(load("tiny"), other)
+    assert note.startswith("note: recipe tiny was measured with source='sample', seq_len=128; this sweep has source=")
+    assert "seq_len=256" in note and "not measured for this setup" in note and note in describe(other)
+    old = Recipe(base_lr=4e-3, lr_exponent=0.2, lr_n_ref=5e4)  # written before measured_on: nothing to compare
+    save(old, tmp_path)
+    assert setup_mismatch(load(str(tmp_path)), other) is None
+
+
 def test_a_bad_recipe_is_refused_in_one_line(tmp_path):
     with pytest.raises(PlanError, match="not found.*built-in one"):
         SweepConfig.of(recipe=str(tmp_path / "missing.json"))
@@ -95,7 +110,7 @@ def test_tune_scans_fits_checks_and_a_sweep_plans_with_its_recipe(ray_session, t
     config then plans with; a rerun resumes (no run trains again)."""
     from flops_fit.calibrate import tune
     from flops_fit.engine import default_workload
-    from flops_fit.recipe import RECIPE_FILENAME
+    from flops_fit.recipe import RECIPE_FILENAME, setup_of
 
     cfg = preset("smoke").replace(storage_path=str(tmp_path), cache_dir=str(tmp_path / "cache"), name="tune",
                                   budgets=(1e10, 2e10))
@@ -106,6 +121,7 @@ def test_tune_scans_fits_checks_and_a_sweep_plans_with_its_recipe(ray_session, t
         lrs = sorted(r["lr"] for r in rec.scan if r["n"] == o.n)
         assert lrs[0] <= o.lr_best <= lrs[-1]
     assert fit_rule(rec.optima) == pytest.approx(rec.rule())
+    assert rec.measured_on == setup_of(cfg) == load(str(tmp_path / "tune")).measured_on  # saved with the rule
     batch = {o.n: o.batch_tokens for o in rec.optima}
     assert rec.lr_batch_ref and all(batch.values())
     assert [c["lr_rule"] for c in rec.check] == pytest.approx([rec.lr(c["n"], batch[c["n"]]) for c in rec.check])
