@@ -87,7 +87,7 @@ def tune(config: SweepConfig | None = None, *, preset: str | None = None, backen
         lr, loss, edge = locate_optimum([lr for lr, _ in mine], [loss for _, loss in mine])
         optima.append(SizeOptimum(n=spec.n, label=spec.label, budget=spec.budget, lr_best=lr, loss_best=loss,
                                   edge=edge, batch_tokens=spec.batch_size * spec.seq_len))
-    rule = fit_rule(optima)
+    rule = fit_rule(optima, cfg.plan.lr_batch_exponent)  # the batch exponent the sweep applies (--lr-batch-exponent)
     recipe = Recipe(**rule, scan=[_scan_row(r) for r in rows], optima=optima, measured_on=setup_of(cfg),
                     command="flops-fit tune " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["tune"] else "tune()")
     # The check: the rule's learning rate at each size, and the best scanned one again with

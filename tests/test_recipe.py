@@ -113,14 +113,14 @@ def test_tune_scans_fits_checks_and_a_sweep_plans_with_its_recipe(ray_session, t
     from flops_fit.recipe import RECIPE_FILENAME, setup_of
 
     cfg = preset("smoke").replace(storage_path=str(tmp_path), cache_dir=str(tmp_path / "cache"), name="tune",
-                                  budgets=(1e10, 2e10))
+                                  budgets=(1e10, 2e10), lr_batch_exponent=0.7)
     rec = tune(cfg, progress=False, lr_multipliers=(0.5, 1.0, 2.0))
     assert len(rec.scan) == 9 and len({r["n"] for r in rec.scan}) == 3
     assert len(rec.check) == 3 and all(c["loss_rule"] is not None for c in rec.check)
     for o in rec.optima:  # each optimum lies inside its scan, at or next to its best run
         lrs = sorted(r["lr"] for r in rec.scan if r["n"] == o.n)
         assert lrs[0] <= o.lr_best <= lrs[-1]
-    assert fit_rule(rec.optima) == pytest.approx(rec.rule())
+    assert fit_rule(rec.optima, 0.7) == pytest.approx(rec.rule()) and rec.lr_batch_exponent == 0.7
     assert rec.measured_on == setup_of(cfg) == load(str(tmp_path / "tune")).measured_on  # saved with the rule
     batch = {o.n: o.batch_tokens for o in rec.optima}
     assert rec.lr_batch_ref and all(batch.values())
