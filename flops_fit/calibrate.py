@@ -31,6 +31,8 @@ from flops_fit.plan import TrialSpec, format_plan, plan
 from flops_fit.recipe import Recipe, SizeOptimum, fit_rule, locate_optimum, save, setup_of
 from flops_fit.results import TRAINED_STATUSES
 
+#: A sweep's own tune stage (``sweep(tune=True)``) lives in this subdirectory.
+TUNE_DIR = "tune"
 #: Peak learning rates scanned, as multiples of the configured rule's (a factor of 2 apart).
 LR_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
@@ -60,16 +62,13 @@ def _loss(row: dict[str, Any]) -> float | None:
     return row["loss"] if row["status"] in TRAINED_STATUSES else None
 
 
-def tune(config: SweepConfig | None = None, *, preset: str | None = None, backend: Backend | None = None,
+def tune(config: SweepConfig | None = None, *, backend: Backend, preset: str | None = None,
          workload: Any = None, progress: bool = True, lr_multipliers: Sequence[float] = LR_MULTIPLIERS,
          **overrides: Any) -> Recipe:
-    """Scan, fit and check the learning-rate rule for ``config``'s grid; writes and returns the
-    recipe. ``lr_multipliers``: the scanned rates as multiples of the configured rule's."""
-    cfg = resolve_config(config, preset, **overrides).replace(replicates=0)
-    if backend is None:
-        from flops_fit.ray.sweep import TuneBackend
-
-        backend = TuneBackend()
+    """Scan, fit and check the learning-rate rule for ``config``'s grid on ``backend``; writes
+    and returns the recipe (``flops_fit.ray.tune`` runs it on Ray). ``lr_multipliers``: the
+    scanned rates as multiples of the configured rule's."""
+    cfg = resolve_config(config, preset, **overrides).replace(replicates=0, tune=False)
     workload = workload or default_workload(cfg)
     workload.prepare(cfg.plan)
     sizes = workload.size_table(cfg.plan)
@@ -89,7 +88,7 @@ def tune(config: SweepConfig | None = None, *, preset: str | None = None, backen
                                   edge=edge, batch_tokens=spec.batch_size * spec.seq_len))
     rule = fit_rule(optima, cfg.plan.lr_batch_exponent)  # the batch exponent the sweep applies (--lr-batch-exponent)
     recipe = Recipe(**rule, scan=[_scan_row(r) for r in rows], optima=optima, measured_on=setup_of(cfg),
-                    command="flops-fit tune " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["tune"] else "tune()")
+                    command=_command())
     # The check: the rule's learning rate at each size, and the best scanned one again with
     # another seed (its gap to the scan's own run is the seed noise the rule must be within).
     best_runs = {o.n: min((r for r in rows if r["n"] == o.n and _loss(r) is not None), key=_loss) for o in optima}
@@ -100,6 +99,22 @@ def tune(config: SweepConfig | None = None, *, preset: str | None = None, backen
     path = save(recipe, run_dir)
     print(format_recipe(recipe) + f"\nrecipe: {path} (flops-fit sweep --recipe {run_dir})", file=out, flush=True)
     return dataclasses.replace(recipe, source=str(run_dir))
+
+
+def tune_first(cfg: SweepConfig, backend: Backend, workload: Any = None, progress: bool = True) -> SweepConfig:
+    """``sweep(tune=True)``: measure the rule on this sweep's own grid as its first stage, in
+    ``<sweep>/tune/`` (a rerun resumes it, so nothing trains twice and the rule, hence every
+    trial's rate and the sweep's manifest, comes out the same), and return the config that
+    sweeps with it."""
+    run_dir = prepare_storage(cfg)
+    tune(cfg.replace(storage_path=str(run_dir), name=TUNE_DIR, tune=False), backend=backend, workload=workload,
+         progress=progress)
+    return cfg.replace(recipe=str(run_dir / TUNE_DIR), tune=False)
+
+
+def _command() -> str:
+    """The command line that measured the recipe (``flops-fit tune ...`` or ``sweep --tune``)."""
+    return "flops-fit " + " ".join(sys.argv[1:]) if sys.argv[1:2] in (["tune"], ["sweep"]) else "tune()"
 
 
 def _scan_row(row: dict[str, Any]) -> dict[str, Any]:

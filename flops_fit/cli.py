@@ -114,6 +114,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     rule = resource_rule(cfg)
     print(format_plan(specs, resources=rule.describe))
     print(describe(cfg))
+    if cfg.tune:
+        print("first: the learning-rate rule measured on this grid (flops-fit tune: 5 rates at 3 sizes and a "
+              "6-run check, in <sweep>/tune/); the rates above are then replaced by the measured rule's")
     if cfg.plan.adapt:
         from flops_fit.engine import ADAPTIVE_NOTE
 
@@ -147,7 +150,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from flops_fit.calibrate import tune
+    from flops_fit.ray import tune
 
     tune(config_from_args(args))
     return 0

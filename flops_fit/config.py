@@ -110,6 +110,8 @@ class SweepConfig:
     """At most this many trials at once (None: as many as resources allow)."""
     max_failures: int = 2
     """Retries of a trial whose worker or node died, each from its last checkpoint."""
+    tune: bool = False
+    """Measure the learning-rate rule first (flops-fit tune on this grid, kept in <sweep>/tune/, resumed on a rerun) and sweep with it."""
     verify: float | None = None
     """After the fits, train one more run at this multiple of the largest budget (--verify alone: 3) at the predicted N_opt and print its measured against its predicted loss."""
     # --- storage
@@ -159,6 +161,8 @@ class SweepConfig:
             raise PlanError(f"name {self.name!r} must be a plain directory name")
         if self.data.val_tokens < self.plan.seq_len:
             raise PlanError(f"val_tokens={self.data.val_tokens} must hold at least one seq_len={self.plan.seq_len} window")
+        if self.tune and self.simulate is not None:
+            raise PlanError("tune with simulate: a simulated law has no learning rate to measure")
         if self.tracker not in (None, *TRACKERS):
             raise PlanError(f"tracker {self.tracker!r}: use one of {', '.join(TRACKERS)}")
         if self.simulate is not None:

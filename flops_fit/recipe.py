@@ -132,7 +132,7 @@ def setup_mismatch(recipe: Recipe, cfg: Any) -> str | None:
     then = ", ".join(f"{k}={recipe.measured_on[k]!r}" for k in differ)
     now = ", ".join(f"{k}={ours[k]!r}" for k in differ)
     return (f"note: recipe {recipe.source or 'given'} was measured with {then}; this sweep has {now}: its learning "
-            f"rates are not measured for this setup (`flops-fit tune` with this sweep's options measures them)")
+            f"rates are not measured for this setup (--tune measures them on this grid first)")
 
 
 def describe(cfg: Any) -> str:

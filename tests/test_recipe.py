@@ -108,8 +108,8 @@ def test_tune_scans_fits_checks_and_a_sweep_plans_with_its_recipe(ray_session, t
     """`flops-fit tune` end to end on a smoke grid: 9 real scan runs and 6 check runs, a
     rule that is the least-squares power law through the located optima, a recipe a sweep
     config then plans with; a rerun resumes (no run trains again)."""
-    from flops_fit.calibrate import tune
     from flops_fit.engine import default_workload
+    from flops_fit.ray import tune
     from flops_fit.recipe import RECIPE_FILENAME, setup_of
 
     cfg = preset("smoke").replace(storage_path=str(tmp_path), cache_dir=str(tmp_path / "cache"), name="tune",
@@ -132,3 +132,26 @@ def test_tune_scans_fits_checks_and_a_sweep_plans_with_its_recipe(ray_session, t
     again = tune(cfg, progress=False, lr_multipliers=(0.5, 1.0, 2.0))  # resumes both experiments: same runs, same rule
     assert again.rule() == pytest.approx(rec.rule()) and again.scan == rec.scan
     assert (tmp_path / "tune" / RECIPE_FILENAME).stat().st_mtime_ns >= stored
+
+
+def test_sweep_with_tune_measures_the_rule_on_its_grid_first_and_a_rerun_trains_nothing(ray_session, tmp_path):
+    """`flops-fit sweep --tune`: the tune stage in <sweep>/tune/, every swept rate the measured
+    rule's, the recipe beside the results; rerun, both stages resume (identical wall times)."""
+    from flops_fit.ray import sweep
+    from flops_fit.results import read_results
+
+    opts = dict(preset="smoke", storage_path=str(tmp_path), cache_dir=str(tmp_path / "cache"), name="sw",
+                budgets=(1e10, 2e10), progress=False, n_boot=0)
+    with pytest.raises(PlanError, match="no learning rate to measure"):
+        sweep(**opts, tune=True, simulate={"E": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.34, "beta": 0.28})
+    result = sweep(**opts, tune=True)
+    rec = load(str(tmp_path / "sw" / "tune"))
+    assert len(rec.scan) == 15 and len(rec.check) == 3 and rec.measured_on["source"] == "sample"
+    swept = result.results
+    assert swept["lr"].tolist() == pytest.approx([rec.lr(n, b * s) for n, b, s in
+                                                  zip(swept["n"], swept["batch_size"], swept["seq_len"])])
+    assert load(str(tmp_path / "sw")).rule() == rec.rule()  # recipe.json kept with the results
+    scan_walls = read_results(tmp_path / "sw" / "tune" / "scan" / "results.parquet")["wall_s"].tolist()
+    again = sweep(**opts, tune=True)
+    assert again.results["wall_s"].tolist() == swept["wall_s"].tolist()
+    assert read_results(tmp_path / "sw" / "tune" / "scan" / "results.parquet")["wall_s"].tolist() == scan_walls

@@ -194,9 +194,22 @@ def sweep(config: SweepConfig | None = None, *, preset: str | None = None, progr
     cfg = resolve_config(config, preset, **overrides)
     if cfg.tracker is not None:
         require_tracker(cfg.tracker)  # a missing extra fails now, in one line, before any trial
+    if cfg.tune:  # the learning-rate rule measured on this grid first, then the sweep with it
+        from flops_fit.calibrate import tune_first
+
+        cfg = tune_first(cfg, TuneBackend(), workload, progress)
     result = run_sweep(cfg, TuneBackend(), workload, progress)
     log_sweep(cfg, result.path.parent, result)
     return result
+
+
+def tune(config: SweepConfig | None = None, *, preset: str | None = None, progress: bool = True,
+         workload: Any = None, **overrides: Any):
+    """``flops-fit tune`` on Ray: scan, fit and check the learning-rate rule on the grid's sizes
+    (:func:`flops_fit.calibrate.tune`); returns the recipe, written to the tune directory."""
+    from flops_fit.calibrate import tune as tune_on
+
+    return tune_on(config, backend=TuneBackend(), preset=preset, workload=workload, progress=progress, **overrides)
 
 
 def reuse_actors_for(cfg: SweepConfig) -> bool:
