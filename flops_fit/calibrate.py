@@ -40,8 +40,9 @@ LR_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
 def scan_sizes(grid: Sequence[TrialSpec]) -> list[TrialSpec]:
     """Three trials spanning the grid: the smallest budget's central size and the largest
     budget's central and largest sizes (the last is where runs stall on the plateau)."""
-    first = sorted((s for s in grid if s.budget == grid[0].budget and s.seed == grid[0].seed), key=lambda s: s.n)
-    last = sorted((s for s in grid if s.budget == grid[-1].budget and s.seed == grid[0].seed), key=lambda s: s.n)
+    low, high, seed = min(s.budget for s in grid), max(s.budget for s in grid), grid[0].seed  # replicates come last
+    first = sorted((s for s in grid if s.budget == low and s.seed == seed), key=lambda s: s.n)
+    last = sorted((s for s in grid if s.budget == high and s.seed == seed), key=lambda s: s.n)
     picked: dict[int, TrialSpec] = {}
     for spec in (first[len(first) // 2], last[len(last) // 2], last[-1]):
         picked.setdefault(spec.n, spec)
@@ -95,10 +96,10 @@ def tune(config: SweepConfig | None = None, *, backend: Backend, preset: str | N
     check_specs = [_with_lr(s, recipe.lr(s.n, s.batch_size * s.seq_len), "rule") for s in picked]
     check_specs += [_with_lr(s, best_runs[s.n]["lr"], "best_seed", seed=s.seed + 1) for s in picked]
     checked = run_experiment(cfg, backend, workload, check_specs, run_dir / "check", progress)
-    recipe = dataclasses.replace(recipe, check=_check(picked, best_runs, checked))
-    path = save(recipe, run_dir)
+    recipe = dataclasses.replace(recipe, check=_check(picked, best_runs, checked), source=str(run_dir))
+    path = save(recipe, run_dir)  # the file leaves out ``source``: where it is read from says that
     print(format_recipe(recipe) + f"\nrecipe: {path} (flops-fit sweep --recipe {run_dir})", file=out, flush=True)
-    return dataclasses.replace(recipe, source=str(run_dir))
+    return recipe
 
 
 def tune_first(cfg: SweepConfig, backend: Backend, workload: Any = None, progress: bool = True) -> SweepConfig:

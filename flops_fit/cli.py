@@ -134,6 +134,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
         slots = trial_slots(os.cpu_count() or 1, cfg.cpus_per_trial, local_gpus(), mean_gpus,
                             cfg.max_concurrent_trials)
         try:
+            if cfg.tune:  # its scan, then its check (the rule's rate and a second seed): same shapes and tokens
+                from flops_fit.calibrate import LR_MULTIPLIERS, scan_sizes
+
+                picked = scan_sizes(specs)
+                for stage, copies in (("tune scan", len(LR_MULTIPLIERS)), ("tune check", 2)):
+                    stage_specs = [s for s in picked for _ in range(copies)]
+                    print(f"{stage}: " + format_estimate(estimate_sweep_seconds(
+                        stage_specs, cfg.cpus_per_trial, slots, compile=cfg.compile)))
             print(format_estimate(estimate_sweep_seconds(specs, cfg.cpus_per_trial, slots, compile=cfg.compile)))
         except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
             print(f"estimate failed: {' '.join(str(exc).split())[:200]}; plan without --estimate, "

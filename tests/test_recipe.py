@@ -1,5 +1,6 @@
 """The learning-rate recipe: locating a scan's optimum, fitting the rule, and using it."""
 
+import dataclasses
 import json
 import math
 
@@ -92,6 +93,19 @@ def test_a_sweep_on_another_setup_than_its_recipe_was_measured_on_is_told_so(tmp
     old = Recipe(base_lr=4e-3, lr_exponent=0.2, lr_n_ref=5e4)  # written before measured_on: nothing to compare
     save(old, tmp_path)
     assert setup_mismatch(load(str(tmp_path)), other) is None
+
+
+def test_tune_scans_the_smallest_budgets_centre_and_the_largest_budgets_centre_and_top_whatever_the_order():
+    from flops_fit.calibrate import scan_sizes
+
+    cfg = PlanConfig(budgets=(1e11, 3e11, 1e12), points_per_budget=5, vocab_size=512, seq_len=128, min_steps=100)
+    grid = plan(cfg)
+    by = {c: sorted(s.n for s in grid if s.budget == c) for c in cfg.budgets}
+    expect = [by[1e11][2], by[1e12][2], by[1e12][-1]]
+    assert [s.n for s in scan_sizes(grid)] == sorted(expect)
+    # replicates of the smallest budget come last in a sweep's plan: still the largest budget's sizes
+    with_replicates = plan(dataclasses.replace(cfg, replicates=2))
+    assert with_replicates[-1].budget == 1e11 and [s.n for s in scan_sizes(with_replicates)] == sorted(expect)
 
 
 def test_a_bad_recipe_is_refused_in_one_line(tmp_path):
