@@ -267,7 +267,7 @@ def tinystories_gpu() -> SweepConfig:
         seq_len=512,
         vocab_size=4096,
         # Not measured at this scale: the slope of the width rule it replaced (lr ~ d^-1/2,
-        # d ~ N^1/3); run `flops-fit tune --preset tinystories-gpu` on the GPUs for a measured one.
+        # d ~ N^1/3); `flops-fit sweep --preset tinystories-gpu --tune` measures one on the GPUs first.
         base_lr=3e-3,
         lr_n_ref=5e6,
         lr_exponent=0.17,
