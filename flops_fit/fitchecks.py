@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from flops_fit.accounting import PARAM_COUNTS
-from flops_fit.isoflop import fit_isoflop, interp_extended
+from flops_fit.isoflop import fit_isoflop, frontier_loss, interp_extended
 
 
 def parametric_a_in_budget_units(data: pd.DataFrame, param_count: str) -> Callable[[Any], float] | None:
@@ -82,8 +82,15 @@ def backtest(result: Any) -> dict[str, Any] | None:
         return {"budget": top, "predicted": None, "note": "the fit without it is unusable: "
                 + "; ".join(held.notes[:2])}
     p = held._predict(top, warn=False)
-    out = {"budget": top, "predicted": {"n": p.n, "d": p.d, "loss": p.loss, "n_interval": p.n_interval,
-                                        "d_interval": p.d_interval, "loss_interval": p.loss_interval},
+    loss, loss_iv, loss_source = p.loss, p.loss_interval, "approach 3 law" if p.loss is not None else None
+    if loss is None:  # no determined law: the frontier of the other budgets' minima, as --verify predicts
+        floor = held.noise.sigma if held.noise.measured else 0.0
+        front = frontier_loss(held.isoflop, top, held.level, floor)
+        if front is not None:
+            (loss, loss_iv), loss_source = front, "approach 2 frontier"
+    out = {"budget": top, "predicted": {"n": p.n, "d": p.d, "loss": loss, "n_interval": p.n_interval,
+                                        "d_interval": p.d_interval, "loss_interval": loss_iv,
+                                        "loss_source": loss_source},
            "measured": {"n": math.nan if measured is None or not measured.used else measured.n_opt,
                         "d": math.nan if measured is None or not measured.used else measured.d_opt,
                         "loss": float(data.loc[data["budget"] == top, "loss"].min())},
@@ -106,5 +113,7 @@ def describe_backtest(bt: dict[str, Any] | None) -> str:
         meas = "n/a" if m[key] is None or not math.isfinite(m[key]) else format(m[key], fmt)
         return f"{label} predicted {format(p[key], fmt) if p[key] is not None else 'n/a'}{ivs}, measured {meas}"
 
+    source = p.get("loss_source")
+    label = f"best loss ({source})" if source and source != "approach 3 law" else "best loss"
     return (f"backtest (refit without C={bt['budget']:.3g}, predicting it): " + "; ".join(
-        [one("n", "N_opt", ".3g"), one("d", "D_opt", ".3g"), one("loss", "best loss", ".4g")]))
+        [one("n", "N_opt", ".3g"), one("d", "D_opt", ".3g"), one("loss", label, ".4g")]))

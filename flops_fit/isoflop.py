@@ -289,3 +289,28 @@ def _masked_line(u: np.ndarray, v: np.ndarray, ok: np.ndarray) -> tuple[np.ndarr
         slope = (w * du * (v - vm[:, None])).sum(1) / (w * du**2).sum(1)
     slope = np.where(ok.sum(1) >= 2, slope, np.nan)
     return slope, vm - slope * um
+
+
+def frontier_loss(isoflop: Any, flops: float, level: float = 0.9,
+                  sigma_floor: float = 0.0) -> tuple[float, list[float] | None] | None:
+    """The Approach 2 loss frontier: ln L* = u + v ln C through the used budgets' parabola
+    minima (the power law in compute of Kaplan et al. 2020, Fig. 1), at ``flops``; a t
+    prediction interval from the line's residuals, ``sigma_floor`` (the seed noise) as their
+    least (none with two budgets: no residual degree of freedom). None with fewer than two."""
+    points = [(o.budget, o.loss_opt) for o in (isoflop.optima if isoflop is not None else [])
+              if o.used and math.isfinite(o.loss_opt) and o.loss_opt > 0]
+    if len({c for c, _ in points}) < 2:
+        return None
+    x, y = np.log([c for c, _ in points]), np.log([v for _, v in points])
+    v, u = np.polyfit(x, y, 1)
+    x0 = math.log(flops)
+    mean = u + v * x0
+    k = len(x)
+    if k < 3:
+        return math.exp(mean), None
+    from scipy.stats import t
+
+    s = max(math.sqrt(float(np.sum((y - (u + v * x)) ** 2)) / (k - 2)), sigma_floor)
+    se = s * math.sqrt(1 + 1 / k + (x0 - x.mean()) ** 2 / float(np.sum((x - x.mean()) ** 2)))
+    half = float(t.ppf((1 + level) / 2, k - 2)) * se
+    return math.exp(mean), [math.exp(mean - half), math.exp(mean + half)]

@@ -27,9 +27,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from flops_fit.errors import PlanError
+from flops_fit.isoflop import frontier_loss
 from flops_fit.plan import TrialSpec, budget_batch, grid_targets, plan_trial
 from flops_fit.results import FINISHED_STATUSES, RESULTS_FILENAME, atomic_write_text, read_results, write_results
 
@@ -84,30 +83,6 @@ def predicted_loss(result: Any, n: float, d: float, flops: float) -> tuple[float
     floor = result.noise.sigma if result.noise.measured else 0.0
     front = frontier_loss(result.isoflop, flops, result.level, floor)
     return (front[0], front[1], FRONTIER) if front is not None else (None, None, None)
-
-
-def frontier_loss(isoflop: Any, flops: float, level: float = 0.9,
-                  sigma_floor: float = 0.0) -> tuple[float, list[float] | None] | None:
-    """ln L* = u + v ln C through the used budgets' parabola minima, at ``flops``; a
-    t prediction interval from the line's residuals (none with two budgets: no residual
-    degree of freedom). None with fewer than two budgets."""
-    points = [(o.budget, o.loss_opt) for o in (isoflop.optima if isoflop is not None else [])
-              if o.used and math.isfinite(o.loss_opt) and o.loss_opt > 0]
-    if len({c for c, _ in points}) < 2:
-        return None
-    x, y = np.log([c for c, _ in points]), np.log([v for _, v in points])
-    v, u = np.polyfit(x, y, 1)
-    x0 = math.log(flops)
-    mean = u + v * x0
-    k = len(x)
-    if k < 3:
-        return math.exp(mean), None
-    from scipy.stats import t
-
-    s = max(math.sqrt(float(np.sum((y - (u + v * x)) ** 2)) / (k - 2)), sigma_floor)
-    se = s * math.sqrt(1 + 1 / k + (x0 - x.mean()) ** 2 / float(np.sum((x - x.mean()) ** 2)))
-    half = float(t.ppf((1 + level) / 2, k - 2)) * se
-    return math.exp(mean), [math.exp(mean - half), math.exp(mean + half)]
 
 
 def run_verification(result: Any, cfg: Any, workload: Any, run_dir: Path, run_trial: RunTrial) -> dict[str, Any]:

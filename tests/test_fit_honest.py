@@ -184,6 +184,20 @@ def test_backtest_predicts_the_held_out_budget():
     assert "backtest (refit without C=1e+22" in result.format_table()
 
 
+def test_backtest_without_a_determined_law_predicts_the_loss_by_the_frontier():
+    # E ~ 0: the law has no floor, so Approach 3 leaves E undetermined (on its bound) and the
+    # compute-optimal loss is a power law in C, which the frontier of the other budgets'
+    # minima extrapolates: the held-out budget's best loss must come out right
+    law = ScalingLaw(E=1e-6, A=CHINCHILLA.A, B=CHINCHILLA.B, alpha=CHINCHILLA.alpha, beta=CHINCHILLA.beta)
+    result = Result(table(law, noise=0.002), n_boot=40)
+    held = Result(result.fit_data[result.fit_data["budget"] < BUDGETS[-1]], n_boot=40)
+    assert not held.law_known  # the path under test: no law to predict the loss with
+    bt = result.backtest()
+    assert bt["predicted"]["loss_source"] == "approach 2 frontier" and bt["predicted"]["loss_interval"]
+    assert 0.98 < bt["ratios"]["loss"] < 1.02
+    assert "best loss (approach 2 frontier) predicted" in result.format_table()
+
+
 def test_exponents_by_parameter_count_side_by_side():
     df = table(CHINCHILLA, noise=0.002)
     df["n_non_embedding"] = (df["n"] ** 1.1 / 10).round()
