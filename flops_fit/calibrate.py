@@ -108,8 +108,7 @@ def tune_first(cfg: SweepConfig, backend: Backend, workload: Any = None, progres
     trial's rate and the sweep's manifest, comes out the same), and return the config that
     sweeps with it."""
     run_dir = prepare_storage(cfg)
-    tune(cfg.replace(storage_path=str(run_dir), name=TUNE_DIR, tune=False), backend=backend, workload=workload,
-         progress=progress)
+    tune(cfg.replace(storage_path=str(run_dir), name=TUNE_DIR), backend=backend, workload=workload, progress=progress)
     return cfg.replace(recipe=str(run_dir / TUNE_DIR), tune=False)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from flops_fit.accounting import PARAM_COUNTS
-from flops_fit.isoflop import fit_isoflop, frontier_loss, interp_extended
+from flops_fit.isoflop import FRONTIER, LAW, fit_isoflop, frontier_loss, interp_extended
 
 
 def parametric_a_in_budget_units(data: pd.DataFrame, param_count: str) -> Callable[[Any], float] | None:
@@ -82,12 +82,11 @@ def backtest(result: Any) -> dict[str, Any] | None:
         return {"budget": top, "predicted": None, "note": "the fit without it is unusable: "
                 + "; ".join(held.notes[:2])}
     p = held._predict(top, warn=False)
-    loss, loss_iv, loss_source = p.loss, p.loss_interval, "approach 3 law" if p.loss is not None else None
+    loss, loss_iv, loss_source = p.loss, p.loss_interval, LAW if p.loss is not None else None
     if loss is None:  # no determined law: the frontier of the other budgets' minima, as --verify predicts
-        floor = held.noise.sigma if held.noise.measured else 0.0
-        front = frontier_loss(held.isoflop, top, held.level, floor)
+        front = frontier_loss(held.isoflop, top, held.level, held.noise)
         if front is not None:
-            (loss, loss_iv), loss_source = front, "approach 2 frontier"
+            (loss, loss_iv), loss_source = front, FRONTIER
     out = {"budget": top, "predicted": {"n": p.n, "d": p.d, "loss": loss, "n_interval": p.n_interval,
                                         "d_interval": p.d_interval, "loss_interval": loss_iv,
                                         "loss_source": loss_source},
@@ -114,6 +113,6 @@ def describe_backtest(bt: dict[str, Any] | None) -> str:
         return f"{label} predicted {format(p[key], fmt) if p[key] is not None else 'n/a'}{ivs}, measured {meas}"
 
     source = p.get("loss_source")
-    label = f"best loss ({source})" if source and source != "approach 3 law" else "best loss"
+    label = f"best loss ({source})" if source and source != LAW else "best loss"
     return (f"backtest (refit without C={bt['budget']:.3g}, predicting it): " + "; ".join(
         [one("n", "N_opt", ".3g"), one("d", "D_opt", ".3g"), one("loss", label, ".4g")]))

@@ -291,12 +291,18 @@ def _masked_line(u: np.ndarray, v: np.ndarray, ok: np.ndarray) -> tuple[np.ndarr
     return slope, vm - slope * um
 
 
+#: Where a predicted loss comes from: Approach 3's law at (N, D), or the frontier below.
+LAW, FRONTIER = "approach 3 law", "approach 2 frontier"
+
+
 def frontier_loss(isoflop: Any, flops: float, level: float = 0.9,
-                  sigma_floor: float = 0.0) -> tuple[float, list[float] | None] | None:
+                  noise: Any = None) -> tuple[float, list[float] | None] | None:
     """The Approach 2 loss frontier: ln L* = u + v ln C through the used budgets' parabola
     minima (the power law in compute of Kaplan et al. 2020, Fig. 1), at ``flops``; a t
-    prediction interval from the line's residuals, ``sigma_floor`` (the seed noise) as their
-    least (none with two budgets: no residual degree of freedom). None with fewer than two."""
+    prediction interval from the line's residuals, the measured seed noise (``noise``, a
+    ``SeedNoise``) as their least (none with two budgets: no residual degree of freedom).
+    None with fewer than two."""
+    sigma_floor = noise.sigma if noise is not None and noise.measured else 0.0
     points = [(o.budget, o.loss_opt) for o in (isoflop.optima if isoflop is not None else [])
               if o.used and math.isfinite(o.loss_opt) and o.loss_opt > 0]
     if len({c for c, _ in points}) < 2:

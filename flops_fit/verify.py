@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flops_fit.errors import PlanError
-from flops_fit.isoflop import frontier_loss
+from flops_fit.isoflop import FRONTIER, LAW, frontier_loss
 from flops_fit.plan import TrialSpec, budget_batch, grid_targets, plan_trial
 from flops_fit.results import FINISHED_STATUSES, RESULTS_FILENAME, atomic_write_text, read_results, write_results
 
 VERIFY_DIR = "verify"
 RECORD = "verification.json"
-LAW, FRONTIER = "approach 3 law", "approach 2 frontier"
 
 RECORD_KEYS = ("budget", "factor", "trial_id", "n", "d", "flops", "predicted", "interval", "source", "n_source",
                "measured", "error_pct", "status", "error", "inside_interval", "seed_noise_pct")
@@ -80,8 +79,7 @@ def predicted_loss(result: Any, n: float, d: float, flops: float) -> tuple[float
         par = result.parametric
         iv = par.interval(lambda f: float(f.loss(n, d)))
         return float(par.loss(n, d)), _interval(iv), LAW
-    floor = result.noise.sigma if result.noise.measured else 0.0
-    front = frontier_loss(result.isoflop, flops, result.level, floor)
+    front = frontier_loss(result.isoflop, flops, result.level, result.noise)
     return (front[0], front[1], FRONTIER) if front is not None else (None, None, None)
 
 

@@ -11,8 +11,9 @@ import pytest
 
 from flops_fit.config import SweepConfig, preset
 from flops_fit.errors import PlanError
+from flops_fit.isoflop import FRONTIER, frontier_loss
 from flops_fit.results import read_results
-from flops_fit.verify import FRONTIER, RECORD, VERIFY_DIR, format_verification, frontier_loss, predicted_loss
+from flops_fit.verify import RECORD, VERIFY_DIR, format_verification, predicted_loss
 
 LAW = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Chinchilla (Hoffmann et al. 2022)
 LINE = re.compile(r"^verification: C=(\S+) N=(\d+) D=(\d+) predicted loss (.+?) measured loss (\S+)(.*)$", re.M)
