@@ -115,8 +115,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(format_plan(specs, resources=rule.describe))
     print(describe(cfg))
     if cfg.tune:
-        print("first: the learning-rate rule measured on this grid (flops-fit tune: 5 rates at 3 sizes and a "
-              "6-run check, in <sweep>/tune/); the rates above are then replaced by the measured rule's")
+        from flops_fit.calibrate import CHECK_SEEDS, LR_MULTIPLIERS
+
+        print(f"first: the learning-rate rule measured on this grid (flops-fit tune: {len(LR_MULTIPLIERS)} rates at "
+              f"3 sizes, then the rule's and the best rate at {CHECK_SEEDS} seeds each, in <sweep>/tune/); the rates "
+              "above are then replaced by the measured rule's")
     if cfg.plan.adapt:
         from flops_fit.engine import ADAPTIVE_NOTE
 
@@ -134,11 +137,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         slots = trial_slots(os.cpu_count() or 1, cfg.cpus_per_trial, local_gpus(), mean_gpus,
                             cfg.max_concurrent_trials)
         try:
-            if cfg.tune:  # its scan, then its check (the rule's rate and a second seed): same shapes and tokens
-                from flops_fit.calibrate import LR_MULTIPLIERS, scan_sizes
+            if cfg.tune:  # its scan, then its check (the rule's and the best rate, seeds each): same shapes
+                from flops_fit.calibrate import scan_sizes
 
                 picked = scan_sizes(specs)
-                for stage, copies in (("tune scan", len(LR_MULTIPLIERS)), ("tune check", 2)):
+                for stage, copies in (("tune scan", len(LR_MULTIPLIERS)), ("tune check", 2 * CHECK_SEEDS - 1)):
                     stage_specs = [s for s in picked for _ in range(copies)]
                     print(f"{stage}: " + format_estimate(estimate_sweep_seconds(
                         stage_specs, cfg.cpus_per_trial, slots, compile=cfg.compile)))

@@ -72,8 +72,9 @@ class Recipe:
     """Every scanned run: n, label, budget, lr, loss, status."""
     optima: list[SizeOptimum] = field(default_factory=list)
     check: list[dict[str, Any]] = field(default_factory=list)
-    """Per size: the rule's lr and its measured loss, the best scanned loss, a seed repeat of
-    the best (their difference is the seed noise), and whether the rule is within noise."""
+    """Per size: the rule's lr and the best scanned one, each one's losses over the check's
+    seeds and their means, the gap between the means, the seed noise measured at that size,
+    and whether the gap is within it (``flops_fit.calibrate``)."""
     command: str = ""
     """The command that measured it."""
     measured_on: dict[str, Any] = field(default_factory=dict)

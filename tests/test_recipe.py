@@ -108,6 +108,41 @@ def test_tune_scans_the_smallest_budgets_centre_and_the_largest_budgets_centre_a
     assert with_replicates[-1].budget == 1e11 and [s.n for s in scan_sizes(with_replicates)] == sorted(expect)
 
 
+def test_the_check_compares_mean_losses_over_seeds_with_the_noise_measured_at_each_size():
+    """The tune check's verdict per size: the rule's mean loss over CHECK_SEEDS seeds minus the
+    best scanned rate's, against sqrt(2) x the pooled seed spread at that size."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from flops_fit.calibrate import CHECK_SEEDS, _check, _seed_tag
+
+    assert CHECK_SEEDS == 3
+    sizes = {  # rule losses at seeds 0..2, the best rate's at seeds 0 (its scan run), 1, 2
+        "plateau": ([1.480, 1.316, 1.295], [1.298, 1.287, 1.442]),  # the tiny grid's 104x2, measured
+        "worse": ([2.50, 2.52, 2.51], [2.30, 2.31, 2.29]),
+        "diverged": ([None, 2.00, 2.01], [2.00, 2.02, 1.99]),
+    }
+    picked = [SimpleNamespace(trial_id=name, n=i + 1, label=name) for i, name in enumerate(sizes)]
+    best_runs = {i + 1: {"lr": 1e-2, "loss": best[0], "status": "ok"} for i, (_, best) in enumerate(sizes.values())}
+
+    def row(name, tag, loss):
+        return {"trial_id": f"{name}_{tag}", "lr": 5e-3, "loss": loss, "status": "diverged" if loss is None else "ok"}
+
+    checked = [row(name, _seed_tag("rule", k), rule[k]) for name, (rule, _) in sizes.items() for k in range(3)]
+    checked += [row(name, _seed_tag("best", k), best[k]) for name, (_, best) in sizes.items() for k in (1, 2)]
+    plateau, worse, diverged = _check(picked, best_runs, checked)
+    rule, best = sizes["plateau"]
+    pooled = (np.var(rule, ddof=1) + np.var(best, ddof=1)) / 2
+    assert plateau["gap"] == pytest.approx(np.mean(rule) - np.mean(best)) and plateau["gap"] == pytest.approx(0.0213, abs=1e-4)
+    assert plateau["seed_noise"] == pytest.approx(math.sqrt(2 * pooled))
+    assert plateau["within_noise"] is True  # one seed each would say 0.182 worse: more than that noise
+    assert rule[0] - best[0] > plateau["seed_noise"]
+    assert plateau["losses_rule"] == rule and plateau["loss_best"] == pytest.approx(np.mean(best))
+    assert worse["within_noise"] is False and worse["gap"] == pytest.approx(0.21)
+    assert diverged["within_noise"] is False and diverged["loss_rule"] == pytest.approx(2.005)  # a failed rule run fails
+
+
 def test_a_bad_recipe_is_refused_in_one_line(tmp_path):
     with pytest.raises(PlanError, match="not found.*built-in one"):
         SweepConfig.of(recipe=str(tmp_path / "missing.json"))
@@ -119,7 +154,7 @@ def test_a_bad_recipe_is_refused_in_one_line(tmp_path):
 
 
 def test_tune_scans_fits_checks_and_a_sweep_plans_with_its_recipe(ray_session, tmp_path, capsys):
-    """`flops-fit tune` end to end on a smoke grid: 9 real scan runs and 6 check runs, a
+    """`flops-fit tune` end to end on a smoke grid: 9 real scan runs and 15 check runs, a
     rule that is the least-squares power law through the located optima, a recipe a sweep
     config then plans with; a rerun resumes (no run trains again)."""
     from flops_fit.engine import default_workload
@@ -131,6 +166,7 @@ def test_tune_scans_fits_checks_and_a_sweep_plans_with_its_recipe(ray_session, t
     rec = tune(cfg, progress=False, lr_multipliers=(0.5, 1.0, 2.0))
     assert len(rec.scan) == 9 and len({r["n"] for r in rec.scan}) == 3
     assert len(rec.check) == 3 and all(c["loss_rule"] is not None for c in rec.check)
+    assert all(len(c["losses_rule"]) == len(c["losses_best"]) == 3 for c in rec.check)
     for o in rec.optima:  # each optimum lies inside its scan, at or next to its best run
         lrs = sorted(r["lr"] for r in rec.scan if r["n"] == o.n)
         assert lrs[0] <= o.lr_best <= lrs[-1]
