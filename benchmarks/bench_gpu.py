@@ -5,7 +5,7 @@ checkpoint write blocks the training loop.
     python benchmarks/bench_gpu.py            # on a CUDA machine: the tinystories-gpu shapes + 1e18's largest
     python benchmarks/bench_gpu.py --quick    # one tiny shape, seconds; runs on CPU too (no memory column)
 
-Per shape: the micro-batch the trainer picks (``train.micro_batches_for``), the measured peak
+Per shape: the micro-batch the trainer picks (``accelerator.micro_batches_for``), the measured peak
 (``torch.cuda.max_memory_allocated``) over ``memory.training_bytes`` at that micro-batch (the
 model should be >= 1: an upper estimate), tokens/s eager and compiled (Dynamo reset first, so
 the compiled row is compiled), MFU = attention-convention FLOPs/token x tokens/s / measured
@@ -45,7 +45,7 @@ def _shapes(quick: bool):
 def measure(label: str, spec, steps: int) -> dict:
     import torch
 
-    from flops_fit import accounting, checkpoint, memory, train
+    from flops_fit import accelerator, accounting, checkpoint, memory, train
     from flops_fit.models.gpt import GPT, GPTConfig
     from flops_fit.sizes import gpt_shape
     from flops_fit.throughput import matmul_peak_flops
@@ -55,9 +55,9 @@ def measure(label: str, spec, steps: int) -> dict:
     shape = gpt_shape(spec.model)
     model = GPT(GPTConfig.from_shape(shape)).to(dev)
     opt = train.make_optimizer(model, dev, 0.1, 1e-3)
-    k = train.micro_batches_for(spec, dev, model)
+    k = accelerator.micro_batches_for(spec, dev, model)
     x = torch.randint(0, shape.vocab_size, (spec.batch_size, spec.seq_len), device=dev)
-    autocast = train.autocast_for(dev)
+    autocast = accelerator.autocast_for(dev)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     def timed(fn, n):
@@ -102,7 +102,7 @@ def measure(label: str, spec, steps: int) -> dict:
            "compile_s": first_s - eager_s, "checkpoint_stall_s": ckpt_s,
            "checkpoint_write_s": write_s}
     del model, opt, compiled, trial, eager, step_c
-    train.release_device_memory(dev, compiled=True)
+    accelerator.release_device_memory(dev, compiled=True)
     return row
 
 

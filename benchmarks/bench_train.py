@@ -48,14 +48,14 @@ def where_time_goes(s: ModelShape, batch: int, threads: int) -> dict[str, float]
     import torch
     from torch.profiler import profile
 
-    from flops_fit import train
+    from flops_fit import accelerator, train
     from flops_fit.models.gpt import GPT, GPTConfig
 
     torch.set_num_threads(threads)
     model = GPT(GPTConfig.from_shape(s))
     opt = train.make_optimizer(model, torch.device("cpu"), 0.1, 1e-3)
     x = torch.randint(0, s.vocab_size, (batch, s.max_seq_len))
-    auto = train.autocast_for(torch.device("cpu"))
+    auto = accelerator.autocast_for(torch.device("cpu"))
     for _ in range(2):
         train.train_step(model, opt, x, auto)
     with profile() as prof:

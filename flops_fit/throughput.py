@@ -79,6 +79,7 @@ def probe_tokens_per_s(spec_or_shape: Any, batch_size: int | None = None, seq_le
     Returns tokens/s, or with ``detail=True`` a dict that also splits the time into
     forward, backward and optimizer (each phase synchronised, so slightly pessimistic).
     """
+    from flops_fit import accelerator
     from flops_fit import train as train_mod
 
     torch, dev = _setup(threads, device)
@@ -92,7 +93,7 @@ def probe_tokens_per_s(spec_or_shape: Any, batch_size: int | None = None, seq_le
     step_fn = torch.compile(model) if compile else model
     x = torch.randint(0, config.vocab_size, (B, T), device=dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    autocast = train_mod.autocast_for(dev)
+    autocast = accelerator.autocast_for(dev)
     for _ in range(warmup):
         train_mod.train_step(step_fn, optimizer, x, autocast)
     sync()
@@ -174,12 +175,12 @@ def estimate_sweep_seconds(specs: Sequence[Any], cpus_per_trial: float = 1.0, sl
     longest first onto ``slots`` slots (default: CPUs // cpus_per_trial), the rule the
     driver launches by, so the makespan is the LPT schedule's. ``tokens_per_s`` may supply
     measured rates keyed by (ModelShape, batch_size, seq_len) to skip probing. ``compile``:
-    trials that compile (``train.compile_pays``) also pay ``COMPILE_S``.
+    trials that compile (``accelerator.compile_pays``) also pay ``COMPILE_S``.
     """
     import os
 
+    from flops_fit.accelerator import compile_pays
     from flops_fit.sizes import gpt_shape
-    from flops_fit.train import compile_pays
 
     slots = slots or trial_slots(os.cpu_count() or 1, cpus_per_trial)
     rates = dict(tokens_per_s or {})

@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from flops_fit import memory
+from flops_fit.accelerator import compute_dtype
 from flops_fit.accounting import ModelShape, param_groups
 from flops_fit.config import SweepConfig, preset
 from flops_fit.engine import default_workload
 from flops_fit.errors import PlanError
 from flops_fit.sizes import gpt_shape
 from flops_fit.throughput import trial_slots
-from flops_fit.train import compute_dtype
 
 #: TinyStories (roneneldan/TinyStories) train split: 2,119,719 stories; 0.5B tokens is the low
 #: end of its size with a 4096 BPE (0.47B with GPT-2's 50k BPE, more with a smaller vocabulary).
@@ -173,8 +173,8 @@ def test_gpu_sweeps_do_not_reuse_actors():
 
 
 def test_compile_only_where_it_pays():
+    from flops_fit.accelerator import COMPILE_MIN_STEPS, compile_pays
     from flops_fit.plan import plan
-    from flops_fit.train import COMPILE_MIN_STEPS, compile_pays
 
     short = plan([2e9], 3, vocab_size=64, seq_len=16, min_steps=20, max_batch_size=8)[0]
     assert short.steps < COMPILE_MIN_STEPS and not compile_pays(short)
@@ -210,10 +210,10 @@ def test_checkpoint_is_written_off_the_loop_from_a_copy(tmp_path):
 
 
 def test_estimate_counts_compile_time_for_trials_that_compile():
+    from flops_fit.accelerator import COMPILE_MIN_STEPS
     from flops_fit.plan import plan
     from flops_fit.sizes import gpt_shape
     from flops_fit.throughput import COMPILE_S, estimate_sweep_seconds
-    from flops_fit.train import COMPILE_MIN_STEPS
 
     specs = plan([1e14], 3, vocab_size=64, seq_len=16, min_steps=COMPILE_MIN_STEPS)
     rates = {(gpt_shape(s.model), s.batch_size, s.seq_len): 1e6 for s in specs}

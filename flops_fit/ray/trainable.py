@@ -75,7 +75,7 @@ def run_trial_on_worker(config: dict[str, Any], workload: "Workload", train_opti
 
     spec = TrialSpec.from_dict(config["spec"])
     if resources is not None:
-        from flops_fit.train import cap_gpu_memory
+        from flops_fit.accelerator import cap_gpu_memory
 
         cap_gpu_memory(resources.gpus_for(spec))
     record = Path(record_dir) / f"{spec.trial_id}.json"
