@@ -8,6 +8,7 @@ locates it) and the exponent of a power law through them: Adam's square-root rul
 al. 2022) says 0.5, and the recipe applies 0.5. In-process, no Ray.
 
     python benchmarks/bench_batch_lr.py [--preset tiny] [--batches 2 4 8 16] [--lr-mult 0.5 1 2 4]
+        [--source stories.txt --recipe runs/<sweep>/tune]   # on other text, with the rule tuned there
     python benchmarks/bench_batch_lr.py --quick   # the smoke preset, two batches, two rates: seconds
 """
 
@@ -37,6 +38,8 @@ def main() -> None:
     ap.add_argument("--n", type=float, default=None, help="model size target (default: the budget's central size)")
     ap.add_argument("--batches", type=int, nargs="+", default=[2, 4, 8, 16])
     ap.add_argument("--lr-mult", type=float, nargs="+", default=[0.5, 1.0, 2.0, 4.0])
+    ap.add_argument("--source", default=None, help="the text to train on (default: the preset's; a local file: real text)")
+    ap.add_argument("--recipe", default=None, help="a tune directory whose rule the rates are multiples of")
     ap.add_argument("--quick", action="store_true", help="smoke preset, batches 4 and 8, two rates")
     args = ap.parse_args()
     if args.quick:
@@ -44,7 +47,8 @@ def main() -> None:
 
     from flops_fit.train import run_trial
 
-    cfg = preset(args.preset).replace(replicates=0)
+    cfg = preset(args.preset).replace(replicates=0, **{k: v for k, v in (("source", args.source),
+                                                                         ("recipe", args.recipe)) if v})
     workload = default_workload(cfg)
     workload.prepare(cfg.plan)
     sizes = workload.size_table(cfg.plan)
@@ -77,8 +81,8 @@ def main() -> None:
             + table(rows, ["batch", "steps", "lr_mult", "lr", "val_loss", "status", "wall_s"]) + "\n"
             + table(best, ["batch", "lr_best", "loss_best", "scan_edge"])
             + (f"\nbest lr ∝ batch^{exponent:.2f} (square-root rule: 0.5)" if spread else ""))
-    emit({"quick": args.quick, "preset": args.preset, "budget": budget, "rows": rows, "best": best,
-          "batch_exponent": exponent if spread else None}, text)
+    emit({"quick": args.quick, "preset": args.preset, "source": args.source, "recipe": args.recipe, "budget": budget,
+          "rows": rows, "best": best, "batch_exponent": exponent if spread else None}, text)
 
 
 if __name__ == "__main__":
