@@ -21,7 +21,9 @@ Nothing here imports torch or Ray.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import statistics
 import sys
 from typing import Any, Sequence
 
@@ -147,12 +149,17 @@ def _check(picked: list[TrialSpec], best_runs: dict[int, dict[str, Any]],
         best_losses = [_loss(best)] + [_loss(by_id[f"{spec.trial_id}_{_seed_tag('best', k)}"])
                                        for k in range(1, CHECK_SEEDS)]
         groups = [[x for x in g if x is not None] for g in (rule_losses, best_losses)]
-        means = [sum(g) / len(g) if g else None for g in groups]
+        means = [statistics.fmean(g) if g else None for g in groups]
         dof = sum(len(g) - 1 for g in groups if g)
-        noise = ((2 * sum((x - m) ** 2 for g, m in zip(groups, means) if g for x in g) / dof) ** 0.5
-                 if dof else None)
+        pooled_var = sum((len(g) - 1) * statistics.variance(g) for g in groups if len(g) > 1) / dof if dof else None
+        noise = math.sqrt(2 * pooled_var) if pooled_var is not None else None
         gap = means[0] - means[1] if None not in means else None
-        within = (False if None in rule_losses else None if gap is None or noise is None else bool(gap <= noise))
+        if None in rule_losses:
+            within = False
+        elif gap is None or noise is None:
+            within = None
+        else:
+            within = bool(gap <= noise)
         rows.append({"n": spec.n, "label": spec.label, "lr_rule": by_id[f"{spec.trial_id}_rule"]["lr"],
                      "loss_rule": means[0], "lr_best": best["lr"], "loss_best": means[1],
                      "losses_rule": rule_losses, "losses_best": best_losses, "gap": gap, "seed_noise": noise,
