@@ -15,6 +15,25 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 import pytest
 
+#: Test modules that never start Ray: planning, fitting, the model, data, report and config
+#: code. The suite runs on two pytest-xdist workers (pyproject.toml: ``-n 2 --dist loadgroup``):
+#: these on one, every other test, in file order, on the other. The session keeps its one Ray
+#: instance, and the fits' CPU minutes overlap the engine tests' waiting on Ray and on the
+#: processes they start (the engine half alone used a third of the two cores).
+NO_RAY_MODULES = frozenset({
+    "test_fit.py", "test_fit_honest.py", "test_gpt.py", "test_sample.py", "test_tinystories.py", "test_train.py",
+    "test_undertrained.py", "test_bad_sources.py", "test_cluster_files.py", "test_plan.py", "test_report.py",
+    "test_shareable.py", "test_structure.py", "test_cache_corruption.py",
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        no_ray = item.path.name in NO_RAY_MODULES
+        if no_ray and "ray_session" in getattr(item, "fixturenames", ()):
+            raise pytest.UsageError(f"{item.nodeid} uses Ray: take its module out of NO_RAY_MODULES (conftest.py)")
+        item.add_marker(pytest.mark.xdist_group("no_ray" if no_ray else "ray"))
+
 
 @pytest.fixture(scope="session")
 def ray_session():

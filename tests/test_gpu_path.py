@@ -118,7 +118,7 @@ def test_fractional_gpu_trials_get_their_own_share_through_tune(ray_session, tmp
     its own share (the per-trial resource callable), and records what Ray gave it."""
     from flops_fit.ray import sweep
 
-    base = SweepConfig.of(budgets=(1e16, 1e17), points_per_budget=3, vocab_size=32000, seq_len=1024,
+    base = SweepConfig.of(budgets=(1e16,), points_per_budget=3, vocab_size=32000, seq_len=1024,
                           simulate={"E": 1.8, "A": 482.0, "B": 2085.0, "alpha": 0.35, "beta": 0.37, "noise": 0.0},
                           storage_path=str(tmp_path), name="gpus", n_boot=0)
     specs = default_workload(base).plan(base.plan)

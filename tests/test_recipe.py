@@ -153,55 +153,43 @@ def test_a_bad_recipe_is_refused_in_one_line(tmp_path):
         PlanConfig(budgets=(1e12,), beta2=1.0)
 
 
-def test_tune_scans_fits_checks_and_a_sweep_plans_with_its_recipe(ray_session, tmp_path, capsys):
-    """`flops-fit tune` end to end on a smoke grid: 9 real scan runs and 15 check runs, a
-    rule that is the least-squares power law through the located optima, a recipe a sweep
-    config then plans with; a rerun resumes (no run trains again)."""
-    from flops_fit.engine import default_workload
-    from flops_fit.ray import tune
+def test_sweep_with_tune_measures_the_rule_on_its_grid_first_and_a_rerun_trains_nothing(ray_session, tmp_path):
+    """`flops-fit sweep --tune` end to end on a smoke grid: the tune stage in <sweep>/tune/ (15
+    real scan runs, 15 check runs), a rule that is the least-squares power law through the
+    located optima at the configured batch exponent, every swept rate the rule's, the recipe
+    beside the results. Rerun, both stages resume (identical wall times); `flops-fit tune` on
+    that directory resumes too and rewrites the same rule. (One test for both entry points:
+    each tune costs 30 real runs.)"""
+    from flops_fit.ray import sweep, tune
     from flops_fit.recipe import RECIPE_FILENAME, setup_of
+    from flops_fit.results import read_results
 
-    cfg = preset("smoke").replace(storage_path=str(tmp_path), cache_dir=str(tmp_path / "cache"), name="tune",
-                                  budgets=(1e10, 2e10), lr_batch_exponent=0.7)
-    rec = tune(cfg, progress=False, lr_multipliers=(0.5, 1.0, 2.0))
-    assert len(rec.scan) == 9 and len({r["n"] for r in rec.scan}) == 3
+    cfg = preset("smoke").replace(storage_path=str(tmp_path), cache_dir=str(tmp_path / "cache"), name="sw",
+                                  budgets=(1e10, 2e10), n_boot=0, lr_batch_exponent=0.7)
+    with pytest.raises(PlanError, match="no learning rate to measure"):
+        sweep(cfg, progress=False, tune=True, simulate={"E": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.34, "beta": 0.28})
+    result = sweep(cfg, progress=False, tune=True)
+    tune_dir = tmp_path / "sw" / "tune"
+    rec = load(str(tune_dir))
+    assert len(rec.scan) == 15 and len({r["n"] for r in rec.scan}) == 3
     assert len(rec.check) == 3 and all(c["loss_rule"] is not None for c in rec.check)
     assert all(len(c["losses_rule"]) == len(c["losses_best"]) == 3 for c in rec.check)
     for o in rec.optima:  # each optimum lies inside its scan, at or next to its best run
         lrs = sorted(r["lr"] for r in rec.scan if r["n"] == o.n)
         assert lrs[0] <= o.lr_best <= lrs[-1]
     assert fit_rule(rec.optima, 0.7) == pytest.approx(rec.rule()) and rec.lr_batch_exponent == 0.7
-    assert rec.measured_on == setup_of(cfg) == load(str(tmp_path / "tune")).measured_on  # saved with the rule
+    assert rec.measured_on == setup_of(cfg) and rec.measured_on["source"] == "sample"
     batch = {o.n: o.batch_tokens for o in rec.optima}
     assert rec.lr_batch_ref and all(batch.values())
     assert [c["lr_rule"] for c in rec.check] == pytest.approx([rec.lr(c["n"], batch[c["n"]]) for c in rec.check])
-    stored = (tmp_path / "tune" / RECIPE_FILENAME).stat().st_mtime_ns
-    swept = cfg.replace(recipe=str(tmp_path / "tune"), name="use")
-    specs = default_workload(swept).plan(swept.plan)
-    assert [s.lr for s in specs] == pytest.approx([rec.lr(s.n, s.batch_size * s.seq_len) for s in specs])
-    again = tune(cfg, progress=False, lr_multipliers=(0.5, 1.0, 2.0))  # resumes both experiments: same runs, same rule
-    assert again.rule() == pytest.approx(rec.rule()) and again.scan == rec.scan
-    assert (tmp_path / "tune" / RECIPE_FILENAME).stat().st_mtime_ns >= stored
-
-
-def test_sweep_with_tune_measures_the_rule_on_its_grid_first_and_a_rerun_trains_nothing(ray_session, tmp_path):
-    """`flops-fit sweep --tune`: the tune stage in <sweep>/tune/, every swept rate the measured
-    rule's, the recipe beside the results; rerun, both stages resume (identical wall times)."""
-    from flops_fit.ray import sweep
-    from flops_fit.results import read_results
-
-    opts = dict(preset="smoke", storage_path=str(tmp_path), cache_dir=str(tmp_path / "cache"), name="sw",
-                budgets=(1e10, 2e10), progress=False, n_boot=0)
-    with pytest.raises(PlanError, match="no learning rate to measure"):
-        sweep(**opts, tune=True, simulate={"E": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.34, "beta": 0.28})
-    result = sweep(**opts, tune=True)
-    rec = load(str(tmp_path / "sw" / "tune"))
-    assert len(rec.scan) == 15 and len(rec.check) == 3 and rec.measured_on["source"] == "sample"
     swept = result.results
     assert swept["lr"].tolist() == pytest.approx([rec.lr(n, b * s) for n, b, s in
                                                   zip(swept["n"], swept["batch_size"], swept["seq_len"])])
     assert load(str(tmp_path / "sw")).rule() == rec.rule()  # recipe.json kept with the results
-    scan_walls = read_results(tmp_path / "sw" / "tune" / "scan" / "results.parquet")["wall_s"].tolist()
-    again = sweep(**opts, tune=True)
+    scan_walls = read_results(tune_dir / "scan" / "results.parquet")["wall_s"].tolist()
+    again = sweep(cfg, progress=False, tune=True)
     assert again.results["wall_s"].tolist() == swept["wall_s"].tolist()
-    assert read_results(tmp_path / "sw" / "tune" / "scan" / "results.parquet")["wall_s"].tolist() == scan_walls
+    assert read_results(tune_dir / "scan" / "results.parquet")["wall_s"].tolist() == scan_walls
+    retuned = tune(cfg.replace(storage_path=str(tmp_path / "sw"), name="tune"), progress=False)
+    assert retuned.rule() == pytest.approx(rec.rule()) and retuned.scan == rec.scan and retuned.check == rec.check
+    assert load(str(tune_dir)).rule() == rec.rule() and (tune_dir / RECIPE_FILENAME).is_file()
