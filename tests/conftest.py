@@ -16,10 +16,10 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 import pytest
 
 #: Test modules that never start Ray: planning, fitting, the model, data, report and config
-#: code. The suite runs on two pytest-xdist workers (pyproject.toml: ``-n 2 --dist loadgroup``):
-#: these on one, every other test, in file order, on the other. The session keeps its one Ray
-#: instance, and the fits' CPU minutes overlap the engine tests' waiting on Ray and on the
-#: processes they start (the engine half alone used a third of the two cores).
+#: code. The suite runs on two pytest-xdist workers (pyproject.toml: ``-n 2``): these on one,
+#: every other test, in file order, on the other (``pytest_xdist_make_scheduler`` below). The
+#: session keeps its one Ray instance, and the fits' CPU minutes overlap the engine tests'
+#: waiting on Ray and on the processes they start (the engine half used a third of two cores).
 NO_RAY_MODULES = frozenset({
     "test_fit.py", "test_fit_honest.py", "test_gpt.py", "test_sample.py", "test_tinystories.py", "test_train.py",
     "test_undertrained.py", "test_bad_sources.py", "test_cluster_files.py", "test_plan.py", "test_report.py",
@@ -27,12 +27,27 @@ NO_RAY_MODULES = frozenset({
 })
 
 
+def _group(nodeid: str) -> str:
+    return "no_ray" if nodeid.split("::", 1)[0].rsplit("/", 1)[-1] in NO_RAY_MODULES else "ray"
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        no_ray = item.path.name in NO_RAY_MODULES
-        if no_ray and "ray_session" in getattr(item, "fixturenames", ()):
+        if _group(item.nodeid) == "no_ray" and "ray_session" in getattr(item, "fixturenames", ()):
             raise pytest.UsageError(f"{item.nodeid} uses Ray: take its module out of NO_RAY_MODULES (conftest.py)")
-        item.add_marker(pytest.mark.xdist_group("no_ray" if no_ray else "ray"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Two work units, one per worker: the modules that never start Ray, and the rest in file
+    order (xdist's ``loadgroup`` would do it from marks, but under pytest 9 it ignores them)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TwoGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid)
+
+    return TwoGroups(config, log)
 
 
 @pytest.fixture(scope="session")
