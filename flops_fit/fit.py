@@ -148,6 +148,15 @@ class ParametricFit(LawFrontier):
                              f"{math.log10(hi / lo):.1f} decades")
         return out
 
+    def floor(self) -> tuple[float, float, float] | None:
+        """(E, lo, hi): the irreducible loss and its interval when the data determine E (a
+        converged fit with a bootstrap, E off its bounds), else None, whatever A, B, α, β are:
+        the loss frontier stands on it (``flops_fit.isoflop.frontier_loss``)."""
+        if not self.converged or self.bootstrap is None or len(self.bootstrap.draws) < 2 or "E" in self.undetermined():
+            return None
+        lo, hi = self.interval(lambda f: f.E)
+        return self.E, lo, hi
+
     @property
     def determined(self) -> bool | None:
         """True when every parameter is pinned down, False when one is not, None untested."""

@@ -295,28 +295,59 @@ def _masked_line(u: np.ndarray, v: np.ndarray, ok: np.ndarray) -> tuple[np.ndarr
 LAW, FRONTIER = "approach 3 law", "approach 2 frontier"
 
 
-def frontier_loss(isoflop: Any, flops: float, level: float = 0.9,
-                  noise: Any = None) -> tuple[float, list[float] | None] | None:
-    """The Approach 2 loss frontier: ln L* = u + v ln C through the used budgets' parabola
-    minima (the power law in compute of Kaplan et al. 2020, Fig. 1), at ``flops``; a t
-    prediction interval from the line's residuals, the measured seed noise (``noise``, a
-    ``SeedNoise``) as their least (none with two budgets: no residual degree of freedom).
-    None with fewer than two."""
-    sigma_floor = noise.sigma if noise is not None and noise.measured else 0.0
+def frontier_label(floor: tuple[float, float, float] | None) -> str:
+    """What a frontier prediction stands on, as the verification line and the backtest say it."""
+    return FRONTIER if floor is None else f"{FRONTIER} above Approach 3's E = {floor[0]:.3g}"
+
+
+def frontier_loss(isoflop: Any, flops: float, level: float = 0.9, noise: Any = None,
+                  floor: tuple[float, float, float] | None = None) -> tuple[float, list[float] | None] | None:
+    """The Approach 2 loss frontier at ``flops``: ln(L* - E) = u + v ln C through the used
+    budgets' parabola minima L*, with a t prediction interval from the line's residuals (the
+    measured seed noise, ``noise``, a ``SeedNoise``, as their least; none with two budgets: no
+    residual degree of freedom). None with fewer than two budgets.
+
+    E is the irreducible loss: ``floor`` = (E, lo, hi), Approach 3's when the data determine it
+    (``ParametricFit.floor``), else 0. Chinchilla's law puts the compute-optimal loss at
+    E + K·C^(-αβ/(α+β)) (Hoffmann et al. 2022, eq. 2 at eq. 4's N_opt and D_opt): a power law in
+    C above E, as Henighan et al. 2020 fit L(C) = L_inf + (C_0/C)^γ. With E = 0 it is Kaplan et
+    al. 2020's pure power law (their Fig. 1), which holds while L* is far above its floor and
+    predicts too low a loss as L* nears it (docs/fitting.md: +4.0% at 3x on real prose, -0.17%
+    above Approach 3's E). The interval spans the line's intervals at E, lo and hi."""
     points = [(o.budget, o.loss_opt) for o in (isoflop.optima if isoflop is not None else [])
               if o.used and math.isfinite(o.loss_opt) and o.loss_opt > 0]
     if len({c for c, _ in points}) < 2:
         return None
-    x, y = np.log([c for c, _ in points]), np.log([v for _, v in points])
-    v, u = np.polyfit(x, y, 1)
+    e, *e_ends = floor if floor is not None else (0.0,)
+    lines = [_frontier_line(points, flops, level, noise, floor_e) for floor_e in (e, *e_ends)]
+    if lines[0] is None:  # a minimum at or below E: this E is no floor of these budgets
+        return None
+    mean, interval = lines[0]
+    if interval is None or any(line is None or line[1] is None for line in lines):
+        return mean, None
+    return mean, [min(line[1][0] for line in lines), max(line[1][1] for line in lines)]
+
+
+def _frontier_line(points: list[tuple[float, float]], flops: float, level: float, noise: Any,
+                   e: float) -> tuple[float, list[float] | None] | None:
+    """``frontier_loss`` at one irreducible loss ``e``: (mean, t interval or None), or None
+    when a minimum is not above ``e``."""
+    if any(loss <= e for _, loss in points):
+        return None
+    x = np.log([c for c, _ in points])
+    y = np.log([loss - e for _, loss in points])
+    slope, intercept = np.polyfit(x, y, 1)
     x0 = math.log(flops)
-    mean = u + v * x0
+    mean = intercept + slope * x0
     k = len(x)
     if k < 3:
-        return math.exp(mean), None
+        return e + math.exp(mean), None
     from scipy.stats import t
 
-    s = max(math.sqrt(float(np.sum((y - (u + v * x)) ** 2)) / (k - 2)), sigma_floor)
+    sigma_floor = 0.0
+    if noise is not None and noise.measured:  # σ is a fraction of L; of L - e, L/(L - e) times that
+        sigma_floor = noise.sigma * max(loss / (loss - e) for _, loss in points)
+    s = max(math.sqrt(float(np.sum((y - (intercept + slope * x)) ** 2)) / (k - 2)), sigma_floor)
     se = s * math.sqrt(1 + 1 / k + (x0 - x.mean()) ** 2 / float(np.sum((x - x.mean()) ** 2)))
     half = float(t.ppf((1 + level) / 2, k - 2)) * se
-    return math.exp(mean), [math.exp(mean - half), math.exp(mean + half)]
+    return e + math.exp(mean), [e + math.exp(mean - half), e + math.exp(mean + half)]

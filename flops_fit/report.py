@@ -165,9 +165,10 @@ class Result:
             self.notes.append(_failed_note("Approach 3", fit.bootstrap))
         missing = fit.undetermined()
         if missing:
+            known = ("its law and frontier are not reported as known (E is: the loss frontier stands on it)"
+                     if "E" not in missing else "its law, frontier and irreducible loss are not reported as known")
             self.notes.append("Approach 3: the data do not determine " + "; ".join(
-                f"{k} ({why})" for k, why in missing.items()) + "; its law, frontier and irreducible loss "
-                "are not reported as known")
+                f"{k} ({why})" for k, why in missing.items()) + "; " + known)
 
     # --- predictions ----------------------------------------------------------------------
     def predict(self, flops: float) -> Prediction:
@@ -264,8 +265,9 @@ class Result:
             law = ", ".join(par(k, f) for k, f in (("E", ".3g"), ("A", ".3g"), ("B", ".3g"),
                                                     ("alpha", ".3f"), ("beta", ".3f")))
             if missing:
-                lines.append(f"Approach 3: L = E + A/N^α + B/D^β is NOT determined by these runs: {law}; "
-                             "no frontier or irreducible loss from it")
+                lines.append(f"Approach 3: L = E + A/N^α + B/D^β is NOT determined by these runs: {law}; " + (
+                    "no frontier or irreducible loss from it" if "E" in missing else
+                    "no frontier from it; its E is the floor under the loss frontier"))
             else:
                 lines.append(f"Approach 3: L = E + A/N^α + B/D^β with {law}; "
                              f"N_opt ∝ C^{_iv(p.a, *_ivs(p, 'a'), '.3f')}")

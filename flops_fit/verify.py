@@ -7,9 +7,11 @@ workload's own size table like every other trial (``flops_fit.plan.plan_trial``,
 trial's real (N, D) (whole optimizer steps, a real shape):
 
 - Approach 3's law L(N, D) when it is determined (``Result.law_known``), its bootstrap interval;
-- else the Approach 2 frontier of the budgets' IsoFLOP minimum losses, ln L* = u + v ln C (the
-  power law in compute of Kaplan et al. 2020, Fig. 1), with a prediction interval from its
-  residuals (the seed noise, when measured, as a floor);
+- else the Approach 2 frontier of the budgets' IsoFLOP minimum losses, ln(L* - E) = u + v ln C
+  (``flops_fit.isoflop.frontier_loss``: E is Approach 3's irreducible loss when the data
+  determine E even though the law as a whole is not, else 0, Kaplan et al. 2020's pure power
+  law), with a prediction interval from its residuals (the seed noise, when measured, as a
+  floor) that spans E's interval;
 - else nothing: the loss is reported undetermined, never as a number.
 
 The trial runs through the sweep's backend as its own experiment under
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flops_fit.errors import PlanError
-from flops_fit.isoflop import FRONTIER, LAW, frontier_loss
+from flops_fit.isoflop import LAW, frontier_label, frontier_loss
 from flops_fit.plan import TrialSpec, budget_batch, grid_targets, plan_trial
 from flops_fit.results import FINISHED_STATUSES, RESULTS_FILENAME, atomic_write_text, read_results, write_results
 
@@ -79,8 +81,9 @@ def predicted_loss(result: Any, n: float, d: float, flops: float) -> tuple[float
         par = result.parametric
         iv = par.interval(lambda f: float(f.loss(n, d)))
         return float(par.loss(n, d)), _interval(iv), LAW
-    front = frontier_loss(result.isoflop, flops, result.level, result.noise)
-    return (front[0], front[1], FRONTIER) if front is not None else (None, None, None)
+    floor = result.parametric.floor() if result.parametric is not None else None  # E when determined
+    front = frontier_loss(result.isoflop, flops, result.level, result.noise, floor)
+    return (front[0], front[1], frontier_label(floor)) if front is not None else (None, None, None)
 
 
 def run_verification(result: Any, cfg: Any, workload: Any, run_dir: Path, run_trial: RunTrial) -> dict[str, Any]:
