@@ -136,6 +136,8 @@ class ParametricFit(LawFrontier):
             lo, hi = self.interval(lambda f, k=name: getattr(f, k))
             if not (math.isfinite(lo) and math.isfinite(hi)):
                 out[name] = "no finite interval"
+            elif name == "E" and hi <= E_FLOOR_FRACTION * self.e_bound:
+                out[name] = f"its {self.bootstrap.level:.0%} interval lies on the bound E = 0"
             elif name == "E" and lo <= E_FLOOR_FRACTION * self.e_bound:
                 out[name] = f"its {self.bootstrap.level:.0%} interval [{lo:.3g}, {hi:.3g}] reaches the bound E = 0"
             elif name == "E" and hi >= (1 - E_FLOOR_FRACTION) * self.e_bound:

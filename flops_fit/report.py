@@ -22,14 +22,14 @@ import pandas as pd
 from flops_fit import results as results_io
 from flops_fit.accounting import PARAM_COUNTS
 from flops_fit.fit import Comparison, IsoFLOPFit, ParametricFit, compare, fit_isoflop, fit_parametric
-from flops_fit.fitchecks import backtest, describe_backtest, exponents_by_count, parametric_a_in_budget_units
+from flops_fit.fitchecks import backtest, exponents_by_count, parametric_a_in_budget_units
 from flops_fit.isoflop import RESIDUAL_NOTE_SIGMAS
 from flops_fit.noise import SeedNoise, seed_noise
+from flops_fit.report_text import PRIMARY_LABELS, format_summary
 from flops_fit.tablecheck import check_table
 
 #: Past this many decades beyond the largest swept budget, predict() warns.
 EXTRAPOLATION_WARN_DECADES = 3.0
-_LABELS = {"isoflop": "Approach 2 (IsoFLOP parabolas)", "parametric": "Approach 3 (parametric law)"}
 
 
 class Prediction(dict):
@@ -214,7 +214,7 @@ class Result:
             loss = next((o.loss_opt for o in self.isoflop.optima if o.used and o.budget == c), None)
         return Prediction(flops=c, n=n, d=d, tokens_per_param=d / n, loss=loss,
                           n_interval=main["n_interval"], d_interval=main["d_interval"],
-                          loss_interval=loss_iv, primary=self.primary, primary_label=_LABELS[self.primary],
+                          loss_interval=loss_iv, primary=self.primary, primary_label=PRIMARY_LABELS[self.primary],
                           extrapolation_decades=decades, warnings=notes, **by)
 
     def table(self, budgets: Iterable[float] | None = None) -> pd.DataFrame:
@@ -232,58 +232,8 @@ class Result:
 
     # --- text, JSON, files ----------------------------------------------------------------
     def format_table(self, budgets: Iterable[float] | None = None) -> str:
-        n_used, n_all = len(self.fit_data), len(self.results)
-        boot = f"{self.level:.0%} bootstrap intervals ({self.n_boot} resamples)" if self.n_boot else "no intervals (n_boot=0)"
-        lines = [f"flops_fit: {n_used} of {n_all} runs fitted, N = {self.param_count}; {boot}"]
-        if self.primary is not None:
-            source = ("loss from Approach 3" if self.law_known else
-                      "loss: each swept budget's Approach 2 minimum (Approach 3's law is undetermined)")
-            lines.append(f"Compute-optimal allocation: N, D from {_LABELS[self.primary]}; {source}")
-            t = self.table(budgets)
-            lines.append(f"{'budget':>10}  {'N_opt':>26}  {'D_opt':>26}  {'D/N':>7}  {'loss':>22}")
-            for _, r in t.iterrows():
-                lines.append(f"{r.budget:>10.3g}  {_iv(r.N_opt, r.N_lo, r.N_hi):>26}  "
-                             f"{_iv(r.D_opt, r.D_lo, r.D_hi):>26}  {r.tokens_per_param:>7.1f}  "
-                             f"{_iv(r.loss, r.loss_lo, r.loss_hi, '.4g'):>22}")
-        if self.isoflop is not None and self.isoflop.usable:
-            f, used = self.isoflop, sum(o.used for o in self.isoflop.optima)
-            method = f", {f.bootstrap.method} bootstrap" if f.bootstrap is not None else ""
-            lines.append(f"Approach 2: N_opt ∝ C^{_iv(f.a, *_ivs(f, 'a'), '.3f')}, D_opt ∝ "
-                         f"C^{_iv(f.b, *_ivs(f, 'b'), '.3f')} ({used} of {len(f.optima)} budgets used, "
-                         f"local parabolas within {f.window} of each best ln L"
-                         f"{', curvature pooled across budgets' if f.curvature == 'pooled' else ''}{method}); "
-                         f"Akima cross-check a = {_iv(f.a_interp, math.nan, math.nan, '.3f')}")
-        if self.parametric is not None:
-            p, missing = self.parametric, self.parametric.undetermined()
-
-            def par(name: str, fmt: str) -> str:
-                lo, hi = _ivs(p, name)
-                if name in missing:
-                    return f"{name} undetermined [{format(lo, fmt)}, {format(hi, fmt)}]"
-                return f"{name}={_iv(getattr(p, name), lo, hi, fmt)}"
-
-            law = ", ".join(par(k, f) for k, f in (("E", ".3g"), ("A", ".3g"), ("B", ".3g"),
-                                                    ("alpha", ".3f"), ("beta", ".3f")))
-            if missing:
-                lines.append(f"Approach 3: L = E + A/N^α + B/D^β is NOT determined by these runs: {law}; " + (
-                    "no frontier or irreducible loss from it" if "E" in missing else
-                    "no frontier from it; its E is the floor under the loss frontier"))
-            else:
-                lines.append(f"Approach 3: L = E + A/N^α + B/D^β with {law}; "
-                             f"N_opt ∝ C^{_iv(p.a, *_ivs(p, 'a'), '.3f')}")
-        if self.comparison is not None:
-            lines.append(self.comparison.note)
-        lines.append(self.noise.describe())
-        by_count = self.exponents_by_count()
-        if len(by_count) > 1:
-            lines.append("Approach 2's a by parameter count: " + ", ".join(f"{k} {v:.3f}" for k, v in by_count.items()))
-        lines.append(describe_backtest(self.backtest()))
-        if self.verification is not None:
-            from flops_fit.verify import verification_lines
-
-            lines += verification_lines(self.verification)
-        lines += [f"note: {n}" for n in self.notes]
-        return "\n".join(lines)
+        """The compute-optimal table and every fit's summary line and note, as the sweep prints them."""
+        return format_summary(self, budgets)
 
     # --- checks ---------------------------------------------------------------------------
     def backtest(self) -> dict[str, Any] | None:
@@ -388,20 +338,6 @@ def _quietly(notes: list[str], name: str, fit: Any) -> Any:
 def _failed_note(name: str, boot: Any) -> str:
     return (f"{name}: {boot.n_failed} of {boot.n_boot} bootstrap refits failed; intervals use "
             f"the other {boot.n_boot - boot.n_failed}")
-
-
-def _ivs(fit: Any, name: str) -> tuple[float, float]:
-    iv = fit.interval(lambda f: getattr(f, name))
-    return iv if iv is not None else (math.nan, math.nan)
-
-
-def _iv(value: float, lo: float, hi: float, fmt: str = ".3g") -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    text = format(value, fmt)
-    if math.isfinite(lo) and math.isfinite(hi):
-        text += f" [{format(lo, fmt)}, {format(hi, fmt)}]"
-    return text
 
 
 def _jsonable(obj: Any) -> Any:

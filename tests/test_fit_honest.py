@@ -101,6 +101,9 @@ def test_parametric_e_stays_below_the_least_loss_and_unidentified_parameters_are
     assert fit.determined is False and "E" in fit.undetermined()
     text = Result(df, n_boot=40).format_table()
     assert "NOT determined" in text and "E undetermined" in text
+    # every resample on the bound: said so, with no bracket of rounding noise ([1.3e-11, 1.3e-11])
+    assert "E undetermined (at its bound 0)" in text and "E undetermined [" not in text
+    assert "do not determine E (its 90% interval lies on the bound E = 0)" in text
 
 
 def test_a_well_posed_law_is_determined():
