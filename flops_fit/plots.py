@@ -4,7 +4,8 @@
    (the figure of Hoffmann et al. 2022, Fig. 3 left).
 2. ``frontier.png``: N_opt(C) and D_opt(C) with both approaches' fitted lines and bootstrap
    bands (Hoffmann et al. 2022, Fig. 3 centre/right; Fig. A5 compares approaches).
-3. ``loss_frontier.png``: predicted compute-optimal loss vs C with the runs.
+3. ``loss_frontier.png``: predicted compute-optimal loss vs C with the runs (Approach 3's law, or
+   when it is undetermined the minima's loss frontier that ``--verify`` predicts with).
 
 Each function takes a ``flops_fit.report.Result`` and a path, and returns the path.
 """
@@ -23,6 +24,8 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
+
+from flops_fit.isoflop import frontier_label, frontier_loss  # noqa: E402
 
 #: Approach colours used across figures (colour-blind-safe pair from matplotlib's tab10).
 C_ISO, C_PAR = "#1f77b4", "#d62728"
@@ -193,6 +196,13 @@ def plot_loss_frontier(result: Any, path: Path) -> Path:
                 label=(f"Approach 3: $L = {_num(par.E)} + {_num(par.A)}/N^{{{par.alpha:.3f}}}"
                        f" + {_num(par.B)}/D^{{{par.beta:.3f}}}$ at $N_{{opt}}, D_{{opt}}$"))
         ax.axhline(par.E, color=C_PAR, lw=0.8, ls="--", label=f"irreducible loss $E = {_num(par.E)}$")
+    else:  # what --verify and the backtest predict with: the minima's frontier (above E when determined)
+        curve = loss_frontier_curve(result, cs)
+        if curve is not None:
+            mean, band, label = curve
+            if band is not None:
+                ax.fill_between(cs, *band, color=C_ISO, alpha=0.12, lw=0)
+            ax.plot(cs, mean, color=C_ISO, lw=1.4, ls="--", label=label)
     _mark_data_range(ax, result)
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs C")
@@ -201,6 +211,20 @@ def plot_loss_frontier(result: Any, path: Path) -> Path:
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="upper right", frameon=False)  # loss falls with C: that corner is empty
     return _save(fig, path)
+
+
+def loss_frontier_curve(result: Any, cs: np.ndarray) -> tuple[np.ndarray, tuple | None, str] | None:
+    """The Approach 2 loss frontier (``isoflop.frontier_loss``) over ``cs``: (mean, (lo, hi) or
+    None, its label), or None when it is not determined."""
+    par = result.parametric
+    floor = par.floor() if par is not None else None
+    points = [frontier_loss(result.isoflop, float(c), result.level, result.noise, floor) for c in cs]
+    if any(p is None for p in points):
+        return None
+    mean = np.array([p[0] for p in points])
+    band = None if any(p[1] is None for p in points) else (np.array([p[1][0] for p in points]),
+                                                          np.array([p[1][1] for p in points]))
+    return mean, band, f"loss frontier: {frontier_label(floor)}"
 
 
 def plot_all(result: Any, out_dir: Path) -> list[Path]:

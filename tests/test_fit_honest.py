@@ -201,6 +201,23 @@ def test_backtest_without_a_determined_law_predicts_the_loss_by_the_frontier():
     assert "best loss (approach 2 frontier) predicted" in result.format_table()
 
 
+def test_an_undetermined_law_plots_the_loss_frontier_the_predictions_come_from(tmp_path):
+    # loss_frontier.png draws no undetermined law; it draws the minima's frontier instead,
+    # the curve --verify and the backtest read their loss from (here E = 0: the power law)
+    from flops_fit.isoflop import frontier_loss
+    from flops_fit.plots import loss_frontier_curve, plot_loss_frontier
+
+    law = ScalingLaw(E=1e-6, A=CHINCHILLA.A, B=CHINCHILLA.B, alpha=CHINCHILLA.alpha, beta=CHINCHILLA.beta)
+    result = Result(table(law, noise=0.002), n_boot=40)
+    assert not result.law_known and result.parametric.floor() is None
+    cs = np.array([BUDGETS[0], 3 * BUDGETS[-1]])
+    mean, (lo, hi), label = loss_frontier_curve(result, cs)
+    at_3x = frontier_loss(result.isoflop, 3 * BUDGETS[-1], result.level, result.noise)
+    assert mean[-1] == pytest.approx(at_3x[0]) and (lo[-1], hi[-1]) == pytest.approx(at_3x[1])
+    assert abs(mean[-1] / law.loss_opt(3 * BUDGETS[-1]) - 1) < 0.01 and label == "loss frontier: approach 2 frontier"
+    assert plot_loss_frontier(result, tmp_path / "lf.png").stat().st_size > 10_000
+
+
 def test_exponents_by_parameter_count_side_by_side():
     df = table(CHINCHILLA, noise=0.002)
     df["n_non_embedding"] = (df["n"] ** 1.1 / 10).round()
