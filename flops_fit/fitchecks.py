@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from flops_fit.accounting import PARAM_COUNTS
-from flops_fit.isoflop import LAW, fit_isoflop, frontier_label, frontier_loss, interp_extended
+from flops_fit.isoflop import LAW, fit_isoflop, interp_extended
 
 
 def parametric_a_in_budget_units(data: pd.DataFrame, param_count: str) -> Callable[[Any], float] | None:
@@ -84,10 +84,9 @@ def backtest(result: Any) -> dict[str, Any] | None:
     p = held._predict(top, warn=False)
     loss, loss_iv, loss_source = p.loss, p.loss_interval, LAW if p.loss is not None else None
     if loss is None:  # no determined law: the frontier of the other budgets' minima, as --verify predicts
-        floor = held.parametric.floor() if held.parametric is not None else None
-        front = frontier_loss(held.isoflop, top, held.level, held.noise, floor)
+        front = held.loss_frontier(top)
         if front is not None:
-            (loss, loss_iv), loss_source = front, frontier_label(floor)
+            loss, loss_iv, loss_source = front
     out = {"budget": top, "predicted": {"n": p.n, "d": p.d, "loss": loss, "n_interval": p.n_interval,
                                         "d_interval": p.d_interval, "loss_interval": loss_iv,
                                         "loss_source": loss_source},

@@ -300,12 +300,13 @@ def frontier_label(floor: tuple[float, float, float] | None) -> str:
     return FRONTIER if floor is None else f"{FRONTIER} above Approach 3's E = {floor[0]:.3g}"
 
 
-def frontier_loss(isoflop: Any, flops: float, level: float = 0.9, noise: Any = None,
-                  floor: tuple[float, float, float] | None = None) -> tuple[float, list[float] | None] | None:
+def frontier_loss(isoflop: Any, flops: float | np.ndarray, level: float = 0.9, noise: Any = None,
+                  floor: tuple[float, float, float] | None = None) -> tuple[Any, list[Any] | None] | None:
     """The Approach 2 loss frontier at ``flops``: ln(L* - E) = u + v ln C through the used
     budgets' parabola minima L*, with a t prediction interval from the line's residuals (the
     measured seed noise, ``noise``, a ``SeedNoise``, as their least; none with two budgets: no
-    residual degree of freedom). None with fewer than two budgets.
+    residual degree of freedom). None with fewer than two budgets. ``flops`` may be an array
+    (a plotted curve): the lines are fitted once and the mean and interval ends are arrays.
 
     E is the irreducible loss: ``floor`` = (E, lo, hi), Approach 3's when the data determine it
     (``ParametricFit.floor``), else 0. Chinchilla's law puts the compute-optimal loss at
@@ -318,36 +319,41 @@ def frontier_loss(isoflop: Any, flops: float, level: float = 0.9, noise: Any = N
               if o.used and math.isfinite(o.loss_opt) and o.loss_opt > 0]
     if len({c for c, _ in points}) < 2:
         return None
+    scalar = np.ndim(flops) == 0
     e, *e_ends = floor if floor is not None else (0.0,)
-    lines = [_frontier_line(points, flops, level, noise, floor_e) for floor_e in (e, *e_ends)]
+    lines = [_frontier_line(points, np.log(np.asarray(flops, dtype=float)), level, noise, floor_e)
+             for floor_e in (e, *e_ends)]
     if lines[0] is None:  # a minimum at or below E: this E is no floor of these budgets
         return None
     mean, interval = lines[0]
-    if interval is None or any(line is None or line[1] is None for line in lines):
-        return mean, None
-    return mean, [min(line[1][0] for line in lines), max(line[1][1] for line in lines)]
+    if interval is not None and not any(line is None or line[1] is None for line in lines):
+        interval = [np.min([line[1][0] for line in lines], axis=0), np.max([line[1][1] for line in lines], axis=0)]
+    else:
+        interval = None
+    if scalar:
+        return float(mean), None if interval is None else [float(end) for end in interval]
+    return mean, interval
 
 
-def _frontier_line(points: list[tuple[float, float]], flops: float, level: float, noise: Any,
-                   e: float) -> tuple[float, list[float] | None] | None:
-    """``frontier_loss`` at one irreducible loss ``e``: (mean, t interval or None), or None
-    when a minimum is not above ``e``."""
+def _frontier_line(points: list[tuple[float, float]], x0: np.ndarray, level: float, noise: Any,
+                   e: float) -> tuple[np.ndarray, list[np.ndarray] | None] | None:
+    """``frontier_loss`` at one irreducible loss ``e`` and ln C = ``x0``: (mean, t interval or
+    None), or None when a minimum is not above ``e``."""
     if any(loss <= e for _, loss in points):
         return None
     x = np.log([c for c, _ in points])
     y = np.log([loss - e for _, loss in points])
     slope, intercept = np.polyfit(x, y, 1)
-    x0 = math.log(flops)
     mean = intercept + slope * x0
     k = len(x)
     if k < 3:
-        return e + math.exp(mean), None
+        return e + np.exp(mean), None
     from scipy.stats import t
 
     sigma_floor = 0.0
     if noise is not None and noise.measured:  # σ is a fraction of L; of L - e, L/(L - e) times that
         sigma_floor = noise.sigma * max(loss / (loss - e) for _, loss in points)
     s = max(math.sqrt(float(np.sum((y - (intercept + slope * x)) ** 2)) / (k - 2)), sigma_floor)
-    se = s * math.sqrt(1 + 1 / k + (x0 - x.mean()) ** 2 / float(np.sum((x - x.mean()) ** 2)))
+    se = s * np.sqrt(1 + 1 / k + (x0 - x.mean()) ** 2 / float(np.sum((x - x.mean()) ** 2)))
     half = float(t.ppf((1 + level) / 2, k - 2)) * se
-    return e + math.exp(mean), [e + math.exp(mean - half), e + math.exp(mean + half)]
+    return e + np.exp(mean), [e + np.exp(mean - half), e + np.exp(mean + half)]

@@ -25,8 +25,6 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from flops_fit.isoflop import frontier_label, frontier_loss  # noqa: E402
-
 #: Approach colours used across figures (colour-blind-safe pair from matplotlib's tab10).
 C_ISO, C_PAR = "#1f77b4", "#d62728"
 #: How far past the largest swept budget the frontier figures extend (decades).
@@ -214,17 +212,13 @@ def plot_loss_frontier(result: Any, path: Path) -> Path:
 
 
 def loss_frontier_curve(result: Any, cs: np.ndarray) -> tuple[np.ndarray, tuple | None, str] | None:
-    """The Approach 2 loss frontier (``isoflop.frontier_loss``) over ``cs``: (mean, (lo, hi) or
-    None, its label), or None when it is not determined."""
-    par = result.parametric
-    floor = par.floor() if par is not None else None
-    points = [frontier_loss(result.isoflop, float(c), result.level, result.noise, floor) for c in cs]
-    if any(p is None for p in points):
+    """The loss frontier (``Result.loss_frontier``) over ``cs``, its lines fitted once: (mean,
+    (lo, hi) or None, its label), or None when it is not determined."""
+    front = result.loss_frontier(np.asarray(cs, dtype=float))
+    if front is None:
         return None
-    mean = np.array([p[0] for p in points])
-    band = None if any(p[1] is None for p in points) else (np.array([p[1][0] for p in points]),
-                                                          np.array([p[1][1] for p in points]))
-    return mean, band, f"loss frontier: {frontier_label(floor)}"
+    mean, band, source = front
+    return mean, None if band is None else tuple(band), f"loss frontier: {source}"
 
 
 def plot_all(result: Any, out_dir: Path) -> list[Path]:

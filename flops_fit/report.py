@@ -23,7 +23,7 @@ from flops_fit import results as results_io
 from flops_fit.accounting import PARAM_COUNTS
 from flops_fit.fit import Comparison, IsoFLOPFit, ParametricFit, compare, fit_isoflop, fit_parametric
 from flops_fit.fitchecks import backtest, exponents_by_count, parametric_a_in_budget_units
-from flops_fit.isoflop import RESIDUAL_NOTE_SIGMAS
+from flops_fit.isoflop import RESIDUAL_NOTE_SIGMAS, frontier_label, frontier_loss
 from flops_fit.noise import SeedNoise, seed_noise
 from flops_fit.report_text import PRIMARY_LABELS, format_summary
 from flops_fit.tablecheck import check_table
@@ -216,6 +216,15 @@ class Result:
                           n_interval=main["n_interval"], d_interval=main["d_interval"],
                           loss_interval=loss_iv, primary=self.primary, primary_label=PRIMARY_LABELS[self.primary],
                           extrapolation_decades=decades, warnings=notes, **by)
+
+    def loss_frontier(self, flops: float | np.ndarray) -> tuple[Any, list[Any] | None, str] | None:
+        """Approach 2's loss frontier at ``flops`` (a float, or an array for a curve), above
+        Approach 3's E when the data determine it (``isoflop.frontier_loss``): (loss, interval or
+        None, what it stands on), or None with fewer than two usable budgets' minima. What
+        ``--verify``, the backtest and loss_frontier.png predict with when the law is undetermined."""
+        floor = self.parametric.floor() if self.parametric is not None else None
+        front = frontier_loss(self.isoflop, flops, self.level, self.noise, floor)
+        return None if front is None else (*front, frontier_label(floor))
 
     def table(self, budgets: Iterable[float] | None = None) -> pd.DataFrame:
         """The compute-optimal table: one row per budget (default: the swept budgets)."""

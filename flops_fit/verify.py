@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flops_fit.errors import PlanError
-from flops_fit.isoflop import LAW, frontier_label, frontier_loss
+from flops_fit.isoflop import LAW
 from flops_fit.plan import TrialSpec, budget_batch, grid_targets, plan_trial
 from flops_fit.results import FINISHED_STATUSES, RESULTS_FILENAME, atomic_write_text, read_results, write_results
 
@@ -81,9 +81,8 @@ def predicted_loss(result: Any, n: float, d: float, flops: float) -> tuple[float
         par = result.parametric
         iv = par.interval(lambda f: float(f.loss(n, d)))
         return float(par.loss(n, d)), _interval(iv), LAW
-    floor = result.parametric.floor() if result.parametric is not None else None  # E when determined
-    front = frontier_loss(result.isoflop, flops, result.level, result.noise, floor)
-    return (front[0], front[1], frontier_label(floor)) if front is not None else (None, None, None)
+    front = result.loss_frontier(flops)
+    return front if front is not None else (None, None, None)
 
 
 def run_verification(result: Any, cfg: Any, workload: Any, run_dir: Path, run_trial: RunTrial) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import json
 import re
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from flops_fit.config import SweepConfig, preset
@@ -112,6 +113,17 @@ def _optima(points):
     return SimpleNamespace(optima=[SimpleNamespace(budget=c, loss_opt=v, used=True) for c, v in points])
 
 
+def _frontier_fits(noise):
+    """A stand-in for a Result whose law is undetermined: three budgets' minima and the
+    real ``Result.loss_frontier`` on them."""
+    from flops_fit.report import Result
+
+    fits = SimpleNamespace(law_known=False, parametric=None, isoflop=_optima([(1e10, 3.0), (1e11, 2.7), (1e12, 2.45)]),
+                           noise=noise, level=0.9)
+    fits.loss_frontier = lambda flops: Result.loss_frontier(fits, flops)
+    return fits
+
+
 def test_the_approach_2_frontier_extrapolates_a_power_law_in_compute():
     law = lambda c: 30.0 * c ** -0.08  # noqa: E731
     exact = frontier_loss(_optima([(c, law(c)) for c in (1e18, 1e19, 1e20)]), 3e20)
@@ -135,6 +147,12 @@ def test_the_frontier_above_the_irreducible_loss_is_the_chinchilla_laws_own():
     assert 100 * (truth - plain[0]) / plain[0] == pytest.approx(2.28, abs=0.01)
     wide = frontier_loss(minima, 3e20, floor=(CHINCHILLA.E, 1.5, 1.9))  # E's interval widens the loss's
     assert wide[1][0] < truth < wide[1][1] and above_e[1][1] - above_e[1][0] < 1e-6
+    # a curve (an array of budgets) fits the lines once and gives each budget's scalar answer
+    cs = np.array([1e18, 3e19, 3e20])
+    curve, (lo, hi) = frontier_loss(minima, cs, floor=(CHINCHILLA.E, 1.5, 1.9))
+    for i, c in enumerate(cs):
+        one = frontier_loss(minima, c, floor=(CHINCHILLA.E, 1.5, 1.9))
+        assert (curve[i], lo[i], hi[i]) == pytest.approx((one[0], *one[1]), rel=1e-12)
     assert frontier_loss(minima, 3e20, floor=(2.7, 2.6, 2.8)) is None  # a floor above a minimum is none
     assert frontier_label(None) == FRONTIER and "E = 1.69" in frontier_label((1.69, 1.6, 1.8))
 
@@ -180,8 +198,7 @@ def test_a_measured_loss_outside_the_interval_says_the_fits_do_not_extrapolate()
     from flops_fit.verify import make_record, verification_lines
 
     spec = plan(PlanConfig(budgets=(1e12,), points_per_budget=3))[1]
-    fits = SimpleNamespace(law_known=False, parametric=None, isoflop=_optima([(1e10, 3.0), (1e11, 2.7), (1e12, 2.45)]),
-                           noise=SimpleNamespace(measured=False), level=0.9)
+    fits = _frontier_fits(noise=SimpleNamespace(measured=False))
     predicted, (lo, hi), _ = predicted_loss(fits, spec.n, spec.tokens, spec.flops)
     inside = make_record(fits, spec, {"status": "ok", "loss": predicted * 1.001}, "Approach 2 (IsoFLOP parabolas)", 3.0)
     assert lo < predicted * 1.001 < hi and inside["inside_interval"] is True
@@ -202,8 +219,7 @@ def test_a_miss_many_times_the_seed_noise_is_no_pass_even_inside_a_wide_interval
     from flops_fit.verify import make_record, verification_lines
 
     spec = plan(PlanConfig(budgets=(1e12,), points_per_budget=3))[1]
-    fits = SimpleNamespace(law_known=False, parametric=None, isoflop=_optima([(1e10, 3.0), (1e11, 2.7), (1e12, 2.45)]),
-                           noise=SimpleNamespace(measured=True, sigma=0.025), level=0.9)
+    fits = _frontier_fits(noise=SimpleNamespace(measured=True, sigma=0.025))
     predicted, (lo, hi), _ = predicted_loss(fits, spec.n, spec.tokens, spec.flops)
     assert hi > predicted * 1.06  # sigma floor 2.5% and t with 1 degree of freedom: wide
     far = make_record(fits, spec, {"status": "ok", "loss": predicted * 1.06}, "Approach 2 (IsoFLOP parabolas)", 3.0)
@@ -221,8 +237,7 @@ def test_a_run_that_is_not_a_measurement_gets_no_error_percentage():
     from flops_fit.verify import make_record
 
     spec = plan(PlanConfig(budgets=(1e12,), points_per_budget=3))[1]
-    fits = SimpleNamespace(law_known=False, parametric=None, isoflop=_optima([(1e10, 3.0), (1e11, 2.7), (1e12, 2.45)]),
-                           noise=SimpleNamespace(measured=False), level=0.9)
+    fits = _frontier_fits(noise=SimpleNamespace(measured=False))
     ok = make_record(fits, spec, {"status": "ok", "loss": 2.4}, "Approach 2 (IsoFLOP parabolas)", 3.0)
     assert ok["source"] == FRONTIER and ok["error_pct"] == pytest.approx(100 * (2.4 - ok["predicted"]) / ok["predicted"])
     for status, loss in (("undertrained", 5.2), ("diverged", None), ("failed", None)):
