@@ -175,7 +175,10 @@ class Result:
         """N, D, tokens per parameter and loss at ``flops``, with intervals from both fits.
 
         N and D come from the primary approach (see the module docstring), the loss from
-        Approach 3's law evaluated at that (N, D). Warns past ~3 decades of extrapolation.
+        Approach 3's law evaluated at that (N, D) when the law is determined; when it is not,
+        the loss is a swept budget's own IsoFLOP minimum and None elsewhere (an undetermined
+        law predicts no loss: ``loss_frontier(flops)`` extrapolates the minima instead, with
+        its interval, as ``--verify`` does). Warns past ~3 decades of extrapolation.
         """
         p = self._predict(flops, warn=True)
         # flops-fit v1.0's names for the same numbers, so its scripts read them unchanged
