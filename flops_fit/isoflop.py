@@ -319,10 +319,9 @@ def frontier_loss(isoflop: Any, flops: float | np.ndarray, level: float = 0.9, n
               if o.used and math.isfinite(o.loss_opt) and o.loss_opt > 0]
     if len({c for c, _ in points}) < 2:
         return None
-    scalar = np.ndim(flops) == 0
+    scalar, x0 = np.ndim(flops) == 0, np.log(np.asarray(flops, dtype=float))
     e, *e_ends = floor if floor is not None else (0.0,)
-    lines = [_frontier_line(points, np.log(np.asarray(flops, dtype=float)), level, noise, floor_e)
-             for floor_e in (e, *e_ends)]
+    lines = [_frontier_line(points, x0, level, noise, floor_e) for floor_e in (e, *e_ends)]
     if lines[0] is None:  # a minimum at or below E: this E is no floor of these budgets
         return None
     mean, interval = lines[0]
