@@ -368,7 +368,14 @@ def fit_parametric(
         # Warm start from the point estimate only when it is a real optimum.
         return run(y, idx, np.vstack([fit.theta, grid_starts]) if fit.converged else grid_starts)
 
-    if n_boot > 0:
+    if n_boot > 0 and not fit.converged and method in ("normal", "residual") and top_k:
+        # No optimum, so no residuals (noise_sd = 0): every fixed-design draw would be the
+        # point fit's own data, refitted from the same top_k starts, the same failure bit for
+        # bit. Count the n_boot failures without running them (on a failed smoke fit they were
+        # 640 L-BFGS runs, ~15 s, that could only fail).
+        fit.bootstrap = Bootstrap(n_boot, n_boot, level, seed, [])
+    elif n_boot > 0:
         fit.bootstrap = resample(refit, lambda r: r.converged, n_boot, level, seed)
+    if fit.bootstrap is not None:
         fit.bootstrap.method = method
     return fit
