@@ -35,6 +35,8 @@ __all__ = ["fit_isoflop", "fit_parametric", "compare", "IsoFLOPFit", "BudgetOpti
            "Comparison", "AGREE_MAX_WIDTH", "LawFrontier", "Bootstrap", "one_blas_thread", "huber_objective"]
 
 HUBER_DELTA = 1e-3
+#: Why every parameter of a fit with no optimum is undetermined.
+NO_OPTIMUM = "no fit: L-BFGS converged from none of its starts"
 #: A parameter whose bootstrap interval spans more than this ratio (a decade) is undetermined.
 DECADE = 10.0
 #: E within this fraction of 0 (or of the least observed loss) sits on its bound.
@@ -128,9 +130,17 @@ class ParametricFit(LawFrontier):
     def undetermined(self) -> dict[str, str]:
         """Parameters the data do not pin down, with the reason: a bootstrap interval that spans
         more than a decade, or one that sits on a bound (E at 0 or at the least observed loss;
-        α or β near 0). Empty when determined; None-free, so ``not fit.undetermined()`` reads."""
-        if self.bootstrap is None or len(self.bootstrap.draws) < 2:
+        α or β near 0); every parameter when there is no optimum (L-BFGS converged from no
+        start) or the bootstrap ran and fewer than two of its refits converged (no interval to
+        judge by). Empty when determined or untested (no bootstrap asked for); None-free, so
+        ``not fit.undetermined()`` reads."""
+        if not self.converged:
+            return dict.fromkeys(PARAM_NAMES, NO_OPTIMUM)
+        if self.bootstrap is None:
             return {}
+        if len(self.bootstrap.draws) < 2:
+            return dict.fromkeys(PARAM_NAMES, f"{len(self.bootstrap.draws)} of {self.bootstrap.n_boot} "
+                                              "bootstrap refits converged: no interval")
         out = {}
         for name in PARAM_NAMES:
             lo, hi = self.interval(lambda f, k=name: getattr(f, k))
@@ -161,8 +171,9 @@ class ParametricFit(LawFrontier):
 
     @property
     def determined(self) -> bool | None:
-        """True when every parameter is pinned down, False when one is not, None untested."""
-        if self.bootstrap is None or len(self.bootstrap.draws) < 2:
+        """True when every parameter is pinned down, False when one is not (or the fit found
+        no optimum), None untested (a converged fit with no bootstrap asked for)."""
+        if self.converged and self.bootstrap is None:
             return None
         return not self.undetermined()
 

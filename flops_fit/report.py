@@ -21,7 +21,7 @@ import pandas as pd
 
 from flops_fit import results as results_io
 from flops_fit.accounting import PARAM_COUNTS
-from flops_fit.fit import Comparison, IsoFLOPFit, ParametricFit, compare, fit_isoflop, fit_parametric
+from flops_fit.fit import PARAM_NAMES, Comparison, IsoFLOPFit, ParametricFit, compare, fit_isoflop, fit_parametric
 from flops_fit.fitchecks import backtest, exponents_by_count, parametric_a_in_budget_units
 from flops_fit.isoflop import RESIDUAL_NOTE_SIGMAS, frontier_label, frontier_loss
 from flops_fit.noise import SeedNoise, seed_noise
@@ -159,12 +159,17 @@ class Result:
 
     def _note_parametric(self) -> None:
         fit = self.parametric
-        if not fit.converged:
-            self.notes.append("Approach 3: L-BFGS did not converge from any start; treat its numbers with care")
+        if not fit.converged:  # its numbers are where L-BFGS stopped, not an optimum: none is printed
+            self.notes.append("Approach 3: L-BFGS converged from none of its starts; no law, frontier or "
+                              "irreducible loss from these runs")
+            return
         if fit.bootstrap is not None and fit.bootstrap.n_failed:
             self.notes.append(_failed_note("Approach 3", fit.bootstrap))
         missing = fit.undetermined()
-        if missing:
+        if missing and len(set(missing.values())) == 1 and len(missing) == len(PARAM_NAMES):
+            self.notes.append(f"Approach 3: the data determine none of its parameters ({next(iter(missing.values()))}); "
+                              "its law, frontier and irreducible loss are not reported as known")
+        elif missing:
             known = ("its law and frontier are not reported as known (E is: the loss frontier stands on it)"
                      if "E" not in missing else "its law, frontier and irreducible loss are not reported as known")
             self.notes.append("Approach 3: the data do not determine " + "; ".join(

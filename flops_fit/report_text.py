@@ -36,7 +36,10 @@ def format_summary(result: Any, budgets: Iterable[float] | None = None) -> str:
                      f"local parabolas within {f.window} of each best ln L"
                      f"{', curvature pooled across budgets' if f.curvature == 'pooled' else ''}{method}); "
                      f"Akima cross-check a = {_iv(f.a_interp, math.nan, math.nan, '.3f')}")
-    if result.parametric is not None:
+    if result.parametric is not None and not result.parametric.converged:
+        lines.append("Approach 3: no fit of L = E + A/N^α + B/D^β (L-BFGS converged from none of its starts); "
+                     "no law, frontier or irreducible loss from it")
+    elif result.parametric is not None:
         p, missing = result.parametric, result.parametric.undetermined()
 
         def par(name: str, fmt: str) -> str:

@@ -106,6 +106,34 @@ def test_parametric_e_stays_below_the_least_loss_and_unidentified_parameters_are
     assert "do not determine E (its 90% interval lies on the bound E = 0)" in text
 
 
+def test_a_fit_with_no_optimum_prints_no_law_and_a_bootstrap_with_no_interval_determines_nothing(monkeypatch):
+    # One L-BFGS iteration stops everywhere short of an optimum (as the smoke preset's five
+    # runs do for real): where it stopped is no law, and no number of it is printed as one.
+    import flops_fit.fit as fit_module
+    from flops_fit.fitboot import Bootstrap
+
+    df = table(CHINCHILLA, noise=0.003)
+    monkeypatch.setattr(fit_module, "LBFGS_OPTIONS", {"maxiter": 1})
+    result = Result(df, n_boot=20)
+    p = result.parametric
+    assert not p.converged and p.determined is False
+    assert set(p.undetermined()) == {"E", "A", "B", "alpha", "beta"}
+    assert p.bootstrap.n_failed == 20 and p.bootstrap.draws == []
+    assert not result.law_known and result.primary == "isoflop"
+    text = result.format_table()
+    line = next(x for x in text.splitlines() if x.startswith("Approach 3:"))
+    assert "no fit" in line and not any(k in line for k in ("E=", "alpha=", "C^")), line
+    assert "L-BFGS converged from none of its starts; no law" in text
+    monkeypatch.undo()
+    # A converged fit whose bootstrap ran but left fewer than two converged refits has no
+    # interval to judge by: undetermined, not "untested" (that is n_boot=0 alone).
+    fit = fit_parametric(df.n, df.tokens, df.loss)
+    assert fit.converged and fit.determined is None and fit.undetermined() == {}
+    fit.bootstrap = Bootstrap(20, 19, 0.9, 0, [fit])
+    assert fit.determined is False
+    assert fit.undetermined()["E"] == "1 of 20 bootstrap refits converged: no interval"
+
+
 def test_a_well_posed_law_is_determined():
     fit = fit_parametric(*(table(CHINCHILLA, noise=0.003)[k] for k in ("n", "tokens", "loss")), n_boot=40)
     assert fit.determined is True and fit.undetermined() == {}
