@@ -47,7 +47,8 @@ def format_summary(result: Any, budgets: Iterable[float] | None = None) -> str:
             if name == "E" and hi <= E_FLOOR_FRACTION * p.e_bound:  # every resample on the bound: no bracket
                 return "E undetermined (at its bound 0)"
             if name in missing:
-                return f"{name} undetermined [{format(lo, fmt)}, {format(hi, fmt)}]"
+                bracket = f" [{format(lo, fmt)}, {format(hi, fmt)}]" if math.isfinite(lo) and math.isfinite(hi) else ""
+                return f"{name} undetermined{bracket}"
             return f"{name}={_iv(getattr(p, name), lo, hi, fmt)}"
 
         law = ", ".join(par(k, f) for k, f in (("E", ".3g"), ("A", ".3g"), ("B", ".3g"),

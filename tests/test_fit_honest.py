@@ -132,6 +132,10 @@ def test_a_fit_with_no_optimum_prints_no_law_and_a_bootstrap_with_no_interval_de
     fit.bootstrap = Bootstrap(20, 19, 0.9, 0, [fit])
     assert fit.determined is False
     assert fit.undetermined()["E"] == "1 of 20 bootstrap refits converged: no interval"
+    result = Result(df, n_boot=20)
+    result.parametric.bootstrap = Bootstrap(20, 19, 0.9, 0, [result.parametric])
+    line = next(x for x in result.format_table().splitlines() if x.startswith("Approach 3:"))
+    assert "NOT determined" in line and "E undetermined, A undetermined" in line and "nan" not in line, line
 
 
 def test_a_well_posed_law_is_determined():
