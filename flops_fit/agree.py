@@ -41,10 +41,11 @@ def compare(isoflop_fit: IsoFLOPFit, parametric_fit: ParametricFit,
     a larger gap to the Approach 3 fit itself.
     """
     get = parametric_a or (lambda f: f.a)
-    ai, ap = isoflop_fit.a, get(parametric_fit)
+    # a fit with no optimum has no exponent: where L-BFGS stopped is not one
+    ai, ap = isoflop_fit.a, get(parametric_fit) if getattr(parametric_fit, "converged", True) else math.nan
     ii = isoflop_fit.interval(lambda f: f.a)
     ip = parametric_fit.interval(get)
-    head = f"frontier exponent a (N_opt ∝ C^a, {units}): Approach 2 {ai:.3f}, Approach 3 {ap:.3f}"
+    head = f"frontier exponent a (N_opt ∝ C^a, {units}): Approach 2 {_exponent(ai)}, Approach 3 {_exponent(ap)}"
     if not (math.isfinite(ai) and math.isfinite(ap)):
         return Comparison(ai, ap, ii, ip, None, head + "; cannot compare (a fit is unusable)", units)
     if ii is None or ip is None or not all(map(math.isfinite, (*ii, *ip))):
@@ -66,3 +67,7 @@ def compare(isoflop_fit: IsoFLOPFit, parametric_fit: ParametricFit,
             "; the intervals overlap but each estimate is not inside the other's interval: "
             "agreement undetermined"), units)
     return Comparison(ai, ap, ii, ip, True, head + span + "; the approaches agree", units)
+
+
+def _exponent(a: float) -> str:
+    return f"{a:.3f}" if math.isfinite(a) else "n/a"

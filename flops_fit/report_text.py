@@ -65,7 +65,7 @@ def format_summary(result: Any, budgets: Iterable[float] | None = None) -> str:
     lines.append(result.noise.describe())
     by_count = result.exponents_by_count()
     if len(by_count) > 1:
-        lines.append("Approach 2's a by parameter count: " + ", ".join(f"{k} {v:.3f}" for k, v in by_count.items()))
+        lines.append("Approach 2's a by parameter count: " + ", ".join(f"{k} {_iv(v, math.nan, math.nan, '.3f')}" for k, v in by_count.items()))
     lines.append(describe_backtest(result.backtest()))
     if result.verification is not None:
         lines += verification_lines(result.verification)

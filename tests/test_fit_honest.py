@@ -124,6 +124,7 @@ def test_a_fit_with_no_optimum_prints_no_law_and_a_bootstrap_with_no_interval_de
     line = next(x for x in text.splitlines() if x.startswith("Approach 3:"))
     assert "no fit" in line and not any(k in line for k in ("E=", "alpha=", "C^")), line
     assert "L-BFGS converged from none of its starts; no law" in text
+    assert "Approach 3 n/a; cannot compare" in text and "nan" not in text, text
     monkeypatch.undo()
     # A converged fit whose bootstrap ran but left fewer than two converged refits has no
     # interval to judge by: undetermined, not "untested" (that is n_boot=0 alone).
