@@ -21,7 +21,7 @@ import pandas as pd
 
 from flops_fit import results as results_io
 from flops_fit.accounting import PARAM_COUNTS
-from flops_fit.fit import PARAM_NAMES, Comparison, IsoFLOPFit, ParametricFit, compare, fit_isoflop, fit_parametric
+from flops_fit.fit import Comparison, IsoFLOPFit, ParametricFit, compare, fit_isoflop, fit_parametric
 from flops_fit.fitchecks import backtest, exponents_by_count, parametric_a_in_budget_units
 from flops_fit.isoflop import RESIDUAL_NOTE_SIGMAS, frontier_label, frontier_loss
 from flops_fit.noise import SeedNoise, seed_noise
@@ -166,14 +166,14 @@ class Result:
         if fit.bootstrap is not None and fit.bootstrap.n_failed:
             self.notes.append(_failed_note("Approach 3", fit.bootstrap))
         missing = fit.undetermined()
-        if missing and len(set(missing.values())) == 1 and len(missing) == len(PARAM_NAMES):
-            self.notes.append(f"Approach 3: the data determine none of its parameters ({next(iter(missing.values()))}); "
-                              "its law, frontier and irreducible loss are not reported as known")
-        elif missing:
+        if missing:
             known = ("its law and frontier are not reported as known (E is: the loss frontier stands on it)"
                      if "E" not in missing else "its law, frontier and irreducible loss are not reported as known")
+            by_reason: dict[str, list[str]] = {}  # one reason, said once for the parameters it covers
+            for name, why in missing.items():
+                by_reason.setdefault(why, []).append(name)
             self.notes.append("Approach 3: the data do not determine " + "; ".join(
-                f"{k} ({why})" for k, why in missing.items()) + "; " + known)
+                f"{', '.join(names)} ({why})" for why, names in by_reason.items()) + "; " + known)
 
     # --- predictions ----------------------------------------------------------------------
     def predict(self, flops: float) -> Prediction:
