@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from flops_fit.data.sample import SAMPLE_VERSION
 from flops_fit.errors import PlanError
 
 BUILTIN_DIR = Path(__file__).parent / "recipes"
@@ -97,7 +98,11 @@ class Recipe:
     def from_dict(cls, d: dict[str, Any], source: str = "") -> "Recipe":
         try:
             optima = [SizeOptimum(**o) for o in d.get("optima", [])]
-            return cls(**{**{k: v for k, v in d.items() if k != "optima"}, "optima": optima, "source": source})
+            measured_on = dict(d.get("measured_on", {}))
+            if measured_on.get("source") == "sample":  # written before the version was recorded: the only one then
+                measured_on["source"] = "sample:synthetic-v1"
+            return cls(**{**{k: v for k, v in d.items() if k not in ("optima", "measured_on")}, "optima": optima,
+                          "measured_on": measured_on, "source": source})
         except TypeError as exc:
             raise PlanError(f"recipe {source or '?'}: not a flops-fit tune recipe ({exc})") from None
 
@@ -120,8 +125,13 @@ def rule_text(base_lr: float, lr_exponent: float, lr_n_ref: float, lr_batch_ref:
 
 
 def setup_of(cfg: Any) -> dict[str, Any]:
-    """A sweep config's ``SETUP_FIELDS`` (read by their flat names)."""
-    return {k: getattr(cfg, k) for k in SETUP_FIELDS}
+    """A sweep config's ``SETUP_FIELDS`` (read by their flat names). The offline sample's text
+    is the generator's, so it is named with its version: a rate measured on one version of the
+    sample is not measured on the next."""
+    setup = {k: getattr(cfg, k) for k in SETUP_FIELDS}
+    if setup["source"] == "sample":
+        setup["source"] = f"sample:{SAMPLE_VERSION}"
+    return setup
 
 
 def setup_mismatch(recipe: Recipe, cfg: Any) -> str | None:

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from flops_fit.config import SweepConfig, preset
+from flops_fit.data.sample import SAMPLE_VERSION
 from flops_fit.errors import PlanError
 from flops_fit.plan import PlanConfig, peak_lr, plan
 from flops_fit.recipe import Recipe, SizeOptimum, fit_rule, load, locate_optimum, save
@@ -88,11 +89,20 @@ def test_a_sweep_on_another_setup_than_its_recipe_was_measured_on_is_told_so(tmp
     assert "note:" not in describe(tiny)
     other = tiny.replace(source=str(tmp_path / "stories.txt"), seq_len=256)
     note = setup_mismatch(load("tiny"), other)
-    assert note.startswith("note: recipe tiny was measured with source='sample', seq_len=128; this sweep has source=")
+    assert note.startswith("note: recipe tiny was measured with source='sample:synthetic-v1', seq_len=128; this sweep "
+                           "has source=")
     assert "seq_len=256" in note and "not measured for this setup" in note and note in describe(other)
     old = Recipe(base_lr=4e-3, lr_exponent=0.2, lr_n_ref=5e4)  # written before measured_on: nothing to compare
     save(old, tmp_path)
     assert setup_mismatch(load(str(tmp_path)), other) is None
+    # The sample is named with its version: a rule measured on another version of the generator is
+    # not measured on this one; a recipe that recorded plain "sample" was measured on synthetic-v1.
+    older = dataclasses.replace(load("tiny"), measured_on={**setup_of(tiny), "source": "sample:synthetic-v0"})
+    assert "source='sample:synthetic-v0'" in setup_mismatch(older, tiny)
+    assert f"source='sample:{SAMPLE_VERSION}'" in setup_mismatch(older, tiny)
+    legacy = {**load("tiny").to_dict(), "measured_on": {**setup_of(tiny), "source": "sample"}}
+    assert Recipe.from_dict(legacy).measured_on["source"] == "sample:synthetic-v1"
+    assert (setup_mismatch(Recipe.from_dict(legacy), tiny) is None) == (SAMPLE_VERSION == "synthetic-v1")
 
 
 def test_tune_scans_the_smallest_budgets_centre_and_the_largest_budgets_centre_and_top_whatever_the_order():
@@ -178,7 +188,7 @@ def test_sweep_with_tune_measures_the_rule_on_its_grid_first_and_a_rerun_trains_
         lrs = sorted(r["lr"] for r in rec.scan if r["n"] == o.n)
         assert lrs[0] <= o.lr_best <= lrs[-1]
     assert fit_rule(rec.optima, 0.7) == pytest.approx(rec.rule()) and rec.lr_batch_exponent == 0.7
-    assert rec.measured_on == setup_of(cfg) and rec.measured_on["source"] == "sample"
+    assert rec.measured_on == setup_of(cfg) and rec.measured_on["source"] == f"sample:{SAMPLE_VERSION}"
     batch = {o.n: o.batch_tokens for o in rec.optima}
     assert rec.lr_batch_ref and all(batch.values())
     assert [c["lr_rule"] for c in rec.check] == pytest.approx([rec.lr(c["n"], batch[c["n"]]) for c in rec.check])
