@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from flops_fit.data.sample import SAMPLE_VERSION
+from flops_fit.data.sample import SAMPLE_NAME
 from flops_fit.errors import PlanError
 
 BUILTIN_DIR = Path(__file__).parent / "recipes"
@@ -130,7 +130,7 @@ def setup_of(cfg: Any) -> dict[str, Any]:
     sample is not measured on the next."""
     setup = {k: getattr(cfg, k) for k in SETUP_FIELDS}
     if setup["source"] == "sample":
-        setup["source"] = f"sample:{SAMPLE_VERSION}"
+        setup["source"] = SAMPLE_NAME
     return setup
 
 

@@ -49,6 +49,8 @@ from flops_fit.data import sample_lexicon as L
 
 SAMPLE_VERSION = "synthetic-v1"
 """Changes whenever any story's text changes; a cache key for tokenised shards."""
+SAMPLE_NAME = f"sample:{SAMPLE_VERSION}"
+"""How consumers name this corpus: the token cache's key and a recipe's recorded source."""
 
 SPLIT_SIZES: dict[str, int] = {"train": 400_000, "validation": 5_000}
 """Stories per split. A story averages ~260 words, ~330 BPE tokens at a 2-4k vocabulary

@@ -129,7 +129,7 @@ def source_key(spec: SourceSpec, split: str) -> str:
     if spec.kind == "sample":
         from flops_fit.data import sample
 
-        return f"sample:{sample.SAMPLE_VERSION}:{split}"
+        return f"{sample.SAMPLE_NAME}:{split}"
     if spec.kind == "hub":
         return f"hub:{spec.name}:{split}"
     files, carve = local_files(spec, split)
