@@ -126,7 +126,8 @@ class AdaptivePlan:
         self.ratio = cfg.span ** (1 / (cfg.points_per_budget - 1))
         self.side_min = min_side(cfg.points_per_budget)
         self.max_trials = EXTRA_PER_BUDGET * len(cfg.budgets) if cfg.max_extra_trials is None else cfg.max_extra_trials
-        self.max_flops = cfg.max_extra_flops * sum(s.flops for s in base)
+        self.base = list(base)
+        self.max_flops = cfg.max_extra_flops * sum(s.flops for s in self.base)
         self.events: list[dict[str, Any]] = []
         self.specs: dict[str, TrialSpec] = {}
         self.origin: dict[str, str] = {}
@@ -159,6 +160,12 @@ class AdaptivePlan:
 
     def planned(self) -> list[TrialSpec]:
         return list(self.specs.values())
+
+    def expected(self) -> list[TrialSpec]:
+        """The trials the sweep expects to run, as it stands now: every one released so far, and
+        the fixed grid's trials standing in for the budgets not released yet (each is re-centred
+        when released, with the same FLOPs). What the progress lines' ETA is costed on."""
+        return self.planned() + [s for s in self.base if s.budget not in self.of_budget]
 
     # --- decisions
     def _x(self, spec: TrialSpec) -> float:

@@ -5,8 +5,11 @@ in the middle resumes to the same trials without training a finished one again."
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
+import re
 
 import pytest
 
@@ -159,7 +162,8 @@ def in_process(cfg):
 @pytest.fixture(scope="module")
 def resumed(ray_session, tmp_path_factory):
     """An adaptive sweep whose driver is interrupted after its seventh trial (the first budget done
-    and its additions decided), then rerun: what was on disk at the interruption, and the result."""
+    and its additions decided), then rerun: what was on disk at the interruption, the result and
+    what the rerun printed."""
     from flops_fit.errors import SweepInterrupted
     from flops_fit.ray import sweep
 
@@ -180,11 +184,14 @@ def resumed(ray_session, tmp_path_factory):
     run_dir = storage / "adaptive"
     records = {p.name: p.stat().st_mtime_ns for p in (run_dir / "finished").glob("*.json")}
     decided = json.loads((run_dir / LOG).read_text())["events"]
-    return cfg, run_dir, records, decided, sweep(cfg, progress=False)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # the resumed driver's progress lines
+        result = sweep(cfg, progress=True)
+    return cfg, run_dir, records, decided, result, printed.getvalue()
 
 
 def test_an_adaptive_sweep_brackets_every_budget_and_recovers_a(resumed):
-    *_, result = resumed
+    *_, result, _ = resumed
     assert all(brackets(result.results).values()), brackets(result.results)
     assert abs(result.isoflop.a - BESIROGLU.a) < 0.005  # noise-free law: the fixed grid's error is 0.0098
     assert set(result.results["origin"]) == {"grid", "recentred", "extend-low"}
@@ -203,13 +210,24 @@ def test_the_fixed_grid_misses_the_same_optimum():
 
 
 def test_an_interrupted_adaptive_sweep_resumes_to_the_same_trials(resumed):
-    cfg, run_dir, records, decided, result = resumed
+    cfg, run_dir, records, decided, result, _ = resumed
     assert 0 < len(records) < len(result.results)
     specs, _ = in_process(cfg)
     assert sorted(result.results["trial_id"]) == sorted(s.trial_id for s in specs)  # as if never interrupted
     assert json.loads((run_dir / LOG).read_text())["events"][:len(decided)] == decided
     after = {p.name: p.stat().st_mtime_ns for p in (run_dir / "finished").glob("*.json")}
     assert {k: after[k] for k in records} == records  # no finished trial trained (and wrote its record) again
+
+
+def test_the_progress_eta_follows_the_adaptive_plan_to_zero(resumed):
+    """Costed on the grid planned at the start, the ETA counted the trials the re-centred budgets
+    replaced, and grew towards the end of every adaptive sweep (ETA 662s on the tiny demo's last
+    trial); costed on the plan as it stands, the last line says nothing is left."""
+    *_, result, printed = resumed
+    lines = [line for line in printed.splitlines() if " done | " in line]
+    assert lines and set(result.results["origin"]) >= {"recentred"}  # budgets were re-centred on the way
+    assert lines[-1].split("|")[1].strip() == f"{len(result.results)}/{len(result.results)} done"
+    assert re.search(r"\| ETA 0s\]", lines[-1]), lines[-1]
 
 
 def test_the_manifest_refuses_the_fixed_grid_or_other_caps_under_an_adaptive_sweeps_name(resumed):

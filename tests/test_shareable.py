@@ -128,20 +128,34 @@ def test_report_html_renders_in_headless_chromium(sweep_dir):
     assert curves > 0
 
 
-def test_progress_eta_from_plan_costs_corrected_by_measured_rate(capsys):
+def test_progress_eta_follows_the_trials_the_sweep_expects_and_is_measured_on_trained_ones(capsys):
     from types import SimpleNamespace
 
     from flops_fit.ray.progress import SweepProgress
 
-    trial = lambda tid: SimpleNamespace(config={"spec": {"trial_id": tid}}, trial_id=tid, status="RUNNING",  # noqa: E731
-                                        last_result={"status": "ok", "loss": 3.0})
-    prog = SweepProgress(3, costs={"a": 1.0, "b": 1.0, "c": 2.0})
+    def trial(tid, replayed=False):
+        return SimpleNamespace(config={"spec": {"trial_id": tid}}, trial_id=tid, status="RUNNING",
+                               last_result={"status": "ok", "loss": 3.0, **({"replayed": True} if replayed else {})})
+
+    expected = {"a": 1.0, "b": 1.0, "c": 2.0}
+    prog = SweepProgress(lambda: expected)
     assert prog.eta_s(10.0) is None  # nothing measured yet
     prog.on_trial_complete(0, [], trial("a"))
     assert prog.eta_s(10.0) == pytest.approx(30.0)  # 3 cost units left at 1 unit per 10 s
-    prog.on_trial_complete(0, [], trial("c"))
-    assert prog.eta_s(15.0) == pytest.approx(5.0)  # measured faster: 3 units in 15 s, 1 left
+    # an adaptive sweep re-centres a budget: b and c are replaced by d before they run
+    del expected["b"], expected["c"]
+    expected["d"] = 1.0
+    assert prog.eta_s(10.0) == pytest.approx(10.0)  # costed on d, not on the replaced trials
+    prog.on_trial_complete(0, [], trial("d"))
+    assert prog.eta_s(15.0) == 0.0  # nothing left: the last line of a sweep says ETA 0s
     assert "ETA" in capsys.readouterr().out
+
+    # after a resume: a replayed trial took no time, so it is not in the rate
+    resumed = SweepProgress(lambda: {"a": 1.0, "b": 1.0, "c": 1.0})
+    resumed.on_trial_complete(0, [], trial("a", replayed=True))
+    assert resumed.eta_s(0.5) is None
+    resumed.on_trial_complete(0, [], trial("b"))
+    assert resumed.eta_s(10.0) == pytest.approx(10.0)  # 1 unit trained in 10 s, 1 left
 
 
 def test_shard_preparation_shows_a_progress_bar_only_on_a_terminal(tmp_path, sample_tokenizer_json, monkeypatch,
@@ -183,7 +197,7 @@ def test_progress_counts_trials_restored_as_finished_after_a_resume(capsys):
 
     restored = [trial(f"t{i}", "TERMINATED") for i in range(7)]
     live = [trial("t7", "RUNNING"), trial("t8", "RUNNING")]
-    prog = SweepProgress(9)
+    prog = SweepProgress(lambda: {f"t{i}": 1.0 for i in range(9)})
     prog.on_trial_start(0, restored + live, live[0])
     assert "7/9 done" in capsys.readouterr().out
     prog.on_trial_complete(0, restored + live, live[0])

@@ -145,8 +145,6 @@ class TuneBackend:
         )
         from flops_fit.ray.trackers import tracker_callbacks
 
-        costs = {s.trial_id: expected_cost(s) for s in specs}
-        callbacks = ([SweepProgress(len(specs), costs=costs)] if progress else []) + tracker_callbacks(cfg, run_dir)
         tune_dir = str(run_dir)
         tune_config = dict(max_concurrent_trials=cfg.max_concurrent_trials, reuse_actors=reuse_actors_for(cfg),
                            trial_name_creator=trial_name, trial_dirname_creator=trial_name)
@@ -160,6 +158,9 @@ class TuneBackend:
             param_space = {}
         else:
             param_space = {"spec": tune.grid_search([s.to_dict() for s in specs])}
+        expected = (lambda: specs) if self.adaptive is None else self.adaptive.expected
+        costs = lambda: {s.trial_id: expected_cost(s) for s in expected()}  # noqa: E731 - read at every line
+        callbacks = ([SweepProgress(costs)] if progress else []) + tracker_callbacks(cfg, run_dir)
         if resuming and not cfg.plan.adapt and tune.Tuner.can_restore(tune_dir):
             tuner = tune.Tuner.restore(tune_dir, trainable=trainable, resume_errored=True)
             set_restored_callbacks(tuner, callbacks)
