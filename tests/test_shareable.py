@@ -133,29 +133,72 @@ def test_progress_eta_follows_the_trials_the_sweep_expects_and_is_measured_on_tr
 
     from flops_fit.ray.progress import SweepProgress
 
-    def trial(tid, replayed=False):
+    def trial(tid, replayed=False, status="ok"):
         return SimpleNamespace(config={"spec": {"trial_id": tid}}, trial_id=tid, status="RUNNING",
-                               last_result={"status": "ok", "loss": 3.0, **({"replayed": True} if replayed else {})})
+                               last_result={"status": status, "loss": 3.0, **({"replayed": True} if replayed else {})})
 
+    clock = [0.0]
     expected = {"a": 1.0, "b": 1.0, "c": 2.0}
-    prog = SweepProgress(lambda: expected)
-    assert prog.eta_s(10.0) is None  # nothing measured yet
+    prog = SweepProgress(lambda: expected, clock=lambda: clock[0])
+    prog.on_trial_start(0, [], trial("a"))
+    assert prog.eta_s() is None  # nothing measured yet
+    clock[0] = 10.0
     prog.on_trial_complete(0, [], trial("a"))
-    assert prog.eta_s(10.0) == pytest.approx(30.0)  # 3 cost units left at 1 unit per 10 s
+    assert prog.eta_s() == pytest.approx(30.0)  # 3 cost units left at 1 unit per 10 s, one slot
     # an adaptive sweep re-centres a budget: b and c are replaced by d before they run
     del expected["b"], expected["c"]
     expected["d"] = 1.0
-    assert prog.eta_s(10.0) == pytest.approx(10.0)  # costed on d, not on the replaced trials
+    assert prog.eta_s() == pytest.approx(10.0)  # costed on d, not on the replaced trials
+    prog.on_trial_start(0, [], trial("d"))
+    clock[0] = 14.0
+    assert prog.eta_s() == pytest.approx(6.0)  # d holds its slot for what is left of its 10 s
+    clock[0] = 15.0
     prog.on_trial_complete(0, [], trial("d"))
-    assert prog.eta_s(15.0) == 0.0  # nothing left: the last line of a sweep says ETA 0s
+    assert prog.eta_s() == 0.0  # nothing left: the last line of a sweep says ETA 0s
     assert "ETA" in capsys.readouterr().out
 
-    # after a resume: a replayed trial took no time, so it is not in the rate
-    resumed = SweepProgress(lambda: {"a": 1.0, "b": 1.0, "c": 1.0})
+    # after a resume: a replayed trial took no time, and a diverged one stopped early: neither is in the speed
+    resumed = SweepProgress(lambda: {"a": 1.0, "b": 1.0, "c": 1.0, "e": 1.0}, clock=lambda: clock[0])
+    for tid in "abe":
+        resumed.on_trial_start(0, [], trial(tid))
+    clock[0] = 16.0
     resumed.on_trial_complete(0, [], trial("a", replayed=True))
-    assert resumed.eta_s(0.5) is None
+    resumed.on_trial_complete(0, [], trial("e", status="diverged"))
+    assert resumed.eta_s() is None
+    clock[0] = 25.0
     resumed.on_trial_complete(0, [], trial("b"))
-    assert resumed.eta_s(10.0) == pytest.approx(10.0)  # 1 unit trained in 10 s, 1 left
+    assert resumed.eta_s() == pytest.approx(10.0)  # 1 unit trained in 10 s, 1 left
+
+
+def test_progress_eta_schedules_the_work_left_on_the_slots(capsys):
+    # The sweep's last, largest trial runs alone in one of two slots: the work left over the
+    # two slots' rate said half the time it takes.
+    from types import SimpleNamespace
+
+    from flops_fit.ray.progress import SweepProgress
+
+    trials = {t: SimpleNamespace(config={"spec": {"trial_id": t}}, trial_id=t, status="PENDING",
+                                 last_result={"status": "ok", "loss": 3.0}) for t in ("a", "b", "big")}
+    clock = [0.0]
+    prog = SweepProgress(lambda: {"a": 1.0, "b": 1.0, "big": 4.0}, clock=lambda: clock[0])
+    for t in ("a", "b"):
+        trials[t].status = "RUNNING"
+        prog.on_trial_start(0, list(trials.values()), trials[t])
+    clock[0] = 10.0
+    for t in ("a", "b"):
+        trials[t].status = "TERMINATED"
+        prog.on_trial_complete(0, list(trials.values()), trials[t])
+    assert prog.slots == 2
+    assert prog.eta_s() == pytest.approx(40.0)  # 4 units in one slot at 0.1/s, not 4 / (0.2/s)
+    trials["big"].status = "RUNNING"
+    prog.on_trial_start(0, list(trials.values()), trials["big"])
+    assert "| ETA 40s] big: started" in capsys.readouterr().out.splitlines()[-1]
+    clock[0] = 25.0
+    assert prog.eta_s() == pytest.approx(25.0)
+    # with four equal trials left the two slots share them: the aggregate rate's answer
+    even = SweepProgress(lambda: {"a": 1.0, "b": 1.0, **{f"c{i}": 1.0 for i in range(4)}}, clock=lambda: clock[0])
+    even.slots, even.started, even.finished, even.trained = 2, {"a": 0.0, "b": 0.0}, {"a", "b"}, {"a": 10.0, "b": 10.0}
+    assert even.eta_s() == pytest.approx(20.0)
 
 
 def test_shard_preparation_shows_a_progress_bar_only_on_a_terminal(tmp_path, sample_tokenizer_json, monkeypatch,
