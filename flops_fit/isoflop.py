@@ -315,8 +315,7 @@ def frontier_loss(isoflop: Any, flops: float | np.ndarray, level: float = 0.9, n
     al. 2020's pure power law (their Fig. 1), which holds while L* is far above its floor and
     predicts too low a loss as L* nears it (docs/fitting.md: +4.0% at 3x on real prose, -0.17%
     above Approach 3's E). The interval spans the line's intervals at E, lo and hi."""
-    points = [(o.budget, o.loss_opt) for o in (isoflop.optima if isoflop is not None else [])
-              if o.used and math.isfinite(o.loss_opt) and o.loss_opt > 0]
+    points = _frontier_points(isoflop)
     if len({c for c, _ in points}) < 2:
         return None
     scalar, x0 = np.ndim(flops) == 0, np.log(np.asarray(flops, dtype=float))
@@ -332,6 +331,35 @@ def frontier_loss(isoflop: Any, flops: float | np.ndarray, level: float = 0.9, n
     if scalar:
         return float(mean), None if interval is None else [float(end) for end in interval]
     return mean, interval
+
+
+def frontier_noise(isoflop: Any, flops: float, noise: Any, floor: tuple[float, float, float] | None = None
+                   ) -> float | None:
+    """How far one run's loss at ``flops`` may lie from the frontier's prediction by seed noise
+    alone: the standard deviation, as a fraction of the predicted loss, of (run − prediction)
+    when the budgets' minima and the run each carry the measured seed noise σ (``noise``, a
+    ``SeedNoise``) and nothing else is wrong. The prediction's part is σ carried through the
+    line ln(L* − E) = u + v ln C (the standard error of its mean at ln C, Draper & Smith 1998
+    §1.4); the run adds its own σ. A parabola's minimum pools several runs, so σ per minimum
+    bounds its noise from above and the band is, if anything, lenient: a miss beyond twice
+    this is not seed noise. None without a measured σ, two budgets or a frontier at ``flops``."""
+    points = _frontier_points(isoflop)
+    e = floor[0] if floor is not None else 0.0
+    if noise is None or not noise.measured or len({c for c, _ in points}) < 2 or any(l <= e for _, l in points):
+        return None
+    x = np.log([c for c, _ in points])
+    x0 = math.log(flops)
+    leverage = 1 / len(x) + (x0 - x.mean()) ** 2 / float(np.sum((x - x.mean()) ** 2))
+    sigma_y = noise.sigma * max(loss / (loss - e) for _, loss in points)  # σ of ln(L* − E), as in the line's floor
+    above = float(_frontier_line(points, np.asarray(x0), 0.9, None, e)[0]) - e  # the predicted L* − E
+    predicted_part = sigma_y * math.sqrt(leverage) * above / (e + above)  # back to a fraction of L
+    return math.sqrt(predicted_part**2 + noise.sigma**2)
+
+
+def _frontier_points(isoflop: Any) -> list[tuple[float, float]]:
+    """(budget, minimum loss) of the budgets that feed the frontier."""
+    return [(o.budget, o.loss_opt) for o in (isoflop.optima if isoflop is not None else [])
+            if o.used and math.isfinite(o.loss_opt) and o.loss_opt > 0]
 
 
 def _frontier_line(points: list[tuple[float, float]], x0: np.ndarray, level: float, noise: Any,

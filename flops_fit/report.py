@@ -23,7 +23,7 @@ from flops_fit import results as results_io
 from flops_fit.accounting import PARAM_COUNTS
 from flops_fit.fit import Comparison, IsoFLOPFit, ParametricFit, compare, fit_isoflop, fit_parametric
 from flops_fit.fitchecks import backtest, exponents_by_count, parametric_a_in_budget_units
-from flops_fit.isoflop import RESIDUAL_NOTE_SIGMAS, frontier_label, frontier_loss
+from flops_fit.isoflop import RESIDUAL_NOTE_SIGMAS, frontier_label, frontier_loss, frontier_noise
 from flops_fit.noise import SeedNoise, seed_noise
 from flops_fit.report_text import PRIMARY_LABELS, format_summary
 from flops_fit.tablecheck import check_table
@@ -230,9 +230,16 @@ class Result:
         Approach 3's E when the data determine it (``isoflop.frontier_loss``): (loss, interval or
         None, what it stands on), or None with fewer than two usable budgets' minima. What
         ``--verify``, the backtest and loss_frontier.png predict with when the law is undetermined."""
-        floor = self.parametric.floor() if self.parametric is not None else None
-        front = frontier_loss(self.isoflop, flops, self.level, self.noise, floor)
-        return None if front is None else (*front, frontier_label(floor))
+        front = frontier_loss(self.isoflop, flops, self.level, self.noise, self._floor())
+        return None if front is None else (*front, frontier_label(self._floor()))
+
+    def frontier_noise(self, flops: float) -> float | None:
+        """How far one run at ``flops`` may miss ``loss_frontier`` by seed noise alone (a
+        fraction of the loss, one standard deviation; ``isoflop.frontier_noise``)."""
+        return frontier_noise(self.isoflop, flops, self.noise, self._floor())
+
+    def _floor(self) -> tuple[float, float, float] | None:
+        return self.parametric.floor() if self.parametric is not None else None
 
     def table(self, budgets: Iterable[float] | None = None) -> pd.DataFrame:
         """The compute-optimal table: one row per budget (default: the swept budgets)."""
