@@ -345,7 +345,7 @@ def frontier_noise(isoflop: Any, flops: float, noise: Any, floor: tuple[float, f
     this is not seed noise. None without a measured σ, two budgets or a frontier at ``flops``."""
     points = _frontier_points(isoflop)
     e = floor[0] if floor is not None else 0.0
-    if noise is None or not noise.measured or len({c for c, _ in points}) < 2 or any(l <= e for _, l in points):
+    if noise is None or not noise.measured or len({c for c, _ in points}) < 2 or any(loss <= e for _, loss in points):
         return None
     x = np.log([c for c, _ in points])
     x0 = math.log(flops)
