@@ -345,15 +345,28 @@ def frontier_noise(isoflop: Any, flops: float, noise: Any, floor: tuple[float, f
     this is not seed noise. None without a measured σ, two budgets or a frontier at ``flops``."""
     points = _frontier_points(isoflop)
     e = floor[0] if floor is not None else 0.0
-    if noise is None or not noise.measured or len({c for c, _ in points}) < 2 or any(loss <= e for _, loss in points):
+    if noise is None or not noise.measured or len({c for c, _ in points}) < 2:
+        return None
+    x0 = math.log(flops)
+    line = _frontier_line(points, np.asarray(x0), 0.9, None, e)
+    if line is None:  # a minimum at or below E
         return None
     x = np.log([c for c, _ in points])
-    x0 = math.log(flops)
-    leverage = 1 / len(x) + (x0 - x.mean()) ** 2 / float(np.sum((x - x.mean()) ** 2))
-    sigma_y = noise.sigma * max(loss / (loss - e) for _, loss in points)  # σ of ln(L* − E), as in the line's floor
-    above = float(_frontier_line(points, np.asarray(x0), 0.9, None, e)[0]) - e  # the predicted L* − E
-    predicted_part = sigma_y * math.sqrt(leverage) * above / (e + above)  # back to a fraction of L
+    above = float(line[0]) - e  # the predicted L* − E
+    se_mean = _ln_sigma(points, noise, e) * math.sqrt(1 / len(x) + _spread(x, x0))  # of ln(L* − E)
+    predicted_part = se_mean * above / (e + above)  # back to a fraction of L
     return math.sqrt(predicted_part**2 + noise.sigma**2)
+
+
+def _ln_sigma(points: list[tuple[float, float]], noise: Any, e: float) -> float:
+    """The seed noise of ln(L* − E) at its largest over the minima: σ is a fraction of L, so
+    of L − E it is L/(L − E) times that."""
+    return noise.sigma * max(loss / (loss - e) for _, loss in points)
+
+
+def _spread(x: np.ndarray, x0: float | np.ndarray) -> float | np.ndarray:
+    """(x0 − mean x)² / Σ(x − mean x)²: how far past its budgets the line is read."""
+    return (x0 - x.mean()) ** 2 / float(np.sum((x - x.mean()) ** 2))
 
 
 def _frontier_points(isoflop: Any) -> list[tuple[float, float]]:
@@ -377,10 +390,8 @@ def _frontier_line(points: list[tuple[float, float]], x0: np.ndarray, level: flo
         return e + np.exp(mean), None
     from scipy.stats import t
 
-    sigma_floor = 0.0
-    if noise is not None and noise.measured:  # σ is a fraction of L; of L - e, L/(L - e) times that
-        sigma_floor = noise.sigma * max(loss / (loss - e) for _, loss in points)
+    sigma_floor = _ln_sigma(points, noise, e) if noise is not None and noise.measured else 0.0
     s = max(math.sqrt(float(np.sum((y - (intercept + slope * x)) ** 2)) / (k - 2)), sigma_floor)
-    se = s * np.sqrt(1 + 1 / k + (x0 - x.mean()) ** 2 / float(np.sum((x - x.mean()) ** 2)))
+    se = s * np.sqrt(1 + 1 / k + _spread(x, x0))
     half = float(t.ppf((1 + level) / 2, k - 2)) * se
     return e + np.exp(mean), [e + np.exp(mean - half), e + np.exp(mean + half)]

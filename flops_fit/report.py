@@ -230,8 +230,9 @@ class Result:
         Approach 3's E when the data determine it (``isoflop.frontier_loss``): (loss, interval or
         None, what it stands on), or None with fewer than two usable budgets' minima. What
         ``--verify``, the backtest and loss_frontier.png predict with when the law is undetermined."""
-        front = frontier_loss(self.isoflop, flops, self.level, self.noise, self._floor())
-        return None if front is None else (*front, frontier_label(self._floor()))
+        floor = self._floor()
+        front = frontier_loss(self.isoflop, flops, self.level, self.noise, floor)
+        return None if front is None else (*front, frontier_label(floor))
 
     def frontier_noise(self, flops: float) -> float | None:
         """How far one run at ``flops`` may miss ``loss_frontier`` by seed noise alone (a
