@@ -296,8 +296,11 @@ LAW, FRONTIER = "approach 3 law", "approach 2 frontier"
 
 
 def frontier_label(floor: tuple[float, float, float] | None) -> str:
-    """What a frontier prediction stands on, as the verification line and the backtest say it."""
-    return FRONTIER if floor is None else f"{FRONTIER} above Approach 3's E = {floor[0]:.3g}"
+    """What a frontier prediction stands on, as the verification line, the backtest and the plot
+    say it: E is named either way, so an undetermined E taken as 0 never reads as a known one."""
+    if floor is None:
+        return f"{FRONTIER}, E undetermined, taken as 0"
+    return f"{FRONTIER} above Approach 3's E = {floor[0]:.3g}"
 
 
 def frontier_loss(isoflop: Any, flops: float | np.ndarray, level: float = 0.9, noise: Any = None,

@@ -157,8 +157,8 @@ def plot_frontier(result: Any, path: Path) -> Path:
                            edgecolors="0.4", zorder=4, label="excluded minima")
         _mark_data_range(ax, result)
         drawn = any(np.isfinite(v) and v > 0 for v in np.asarray(shown, dtype=float))
+        ax.set_xlim(cs.min(), cs.max())  # before the log scale: one budget alone gives no x range to autoscale
         ax.set_xscale("log")
-        ax.set_xlim(cs.min(), cs.max())
         if drawn:
             ax.set_yscale("log")
         else:  # nothing determined: say so (a log axis with no data cannot even be laid out)
@@ -202,6 +202,7 @@ def plot_loss_frontier(result: Any, path: Path) -> Path:
                 ax.fill_between(cs, *band, color=C_ISO, alpha=0.12, lw=0)
             ax.plot(cs, mean, color=C_ISO, lw=1.4, ls="--", label=label)
     _mark_data_range(ax, result)
+    ax.set_xlim(cs.min(), cs.max())
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs C")
     ax.set_ylabel("validation loss (nats/token)")

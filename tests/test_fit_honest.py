@@ -13,6 +13,7 @@ import pytest
 
 from flops_fit import results as results_io
 from flops_fit.fit import AGREE_MAX_WIDTH, compare, fit_isoflop, fit_parametric
+from flops_fit.isoflop import frontier_label
 from flops_fit.noise import seed_noise
 from flops_fit.plan import plan
 from flops_fit.report import Result
@@ -167,6 +168,9 @@ def test_agreement_needs_narrow_intervals_and_mutual_containment():
     assert wide.agree is not True
 
 
+# A plot of one budget alone has one x value: laid out by hand, not by matplotlib expanding a
+# singular axis with a warning (it did, at set_xscale, before the limits were set first).
+@pytest.mark.filterwarnings("error::UserWarning")
 @pytest.mark.parametrize("case", ["near_zero_losses", "one_usable_budget", "all_edges", "e_at_zero",
                                   "no_local_fit"])
 def test_a_valid_table_never_raises_and_everything_is_written(case, tmp_path):
@@ -232,9 +236,9 @@ def test_backtest_without_a_determined_law_predicts_the_loss_by_the_frontier():
     held = Result(result.fit_data[result.fit_data["budget"] < BUDGETS[-1]], n_boot=40)
     assert not held.law_known  # the path under test: no law to predict the loss with
     bt = result.backtest()
-    assert bt["predicted"]["loss_source"] == "approach 2 frontier" and bt["predicted"]["loss_interval"]
+    assert bt["predicted"]["loss_source"] == frontier_label(None) and bt["predicted"]["loss_interval"]
     assert 0.98 < bt["ratios"]["loss"] < 1.02
-    assert "best loss (approach 2 frontier) predicted" in result.format_table()
+    assert f"best loss ({frontier_label(None)}) predicted" in result.format_table()
 
 
 def test_an_undetermined_law_plots_the_loss_frontier_the_predictions_come_from(tmp_path):
@@ -250,7 +254,7 @@ def test_an_undetermined_law_plots_the_loss_frontier_the_predictions_come_from(t
     mean, (lo, hi), label = loss_frontier_curve(result, cs)
     at_3x = frontier_loss(result.isoflop, 3 * BUDGETS[-1], result.level, result.noise)
     assert mean[-1] == pytest.approx(at_3x[0]) and (lo[-1], hi[-1]) == pytest.approx(at_3x[1])
-    assert abs(mean[-1] / law.loss_opt(3 * BUDGETS[-1]) - 1) < 0.01 and label == "loss frontier: approach 2 frontier"
+    assert abs(mean[-1] / law.loss_opt(3 * BUDGETS[-1]) - 1) < 0.01 and label == f"loss frontier: {frontier_label(None)}"
     assert plot_loss_frontier(result, tmp_path / "lf.png").stat().st_size > 10_000
 
 
