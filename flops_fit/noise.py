@@ -20,19 +20,28 @@ class SeedNoise:
     sigma: float  # pooled standard deviation of ln L between seeds (NaN without replicates)
     dof: int  # degrees of freedom behind it: runs minus replicate groups
     groups: int  # (budget, size) pairs run with more than one seed
+    budgets: tuple[float, ...] = ()  # the budgets those pairs belong to, ascending
+    """Where σ was measured. One σ serves every budget, yet seed noise falls as runs get longer
+    (on the offline sample 2.5% of the loss at 1e11, 0.43% at 3e12: docs/fitting.md), so the
+    budget is said wherever σ is."""
 
     @property
     def measured(self) -> bool:
         return self.dof > 0 and math.isfinite(self.sigma)
 
+    @property
+    def where(self) -> str:
+        """``at C=1e+11`` (``at C=1e+11, 1e+12``), or nothing when unknown."""
+        return "at C=" + ", ".join(f"{c:.3g}" for c in self.budgets) if self.budgets else ""
+
     def to_dict(self) -> dict:
-        return {"sigma": self.sigma, "dof": self.dof, "groups": self.groups}
+        return {"sigma": self.sigma, "dof": self.dof, "groups": self.groups, "budgets": list(self.budgets)}
 
     def describe(self) -> str:
         if not self.measured:
             return "seed noise: not measured (no replicate runs; sweep with --replicates K)"
         return (f"seed noise: σ = {self.sigma:.4f} in ln L (about {100 * math.expm1(self.sigma):.2f}% of the loss), "
-                f"from {self.groups} replicated size(s), {self.dof} degrees of freedom")
+                f"from {self.groups} replicated size(s) {self.where}, {self.dof} degrees of freedom")
 
 
 def seed_noise(table: pd.DataFrame, size_column: str = "n") -> SeedNoise:
@@ -43,8 +52,10 @@ def seed_noise(table: pd.DataFrame, size_column: str = "n") -> SeedNoise:
     grouped = ln_l.groupby([table["budget"], table[size_column], table["tokens"]])
     counts = grouped.transform("size")
     dev = (ln_l - grouped.transform("mean"))[counts > 1]
-    groups = int((grouped.size() > 1).sum())
+    sizes = grouped.size()
+    groups = int((sizes > 1).sum())
     dof = int((counts > 1).sum()) - groups
     if dof <= 0:
         return SeedNoise(math.nan, 0, 0)
-    return SeedNoise(float(np.sqrt((dev**2).sum() / dof)), dof, groups)
+    budgets = tuple(sorted({float(key[0]) for key in sizes[sizes > 1].index}))
+    return SeedNoise(float(np.sqrt((dev**2).sum() / dof)), dof, groups, budgets)

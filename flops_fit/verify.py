@@ -39,7 +39,8 @@ VERIFY_DIR = "verify"
 RECORD = "verification.json"
 
 RECORD_KEYS = ("budget", "factor", "trial_id", "n", "d", "flops", "predicted", "interval", "source", "n_source",
-               "measured", "error_pct", "status", "error", "inside_interval", "seed_noise_pct", "noise_band_pct")
+               "measured", "error_pct", "status", "error", "inside_interval", "seed_noise_pct", "noise_band_pct",
+               "seed_noise_at")
 #: A miss beyond this many standard deviations of (run − prediction) under seed noise alone is
 #: no noise: about 5% of pure-noise misses exceed 2 (tests/test_verify.py measures it).
 NOISE_SDS = 2.0
@@ -130,7 +131,8 @@ def make_record(result: Any, spec: TrialSpec, row: dict[str, Any], n_source: str
     return dict(zip(RECORD_KEYS, (spec.budget, factor, spec.trial_id, spec.n, spec.tokens, spec.flops, predicted,
                                   interval, source, n_source, measured, error, status,
                                   None if status == "ok" else _text(row.get("error")), inside, noise_pct,
-                                  None if band is None else 100.0 * NOISE_SDS * band)))
+                                  None if band is None else 100.0 * NOISE_SDS * band,
+                                  noise.where if noise_pct is not None else None)))
 
 
 def miss_sd(result: Any, flops: float, predicted: float, interval: list[float] | None, source: str) -> float | None:
@@ -206,7 +208,8 @@ def verification_verdict(rec: dict[str, Any]) -> str | None:
     lo, hi = rec["interval"]
     where = f"the measured loss {rec['measured']:.4f} lies {{}} the predicted interval [{lo:.4f}, {hi:.4f}]"
     noise, band, error = rec.get("seed_noise_pct"), rec.get("noise_band_pct"), rec["error_pct"]
-    explained = f"the ±{band:.1f}% that seed noise ({noise:.1f}% a run) explains in the run and the fits" if band else ""
+    at = f" {rec['seed_noise_at']}" if rec.get("seed_noise_at") else ""  # records before it was kept: unsaid
+    explained = f"the ±{band:.1f}% that seed noise ({noise:.1f}% a run{at}) explains in the run and the fits" if band else ""
     if band and abs(error) <= band:  # inside or not: the law's interval is its mean's, narrower than a run's noise
         return "verification: " + where.format("inside" if inside else "outside") + f", within {explained}"
     if not inside:

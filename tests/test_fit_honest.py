@@ -203,9 +203,11 @@ def test_seed_noise_from_replicates_is_measured_and_used(tmp_path):
     full = pd.concat([df, reps], ignore_index=True)
     noise = seed_noise(full)
     assert noise.dof == len(reps) and 0.007 < noise.sigma < 0.013
+    assert noise.budgets == (BUDGETS[0],) and noise.to_dict()["budgets"] == [BUDGETS[0]]
     result = written(full, tmp_path)
     assert result.isoflop.sigma_source == "replicates"
-    assert "seed noise: σ = 0.0" in result.format_table()
+    line = next(x for x in result.format_table().splitlines() if x.startswith("seed noise:"))
+    assert line.startswith("seed noise: σ = 0.0") and f"replicated size(s) at C={BUDGETS[0]:.3g}," in line
 
 
 def test_replicates_plan_seed_varied_copies_of_the_smallest_budgets_centre():

@@ -14,11 +14,13 @@ from flops_fit.config import SweepConfig, preset
 from flops_fit.errors import PlanError
 from flops_fit.fit import fit_parametric
 from flops_fit.isoflop import FRONTIER, fit_isoflop, frontier_label, frontier_loss
+from flops_fit.noise import SeedNoise
 from flops_fit.results import read_results
 from flops_fit.synthetic import CHINCHILLA, simulate_isoflop
 from flops_fit.verify import RECORD, VERIFY_DIR, format_verification, predicted_loss
 
 LAW = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Chinchilla (Hoffmann et al. 2022)
+UNMEASURED = SeedNoise(float("nan"), 0, 0)
 LINE = re.compile(r"^verification: C=(\S+) N=(\d+) D=(\d+) predicted loss (.+?) measured loss (\S+)(.*)$", re.M)
 
 
@@ -204,7 +206,7 @@ def test_a_measured_loss_outside_the_interval_says_the_fits_do_not_extrapolate()
     from flops_fit.verify import make_record, verification_lines
 
     spec = plan(PlanConfig(budgets=(1e12,), points_per_budget=3))[1]
-    fits = _frontier_fits(noise=SimpleNamespace(measured=False))
+    fits = _frontier_fits(noise=UNMEASURED)
     predicted, (lo, hi), _ = predicted_loss(fits, spec.n, spec.tokens, spec.flops)
     inside = make_record(fits, spec, {"status": "ok", "loss": predicted * 1.001}, "Approach 2 (IsoFLOP parabolas)", 3.0)
     assert lo < predicted * 1.001 < hi and inside["inside_interval"] is True
@@ -225,7 +227,7 @@ def test_a_miss_beyond_seed_noise_is_no_pass_even_inside_a_wide_interval():
     from flops_fit.verify import make_record, verification_lines
 
     spec = plan(PlanConfig(budgets=(1e12,), points_per_budget=3))[1]
-    fits = _frontier_fits(noise=SimpleNamespace(measured=True, sigma=0.025))
+    fits = _frontier_fits(noise=SeedNoise(0.025, 6, 3, (1e10,)))
     predicted, (lo, hi), _ = predicted_loss(fits, spec.n, spec.tokens, spec.flops)
     assert hi > predicted * 1.15  # sigma floor 2.5% and t with 1 degree of freedom: wide
     far = make_record(fits, spec, {"status": "ok", "loss": predicted * 1.15}, "Approach 2 (IsoFLOP parabolas)", 3.0)
@@ -234,13 +236,16 @@ def test_a_miss_beyond_seed_noise_is_no_pass_even_inside_a_wide_interval():
     assert 2 * 2.5 * 1.2 < far["noise_band_pct"] < 15.0
     verdict = verification_lines(far)[1]
     assert verdict.startswith("note: verification:") and "inside" in verdict and "not pinned down" in verdict
-    assert f"beyond the ±{far['noise_band_pct']:.1f}% that seed noise (2.5% a run)" in verdict
+    # σ is said with the budget it was measured at (one σ serves all, though noise falls with run length)
+    assert far["seed_noise_at"] == "at C=1e+10"
+    assert f"beyond the ±{far['noise_band_pct']:.1f}% that seed noise (2.5% a run at C=1e+10)" in verdict
+    assert "(2.5% a run)" in verification_lines({**far, "seed_noise_at": None})[1]  # a record from before
     # 6% off: more than twice one run's σ, less than the miss seed noise gives run and prediction together
     near = make_record(fits, spec, {"status": "ok", "loss": predicted * 1.06}, "Approach 2 (IsoFLOP parabolas)", 3.0)
     assert 6.0 < near["noise_band_pct"] and verification_lines(near)[1].startswith("verification: the measured loss")
     assert "within the ±" in verification_lines(near)[1]
     # no measured seed noise: the interval alone decides, and says nothing of noise
-    unmeasured = make_record(_frontier_fits(noise=SimpleNamespace(measured=False)), spec,
+    unmeasured = make_record(_frontier_fits(noise=UNMEASURED), spec,
                              {"status": "ok", "loss": predicted * 1.15}, "x", 3.0)
     assert unmeasured["noise_band_pct"] is None and "noise" not in verification_lines(unmeasured)[1]
 
@@ -250,7 +255,7 @@ def test_a_run_outside_the_laws_interval_but_within_its_own_noise_passes():
     from flops_fit.isoflop import LAW
     from flops_fit.verify import NOISE_SDS, miss_sd, verification_lines
 
-    fits = SimpleNamespace(noise=SimpleNamespace(measured=True, sigma=0.01), level=0.9)
+    fits = SimpleNamespace(noise=SeedNoise(0.01, 6, 3, (1e10,)), level=0.9)
     z = 1.6448536269514722
     sd = miss_sd(fits, 3e12, 2.0, [2.0 - 0.02 * z, 2.0 + 0.02 * z], LAW)  # the law's mean: ±1% at 1 sd
     assert sd == pytest.approx(np.hypot(0.01, 0.01))
@@ -275,7 +280,7 @@ def test_the_noise_band_holds_95_percent_of_pure_noise_misses(floor):
     truth = lambda c: e + 40.0 * c ** -0.12  # noqa: E731
     budgets, c_v, sigma = (1e18, 3e18, 1e19), 3e19, 0.02
     rng = np.random.default_rng(0)
-    noise = SimpleNamespace(measured=True, sigma=sigma)
+    noise = SeedNoise(sigma, 6, 3, (1e10,))
     held = held_by_one_run = 0
     draws = 4000
     for _ in range(draws):
@@ -297,7 +302,7 @@ def test_a_run_that_is_not_a_measurement_gets_no_error_percentage():
     from flops_fit.verify import make_record
 
     spec = plan(PlanConfig(budgets=(1e12,), points_per_budget=3))[1]
-    fits = _frontier_fits(noise=SimpleNamespace(measured=False))
+    fits = _frontier_fits(noise=UNMEASURED)
     ok = make_record(fits, spec, {"status": "ok", "loss": 2.4}, "Approach 2 (IsoFLOP parabolas)", 3.0)
     assert ok["source"] == frontier_label(None) and ok["error_pct"] == pytest.approx(100 * (2.4 - ok["predicted"]) / ok["predicted"])
     for status, loss in (("undertrained", 5.2), ("diverged", None), ("failed", None)):
