@@ -61,7 +61,7 @@ def compare(isoflop_fit: IsoFLOPFit, parametric_fit: ParametricFit,
     if wide:
         why = ", ".join(f"{name}'s is {w:.3f} wide" for name, w in wide)
         return Comparison(ai, ap, ii, ip, None, head + span + (
-            f"; agreement undetermined: {why} (> {AGREE_MAX_WIDTH} needed to tell them apart)"), units)
+            f"; agreement undetermined: {why} (each must be at most {AGREE_MAX_WIDTH} wide to tell them apart)"), units)
     if not (ii[0] <= ap <= ii[1] and ip[0] <= ai <= ip[1]):
         return Comparison(ai, ap, ii, ip, None, head + span + (
             "; the intervals overlap but each estimate is not inside the other's interval: "

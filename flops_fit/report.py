@@ -210,7 +210,7 @@ class Result:
             by[name] = {"n": float(fit.n_opt(c)), "d": float(fit.d_opt(c)),
                         "n_interval": fit.interval(lambda f: float(f.n_opt(c))),
                         "d_interval": fit.interval(lambda f: float(f.d_opt(c)))}
-        if self.parametric is not None and "parametric" in by:
+        if self.law_known and "parametric" in by:  # an undetermined law's loss is no number (docs/fitting.md)
             by["parametric"]["loss"] = float(self.parametric.loss_opt(c))
         main = by[self.primary]
         n, d = main["n"], main["d"]
@@ -271,8 +271,10 @@ class Result:
         """Approach 2's a under each recorded parameter count (n, n_non_embedding, n_matmul)."""
         if not hasattr(self, "_by_count"):
             names = self.fit_data["trial_id"].astype(str).tolist() if "trial_id" in self.fit_data else None
-            self._by_count = (_quietly(self.notes, "exponents by count",
-                                       lambda: exponents_by_count(self.fit_data, names)) or {}) if len(self.fit_data) else {}
+            sigma = self.noise.sigma if self.noise.measured else None  # the main fit's outliers, left out here too
+            self._by_count = ((_quietly(self.notes, "exponents by count",
+                                        lambda: exponents_by_count(self.fit_data, names, sigma)) or {})
+                              if len(self.fit_data) else {})
         return self._by_count
 
     def __str__(self) -> str:

@@ -209,14 +209,15 @@ def verification_verdict(rec: dict[str, Any]) -> str | None:
     where = f"the measured loss {rec['measured']:.4f} lies {{}} the predicted interval [{lo:.4f}, {hi:.4f}]"
     noise, band, error = rec.get("seed_noise_pct"), rec.get("noise_band_pct"), rec["error_pct"]
     at = f" {rec['seed_noise_at']}" if rec.get("seed_noise_at") else ""  # records before it was kept: unsaid
-    explained = f"the ±{band:.1f}% that seed noise ({noise:.1f}% a run{at}) explains in the run and the fits" if band else ""
-    if band and abs(error) <= band:  # inside or not: the law's interval is its mean's, narrower than a run's noise
+    # the band and the miss to the error's own two decimals: a verdict near the edge must read as decided
+    explained = f"the ±{band:.2f}% that seed noise ({noise:.1f}% a run{at}) explains in the run and the fits" if band else ""
+    if band and round(abs(error), 2) <= round(band, 2):  # inside or not: the law's interval is its mean's, narrower than a run's noise
         return "verification: " + where.format("inside" if inside else "outside") + f", within {explained}"
     if not inside:
         return ("note: verification: " + where.format("OUTSIDE") + f": the fits do not extrapolate to "
                 f"C={rec['budget']:.3g}; sweep budgets closer to it before trusting their predictions there")
     if band:
-        return ("note: verification: " + where.format("inside") + f", but {abs(error):.1f}% from the prediction, "
+        return ("note: verification: " + where.format("inside") + f", but {abs(error):.2f}% from the prediction, "
                 f"beyond {explained}: the interval is wide, not the fits right; the loss at C={rec['budget']:.3g} "
                 "is not pinned down, sweep a budget nearer it first")
     return "verification: " + where.format("inside")

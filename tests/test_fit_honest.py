@@ -268,6 +268,36 @@ def test_exponents_by_parameter_count_side_by_side():
     assert by["n_non_embedding"] == pytest.approx(by["n"] * 1.1, rel=0.05)
 
 
+def test_the_count_line_leaves_out_the_outliers_the_main_fit_leaves_out():
+    # one run 8% high at the largest budget, seed noise measured by replicates: the main fit
+    # excludes it as an outlier, and the by-count line's a under n must be that same a
+    df = table(CHINCHILLA, noise=0.01, seed=1, budgets=(1e18, 3e18, 1e19, 3e19, 1e20))
+    rng = np.random.default_rng(5)
+    first = df[df.budget == 1e18].iloc[2:5]
+    reps = [first.assign(seed=s, trial_id=first.trial_id + f"_s{s}",
+                         loss=[CHINCHILLA.loss(n, t, rng=rng, noise=0.01) for n, t in zip(first.n, first.tokens)])
+            for s in (1, 2)]
+    df = pd.concat([df, *reps], ignore_index=True)
+    df.loc[df.index[df.budget == 1e20][4], "loss"] *= 1.08
+    result = Result(df, n_boot=0)
+    assert any("outlier" in note for note in result.notes)
+    assert result.exponents_by_count()["n"] == pytest.approx(result.isoflop.a, abs=1e-12)
+
+
+def test_the_backtest_refits_with_the_resamples_the_report_states():
+    result = Result(table(CHINCHILLA, noise=0.01, budgets=BUDGETS[:4]), n_boot=150)
+    bt = result.backtest()
+    held = Result(result.fit_data[result.fit_data.budget < BUDGETS[3]], n_boot=150)
+    assert bt["predicted"]["n_interval"] == pytest.approx(held.predict(BUDGETS[3]).n_interval, rel=1e-12)
+
+
+def test_an_undetermined_law_predicts_no_loss_in_any_field():
+    result = Result(table(CHINCHILLA, noise=0.01, budgets=BUDGETS[:3]), n_boot=100)
+    assert not result.law_known  # three budgets at 1% noise: A and B undetermined
+    p = result.predict(10 * BUDGETS[2])
+    assert p.loss is None and "loss" not in (p.parametric or {})
+
+
 def test_both_fits_with_200_resamples_take_seconds():
     import time
 

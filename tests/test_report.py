@@ -142,6 +142,20 @@ def test_param_count_is_a_choice():
         Result(df, param_count="bogus")
 
 
+@pytest.mark.parametrize("budgets", [(1e11, 3e11, 1e12), (3e15, 1e16, 3e16, 1e17)])
+def test_approach_3s_exponent_in_the_budgets_units_is_the_closed_form_when_they_are_6nd(budgets):
+    # known truth: budgets labelled another convention but counted exactly 6·N·D, so the law's
+    # minimum along each IsoFLOP curve has the closed form a = β/(α+β) (Hoffmann et al. 2022)
+    from flops_fit.fitchecks import parametric_a_in_budget_units
+    from flops_fit.synthetic import ASYMMETRIC, CHINCHILLA, simulate_isoflop
+
+    df = simulate_isoflop(budgets, 7, 0.0, 0)
+    df["flops"], df["flops_convention"] = 6.0 * df["n"].astype(float) * df["tokens"].astype(float), "attention"
+    exponent = parametric_a_in_budget_units(df, "n")
+    for law in (CHINCHILLA, ASYMMETRIC):  # the grid's argmin alone was off by up to 0.003
+        assert exponent(law) == pytest.approx(law.a, abs=2e-4)
+
+
 def test_falls_back_to_approach_3_when_no_budget_is_bracketed():
     df = synthetic_rows(centre_offset=0.9)  # every grid sits above its optimum
     res = Result(df, n_boot=0)

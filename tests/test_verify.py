@@ -238,7 +238,7 @@ def test_a_miss_beyond_seed_noise_is_no_pass_even_inside_a_wide_interval():
     assert verdict.startswith("note: verification:") and "inside" in verdict and "not pinned down" in verdict
     # σ is said with the budget it was measured at (one σ serves all, though noise falls with run length)
     assert far["seed_noise_at"] == "at C=1e+10"
-    assert f"beyond the ±{far['noise_band_pct']:.1f}% that seed noise (2.5% a run at C=1e+10)" in verdict
+    assert f"beyond the ±{far['noise_band_pct']:.2f}% that seed noise (2.5% a run at C=1e+10)" in verdict
     assert "(2.5% a run)" in verification_lines({**far, "seed_noise_at": None})[1]  # a record from before
     # 6% off: more than twice one run's σ, less than the miss seed noise gives run and prediction together
     near = make_record(fits, spec, {"status": "ok", "loss": predicted * 1.06}, "Approach 2 (IsoFLOP parabolas)", 3.0)
@@ -248,6 +248,20 @@ def test_a_miss_beyond_seed_noise_is_no_pass_even_inside_a_wide_interval():
     unmeasured = make_record(_frontier_fits(noise=UNMEASURED), spec,
                              {"status": "ok", "loss": predicted * 1.15}, "x", 3.0)
     assert unmeasured["noise_band_pct"] is None and "noise" not in verification_lines(unmeasured)[1]
+
+
+@pytest.mark.parametrize("error, band, verdict", [
+    (1.63, 1.634, "within the ±1.63%"),  # equal as printed: passes, and reads so
+    (1.634, 1.6336, "within the ±1.63%"),
+    (1.58, 1.56, "but 1.58% from the prediction, beyond the ±1.56%"),  # never "1.6% ... beyond ±1.6%"
+])
+def test_the_verdict_prints_the_miss_and_the_band_as_precisely_as_it_decides(error, band, verdict):
+    from flops_fit.verify import verification_lines
+
+    rec = {**BASE, "measured": 2.5 * (1 + error / 100), "error_pct": error, "inside_interval": True,
+           "seed_noise_pct": 0.5, "noise_band_pct": band, "seed_noise_at": "at C=1e+11"}
+    first, second = verification_lines(rec)
+    assert f"({error:+.2f}%)" in first and verdict in second, second
 
 
 def test_a_run_outside_the_laws_interval_but_within_its_own_noise_passes():
