@@ -41,7 +41,8 @@ class SeedNoise:
         if not self.measured:
             return "seed noise: not measured (no replicate runs; sweep with --replicates K)"
         return (f"seed noise: σ = {self.sigma:.4f} in ln L (about {100 * math.expm1(self.sigma):.2f}% of the loss), "
-                f"from {self.groups} replicated size(s) {self.where}, {self.dof} degrees of freedom")
+                f"from {self.groups} replicated size(s){' ' + self.where if self.where else ''}, "
+                f"{self.dof} degrees of freedom")
 
 
 def seed_noise(table: pd.DataFrame, size_column: str = "n") -> SeedNoise:

@@ -210,8 +210,10 @@ def verification_verdict(rec: dict[str, Any]) -> str | None:
     noise, band, error = rec.get("seed_noise_pct"), rec.get("noise_band_pct"), rec["error_pct"]
     at = f" {rec['seed_noise_at']}" if rec.get("seed_noise_at") else ""  # records before it was kept: unsaid
     # the band and the miss to the error's own two decimals: a verdict near the edge must read as decided
-    explained = f"the ±{band:.2f}% that seed noise ({noise:.1f}% a run{at}) explains in the run and the fits" if band else ""
-    if band and round(abs(error), 2) <= round(band, 2):  # inside or not: the law's interval is its mean's, narrower than a run's noise
+    explained = (f"the ±{band:.2f}% that seed noise ({noise:.1f}% a run{at}) explains in the run and the fits"
+                 if band else "")
+    # inside the interval or not: the law's interval is its mean's, narrower than a run's noise
+    if band and round(abs(error), 2) <= round(band, 2):
         return "verification: " + where.format("inside" if inside else "outside") + f", within {explained}"
     if not inside:
         return ("note: verification: " + where.format("OUTSIDE") + f": the fits do not extrapolate to "
