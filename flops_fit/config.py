@@ -238,6 +238,10 @@ def tiny() -> SweepConfig:
         seq_len=128,
         vocab_size=512,
         min_steps=400,  # ~4x the slowest plateau escape at the recipe's rates (README, The training recipe)
+        # The DeepSeek rule's batch, fitted at 1e17-3e20, is past these models' critical batch by
+        # 3e12: N = 178k there ends at 0.751-0.759 (five seeds) at 16 sequences a step, 0.755 and
+        # 0.764 at 4 and 8, but 0.796-0.803 at its 32 (rates 0.5-1x the rule's; README).
+        max_batch_size=16,
         recipe="tiny",  # the learning-rate rule flops-fit tune measured on this grid (flops_fit/recipes/tiny.json)
         val_tokens=32_768,
         cpus_per_trial=1.0,

@@ -52,7 +52,7 @@ class PlanConfig:
     min_steps: int = 50
     """Every trial gets at least this many optimizer steps, or the plan is refused."""
     max_batch_size: int = 512
-    """Upper bound on sequences per step (memory)."""
+    """Upper bound on sequences per step (memory, or a measured critical batch: ``tiny`` caps at 16)."""
     base_lr: float = 3e-3
     """Peak AdamW learning rate of a model with ``lr_n_ref`` parameters (see ``peak_lr``)."""
     lr_exponent: float = 0.0

@@ -137,3 +137,14 @@ def test_a_vocabulary_below_a_byte_level_bpe_is_refused_not_silently_raised():
         workload.plan(PlanConfig(budgets=(1e12,), vocab_size=1, seq_len=64))
     assert workload.plan(PlanConfig(budgets=(1e12,), vocab_size=257, seq_len=64))
     assert PlanConfig(budgets=(1e12,), vocab_size=64).vocab_size == 64  # other workloads keep theirs
+
+
+def test_tiny_past_1e12_keeps_its_batch_below_the_critical_batch_measured_at_3e12():
+    # At 3e12 the DeepSeek rule gives 32 sequences a step, where N = 178k ends 0.05 nats worse
+    # than at 4-16 (README, "Learning rate and batch"): tiny caps the batch at 16.
+    from flops_fit.plan import budget_batch, deepseek_batch_tokens
+
+    cfg = preset("tiny").replace(budgets=(1e12, 3e12, 1e13)).plan
+    assert round(deepseek_batch_tokens(3e12) / cfg.seq_len) > 16  # the rule alone would exceed it
+    assert budget_batch(3e12, 1e8, cfg) == 16 and budget_batch(1e13, 1e8, cfg) == 16
+    assert max(s.batch_size for s in plan(cfg)) <= 16
