@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from flops_fit.accounting import PARAM_COUNTS
+from flops_fit.isobudget import vertex
 from flops_fit.isoflop import LAW, fit_isoflop, interp_extended
 
 
@@ -47,19 +48,20 @@ def parametric_a_in_budget_units(data: pd.DataFrame, param_count: str) -> Callab
             i = int(np.nanargmin(loss))
             if i in (0, grid.size - 1):
                 return math.nan  # the law's minimum left the range: no frontier here
-            opt.append(grid[i] + _vertex_offset(*loss[i - 1:i + 2], grid[1] - grid[0]))
+            opt.append(_refined(grid[i - 1:i + 2], loss[i - 1:i + 2]))
         return float(np.polyfit(np.log(budgets), opt, 1)[0])
 
     return exponent
 
 
-def _vertex_offset(left: float, mid: float, right: float, step: float) -> float:
-    """Where the parabola through three equally spaced points has its vertex, from the middle
-    one: the grid's argmin alone puts ±step/2 (±0.003 in a) on every budget's N_opt."""
-    curvature = left - 2.0 * mid + right
-    if not (math.isfinite(curvature) and curvature > 0):
-        return 0.0
-    return 0.5 * step * (left - right) / curvature
+def _refined(x: np.ndarray, loss: np.ndarray) -> float:
+    """The grid argmin ``x[1]`` moved to the vertex of the parabola through it and its two
+    neighbours (Approach 2's ``vertex``): the argmin alone puts ±step/2 (±0.003 in a) on every
+    budget's N_opt. The argmin itself where a neighbour is not finite or the three are not convex."""
+    if not np.all(np.isfinite(loss)):
+        return float(x[1])
+    xv, _ = vertex(np.polyfit(x - x[1], loss, 2), x[1])
+    return float(xv) if np.isfinite(xv) else float(x[1])
 
 
 def exponents_by_count(data: pd.DataFrame, names: list[str] | None = None,
