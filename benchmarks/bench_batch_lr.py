@@ -26,9 +26,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import emit, load, table  # noqa: E402
 
 from flops_fit.config import TrainOptions, preset  # noqa: E402
-from flops_fit.engine import default_workload  # noqa: E402
-from flops_fit.plan import peak_lr, plan_trial  # noqa: E402
-from flops_fit.recipe import locate_optimum  # noqa: E402
+from flops_fit.engine.sweep import default_workload  # noqa: E402
+from flops_fit.planning.grid import plan_trial
+from flops_fit.planning.rules import TrainingRules  # noqa: E402
+from flops_fit.planning.recipe import locate_optimum  # noqa: E402
 
 
 def main() -> None:
@@ -45,7 +46,7 @@ def main() -> None:
     if args.quick:
         args.preset, args.batches, args.lr_mult = "smoke", [4, 8], [1.0, 2.0]
 
-    from flops_fit.train import run_trial
+    from flops_fit.trainer.trial import run_trial
 
     cfg = preset(args.preset).replace(replicates=0, **{k: v for k, v in (("source", args.source),
                                                                          ("recipe", args.recipe)) if v})
@@ -60,7 +61,7 @@ def main() -> None:
     rows = []
     for batch, mult in itertools.product(args.batches, args.lr_mult):
         spec = plan_trial(budget, args.n, batch, sizes.cfg, sizes)
-        spec = dataclasses.replace(spec, lr=peak_lr(spec.n, sizes.cfg) * mult)  # the rule at no batch term
+        spec = dataclasses.replace(spec, lr=TrainingRules(sizes.cfg).lr(spec.n) * mult)  # the rule at no batch term
         workload.preflight([spec])
         t0 = time.perf_counter()
         m = run_trial(spec, workload, TrainOptions(threads=1, checkpoint_every_s=1e9)).metrics

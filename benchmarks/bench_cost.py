@@ -1,5 +1,5 @@
 """Item 5: sweep cost. Total FLOPs and wall time of the ``tiny`` preset, estimated before it
-runs (``flops_fit.throughput.estimate_sweep_seconds``: a quick throughput probe of each
+runs (``flops_fit.engine.estimate.estimate_sweep_seconds``: a quick throughput probe of each
 distinct model shape + the measured fixed cost per trial, packed longest-first onto the
 slots), then compared with what the real sweep took (``--no-run`` prints the estimate only,
 as ``flops-fit plan`` does).
@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     from flops_fit.config import preset as get_preset
-    from flops_fit.plan import plan
-    from flops_fit.throughput import estimate_sweep_seconds, format_estimate
+    from flops_fit.planning.grid import plan
+    from flops_fit.engine.estimate import estimate_sweep_seconds, format_estimate
 
     name = args.preset or ("smoke" if args.quick else "tiny")
     overrides = {"budgets": (1e10,), "points_per_budget": 3} if args.quick else {}

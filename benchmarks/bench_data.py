@@ -42,12 +42,12 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
     import torch
 
-    from flops_fit.batches import BatchOrder, BatchStream
+    from flops_fit.trainer.batches import BatchOrder, BatchStream
     from flops_fit.config import preset
     from flops_fit.data import shards, sources
     from flops_fit.data.tinystories import TinyStoriesDataset
     from flops_fit.data.tokenizer import resolve_tokenizer
-    from flops_fit.plan import plan
+    from flops_fit.planning.grid import plan
 
     load_start = load()
     result: dict = {"benchmark": "data", "quick": args.quick, "load_start": load_start}
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
                 if cfg.gpus_per_trial and not cuda:
                     step_s, how = s.flops_per_token * step_tokens / (0.4 * H100_BF16_PEAK), "estimated (H100, 40% MFU)"
                 else:
-                    from flops_fit.throughput import probe_tokens_per_s
+                    from flops_fit.trainer.throughput import probe_tokens_per_s
 
                     step_s = step_tokens / probe_tokens_per_s(s, steps=2 if args.quick else 4, threads=int(cfg.cpus_per_trial))
                     how = "measured"

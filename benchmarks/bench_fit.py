@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> dict:
     repeats = 1 if args.quick else 3
     n_boot = args.n_boot or (20 if args.quick else 200)
 
-    from flops_fit.fit import INIT_GRID, fit_parametric
-    from flops_fit.synthetic import CHINCHILLA, simulate_isoflop
+    from flops_fit.fitting.parametric import INIT_GRID, fit_parametric
+    from flops_fit.fitting.synthetic import CHINCHILLA, simulate_isoflop
 
     df = simulate_isoflop([1e18, 3e18, 1e19, 3e19, 1e20], points_per_budget=9, noise=0.005, seed=0)
     n, d, loss = df["n"].to_numpy(float), df["tokens"].to_numpy(float), df["loss"].to_numpy(float)
@@ -81,8 +81,8 @@ def calibration(seeds: int, n_boot: int, which: str = "both", a3_method: str = "
 
     import numpy as np
 
-    from flops_fit.fit import fit_isoflop, fit_parametric
-    from flops_fit.synthetic import ASYMMETRIC, CHINCHILLA, calibrate
+    from flops_fit.fitting.parametric import fit_isoflop, fit_parametric
+    from flops_fit.fitting.synthetic import ASYMMETRIC, CHINCHILLA, calibrate
 
     def approach2(t):
         f = fit_isoflop(t.budget, t.n, t.loss, t.tokens, n_boot=n_boot)

@@ -1,5 +1,5 @@
 """What only a GPU can show (issue 12): for trials of the GPU preset, the peak memory against
-``flops_fit.memory``'s model, MFU, the torch.compile time of a new shape, and how long a
+``flops_fit.planning.resources``'s model, MFU, the torch.compile time of a new shape, and how long a
 checkpoint write blocks the training loop.
 
     python benchmarks/bench_gpu.py            # on a CUDA machine: the tinystories-gpu shapes + 1e18's largest
@@ -29,7 +29,7 @@ from _common import emit, table  # noqa: E402
 
 def _shapes(quick: bool):
     from flops_fit.config import preset
-    from flops_fit.engine import default_workload
+    from flops_fit.engine.sweep import default_workload
 
     if quick:
         cfg = preset("smoke")
@@ -45,10 +45,14 @@ def _shapes(quick: bool):
 def measure(label: str, spec, steps: int) -> dict:
     import torch
 
-    from flops_fit import accelerator, accounting, checkpoint, memory, train
+    from flops_fit.trainer import accelerator
+    from flops_fit.models import gpt_spec as accounting
+    from flops_fit.trainer import checkpoint
+    from flops_fit.models import gpt_spec as memory
+    from flops_fit.trainer import trial as train
     from flops_fit.models.gpt import GPT, GPTConfig
-    from flops_fit.sizes import gpt_shape
-    from flops_fit.throughput import matmul_peak_flops
+    from flops_fit.models.gpt_spec import gpt_shape
+    from flops_fit.trainer.throughput import matmul_peak_flops
 
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda" if cuda else "cpu")

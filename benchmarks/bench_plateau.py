@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import emit, load, table  # noqa: E402
 
 from flops_fit.config import TrainOptions, preset  # noqa: E402
-from flops_fit.engine import default_workload  # noqa: E402
-from flops_fit.plan import warmup_steps_for  # noqa: E402
+from flops_fit.engine.sweep import default_workload  # noqa: E402
+from flops_fit.planning.rules import TrainingRules  # noqa: E402
 
 
 def first_below(curve: list[dict], level: float) -> int | None:
@@ -45,7 +45,7 @@ def main() -> None:
     if args.quick:
         args.preset, args.budgets, args.lr_mult, args.step_mult = "smoke", [1e10], [1.0], [1.0]
 
-    from flops_fit.train import run_trial
+    from flops_fit.trainer.trial import run_trial
 
     cfg = preset(args.preset).replace(replicates=0)
     workload = default_workload(cfg)
@@ -61,7 +61,7 @@ def main() -> None:
             spec = dataclasses.replace(base, trial_id=f"{base.trial_id}_x{sm:g}_lr{lm:g}_b{b2}_s{seed}", steps=steps,
                                        lr=base.lr * lm, beta2=b2 or base.beta2,
                                        seed=base.seed if seed is None else seed,
-                                       warmup_steps=warmup_steps_for(base.n, base.batch_size, steps, cfg.plan))
+                                       warmup_steps=TrainingRules(cfg.plan).warmup(base.n, base.batch_size, steps))
             t0 = time.perf_counter()
             m = run_trial(spec, workload, TrainOptions(threads=1, checkpoint_every_s=1e9)).metrics
             curve = json.loads(m["curve"])

@@ -10,7 +10,7 @@ per trial is split into: inside ``run_trial`` but not training (data open, build
 checkpoint: wall_s - train_s), the worker around it (torch import, tune.report:
 time_total_s - wall_s), and the slot time no trial used (actor start-up, scheduling gaps,
 idle slots at the end). The sweep's cost is estimated up front with
-``flops_fit.throughput.estimate_sweep_seconds`` and compared with what it took.
+``flops_fit.engine.estimate.estimate_sweep_seconds`` and compared with what it took.
 
     python benchmarks/bench_sweep.py [--quick] [--budgets 6e11 1e12] [--points 6]
 """
@@ -53,9 +53,9 @@ def run(preset: str, slots: int, quick: bool, reuse_actors: bool = False, **over
     from ray import tune
 
     from flops_fit.config import preset as get_preset
-    from flops_fit.plan import plan
+    from flops_fit.planning.grid import plan
     from flops_fit.ray import sweep
-    from flops_fit.throughput import estimate_sweep_seconds
+    from flops_fit.engine.estimate import estimate_sweep_seconds
 
     cfg = get_preset(preset).replace(**overrides)
     specs = plan(cfg.plan)
@@ -69,7 +69,7 @@ def run(preset: str, slots: int, quick: bool, reuse_actors: bool = False, **over
         ray.init(num_cpus=slots * int(cfg.cpus_per_trial), include_dashboard=False, log_to_driver=False,
                  _node_ip_address="127.0.0.1")
         original = tune.TuneConfig
-        if reuse_actors:  # the experiment proposed for flops_fit/ray/sweep.py (RESULTS.md, item 3)
+        if reuse_actors:  # the experiment proposed for flops_fit/ray/backend.py (RESULTS.md, item 3)
             tune.TuneConfig = functools.partial(original, reuse_actors=True)
         try:
             t0 = time.perf_counter()

@@ -19,8 +19,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import emit, load, median, table  # noqa: E402
 
-from flops_fit import accounting  # noqa: E402
-from flops_fit.accounting import ModelShape  # noqa: E402
+from flops_fit.models import gpt_spec as accounting  # noqa: E402
+from flops_fit.models.gpt_spec import ModelShape  # noqa: E402
 
 
 def shape(d: int, layers: int, vocab: int, seq: int) -> ModelShape:
@@ -48,7 +48,8 @@ def where_time_goes(s: ModelShape, batch: int, threads: int) -> dict[str, float]
     import torch
     from torch.profiler import profile
 
-    from flops_fit import accelerator, train
+    from flops_fit.trainer import accelerator
+    from flops_fit.trainer import trial as train
     from flops_fit.models.gpt import GPT, GPTConfig
 
     torch.set_num_threads(threads)
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from flops_fit.throughput import matmul_peak_flops, probe_tokens_per_s
+    from flops_fit.trainer.throughput import matmul_peak_flops, probe_tokens_per_s
 
     cuda = torch.cuda.is_available()
     cases = QUICK if args.quick else FULL

@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from flops_fit.cli import add_config_flags, config_from_args
-from flops_fit.plan import PlanError
+from flops_fit.planning.grid import PlanError
 
 
 def main(argv: list[str] | None = None) -> int:

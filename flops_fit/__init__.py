@@ -18,7 +18,7 @@ _LAZY = {
     "create_model_for_scaling": ("flops_fit.models.gpt", "create_model_for_scaling"),
     "TinyStoriesDataset": ("flops_fit.data.tinystories", "TinyStoriesDataset"),
     "find_optimal": ("flops_fit.api", "find_optimal"),
-    "Result": ("flops_fit.report", "Result"),
+    "Result": ("flops_fit.results.result", "Result"),
 }
 
 __all__ = ["__version__", "ray", *_LAZY]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from flops_fit.engine import resolve_config
+from flops_fit.engine.sweep import resolve_config
 from flops_fit.errors import PlanError
 
 
@@ -69,11 +69,11 @@ def find_optimal(
     nothing: the same plan as training (this model's sizes, the data's sequence length), each
     trial's loss from the simulated law at its N and D (``flops_fit.workloads.simulated``).
     The grid is fixed, as in v1.0 (``adapt=True`` makes it adaptive: added sizes are the
-    nearest values of the model's size ladder, see ``flops_fit.adapt``).
+    nearest values of the model's size ladder, see ``flops_fit.planning.adaptive``).
     """
     from flops_fit.ray.compat import ship_by_value
-    from flops_fit.ray.sweep import sweep
-    from flops_fit.workloads.stories import StoryData
+    from flops_fit.ray.backend import sweep
+    from flops_fit.data.stories import StoryData
     from flops_fit.workloads.user import UserModel
 
     options = _v1_options(options, output_dir, resume, mode)
@@ -84,7 +84,7 @@ def find_optimal(
     if cfg.simulate is not None:  # mock: the user's sizes, the law's losses; nothing of the model ships
         workload = workload.simulated(cfg.simulate)
     if not train:
-        from flops_fit.plan import format_plan
+        from flops_fit.planning.grid import format_plan
 
         workload.prepare(cfg.plan)
         specs = workload.plan(cfg.plan)

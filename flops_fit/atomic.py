@@ -57,3 +57,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | memoryview | Callab
         raise
     fsync_dir(path.parent)
     return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write a small text file (JSON, a table) with the same temp-then-rename guarantee."""
+    return atomic_write(path, text.encode("utf-8"))

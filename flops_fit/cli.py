@@ -104,24 +104,24 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from flops_fit.engine import default_workload
-    from flops_fit.plan import format_plan
-    from flops_fit.recipe import describe
-    from flops_fit.throughput import resource_rule
+    from flops_fit.engine.sweep import default_workload
+    from flops_fit.planning.grid import format_plan
+    from flops_fit.planning.recipe import describe
+    from flops_fit.trainer.throughput import local_gpu_bytes
 
     cfg = config_from_args(args)
     specs = default_workload(cfg).plan(cfg.plan)
-    rule = resource_rule(cfg)
+    rule = cfg.resource_rule(local_gpu_bytes)
     print(format_plan(specs, resources=rule.describe))
     print(describe(cfg))
     if cfg.tune:
-        from flops_fit.calibrate import CHECK_SEEDS, LR_MULTIPLIERS
+        from flops_fit.engine.lr_scan import CHECK_SEEDS, LR_MULTIPLIERS
 
         print(f"first: the learning-rate rule measured on this grid (flops-fit tune: {len(LR_MULTIPLIERS)} rates at "
               f"3 sizes, then the rule's and the best rate at {CHECK_SEEDS} seeds each, in <sweep>/tune/); the rates "
               "above are then replaced by the measured rule's")
     if cfg.plan.adapt:
-        from flops_fit.engine import ADAPTIVE_NOTE
+        from flops_fit.engine.sweep import ADAPTIVE_NOTE
 
         print(ADAPTIVE_NOTE.replace("the first budget runs as above", "the first budget runs as above (later "
                                     "budgets shown on the prior)"))
@@ -131,14 +131,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.estimate:
         import os
 
-        from flops_fit.throughput import estimate_sweep_seconds, format_estimate, local_gpus, trial_slots
+        from flops_fit.engine.estimate import estimate_sweep_seconds, format_estimate
+        from flops_fit.planning.resources import trial_slots
+        from flops_fit.trainer.throughput import local_gpus
 
         mean_gpus = sum(rule.gpus_for(s) for s in specs) / max(1, len(specs))  # auto: shares differ by trial
         slots = trial_slots(os.cpu_count() or 1, cfg.cpus_per_trial, local_gpus(), mean_gpus,
                             cfg.max_concurrent_trials)
         try:
             if cfg.tune:  # its scan, then its check (the rule's and the best rate, seeds each): same shapes
-                from flops_fit.calibrate import scan_sizes
+                from flops_fit.engine.lr_scan import scan_sizes
 
                 picked = scan_sizes(specs)
                 for stage, copies in (("tune scan", len(LR_MULTIPLIERS)), ("tune check", 2 * CHECK_SEEDS - 1)):
@@ -168,7 +170,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _load_result(args: argparse.Namespace):
-    from flops_fit.report import Result
+    from flops_fit.results.result import Result
 
     return Result.from_path(args.path, param_count=args.param_count, n_boot=args.n_boot, seed=args.seed)
 
@@ -176,7 +178,7 @@ def _load_result(args: argparse.Namespace):
 def cmd_fit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from flops_fit.results import results_path
+    from flops_fit.results.table import results_path
 
     result = _load_result(args)
     print(result.format_table())  # the notes are part of the table's text

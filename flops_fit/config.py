@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from flops_fit.errors import PlanError
-from flops_fit.memory import AUTO
-from flops_fit.plan import PlanConfig
+from flops_fit.planning.resources import AUTO, ResourceRule, resource_rule
+from flops_fit.planning.config import PlanConfig
+from flops_fit.planning.rules import recipe_rule
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,9 @@ class TrainOptions:
     """torch.compile the model (worth it on GPUs)."""
     micro_batches: int | None = None
     """Gradient-accumulation slices per step; None: 1 on CPU, on CUDA the fewest whose memory
-    estimate fits (``flops_fit.memory``), doubled on out-of-memory. Same update either way."""
+    estimate fits (``flops_fit.models.gpt_spec.training_bytes``), doubled on out-of-memory. Same update either way."""
     step_hooks: tuple[Callable[..., Any], ...] = ()
-    """Callables run before every optimizer step with a ``flops_fit.train.StepContext``
+    """Callables run before every optimizer step with a ``flops_fit.trainer.trial.StepContext``
     (fault drills in the tests, custom logging); shipped to workers like user code."""
 
     def __post_init__(self) -> None:
@@ -170,6 +171,11 @@ class SweepConfig:
             if missing:
                 raise PlanError(f"simulate needs the law's {sorted(missing)} (and optionally noise)")
 
+    def resource_rule(self, *gpu_bytes_sources: Callable[[], int | None]) -> ResourceRule:
+        """What each trial asks Ray for; under ``gpus_per_trial="auto"`` the GPU memory is
+        ``gpu_memory_gb``, else the first of ``gpu_bytes_sources`` that knows one."""
+        return resource_rule(self.cpus_per_trial, self.gpus_per_trial, self.gpu_memory_gb, gpu_bytes_sources)
+
     def __getattr__(self, name: str) -> Any:
         """Flat read access to the groups' fields: ``cfg.budgets`` is ``cfg.plan.budgets``."""
         group = _GROUP_OF.get(name)
@@ -189,7 +195,10 @@ class SweepConfig:
             sub = {k: v for k, v in changes.items() if _GROUP_OF.get(k) == group}
             if sub:
                 top[group] = dataclasses.replace(top.get(group, getattr(self, group)), **sub)
-        return dataclasses.replace(self, **top)
+        out = dataclasses.replace(self, **top)
+        if changes.get("recipe") is not None:  # a recipe that cannot be read is refused now, in one line
+            recipe_rule(changes["recipe"])
+        return out
 
     @classmethod
     def of(cls, **flat: Any) -> "SweepConfig":

@@ -55,7 +55,7 @@ def ray_session():
     """A real local Ray runtime shared by every integration test."""
     import ray
 
-    from flops_fit.ray.sweep import start_private_ray
+    from flops_fit.ray.backend import start_private_ray
 
     if not ray.is_initialized():
         # loopback only, as sweep() starts it; one logical GPU (Ray counts it, nothing uses

@@ -1,4 +1,4 @@
-"""The adaptive grid (issue 11 items 3-4): the pure decisions (flops_fit.adapt), and simulated
+"""The adaptive grid (issue 11 items 3-4): the pure decisions (flops_fit.planning.adaptive), and simulated
 sweeps on real Ray whose tokens-per-parameter prior is 10x off, so the first grid misses the
 optimum: the adaptive sweep ends bracketed, the fixed one does not, and a driver interrupted
 in the middle resumes to the same trials without training a finished one again."""
@@ -13,11 +13,11 @@ import re
 
 import pytest
 
-from flops_fit.adapt import LOG, AdaptivePlan, additions, bracketed, frontier_estimate
+from flops_fit.planning.adaptive import LOG, AdaptivePlan, additions, bracketed, frontier_estimate
 from flops_fit.config import preset
-from flops_fit.plan import plan
-from flops_fit.sizes import GPTSizes
-from flops_fit.synthetic import BESIROGLU
+from flops_fit.planning.grid import plan
+from flops_fit.planning.sizes import GPTSizes
+from flops_fit.fitting.synthetic import BESIROGLU
 
 RATIO = 2.0
 
@@ -115,8 +115,8 @@ def test_bad_caps_are_refused(change, message):
 def test_a_table_written_before_the_origin_column_still_loads(tmp_path):
     import pyarrow.parquet as pq
 
-    from flops_fit.report import Result
-    from flops_fit.results import RESULTS_FILENAME, to_table
+    from flops_fit.results.result import Result
+    from flops_fit.results.table import RESULTS_FILENAME, to_table
     from flops_fit.workloads.simulated import SimulatedLaw
 
     cfg = config(adapt=False)
@@ -199,7 +199,7 @@ def test_an_adaptive_sweep_brackets_every_budget_and_recovers_a(resumed):
 
 
 def test_the_fixed_grid_misses_the_same_optimum():
-    from flops_fit.isoflop import fit_isoflop
+    from flops_fit.fitting.isoflop import fit_isoflop
 
     specs, rows = in_process(config(adapt=False))
     assert [s.trial_id for s in specs] == [s.trial_id for s in plan(config(adapt=False).plan)]  # today's grid

@@ -80,7 +80,7 @@ def test_a_damaged_datasets_cache_is_rebuilt(tmp_path, capsys, suffix):
 def test_a_vocabulary_the_corpus_cannot_fill_is_stated_and_planned_with_its_real_size(tmp_path, capsys):
     # --vocab-size 100000 became 2,842 on the sample without a word.
     from flops_fit.config import DataOptions
-    from flops_fit.plan import PlanConfig
+    from flops_fit.planning.config import PlanConfig
     from flops_fit.workloads.gpt import ReferenceGPT
 
     workload = ReferenceGPT.on(DataOptions(source="sample", cache_dir=str(tmp_path)))

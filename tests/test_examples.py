@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flops_fit.results import TRAINED_STATUSES, read_results
+from flops_fit.results.table import TRAINED_STATUSES, read_results
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"))
 

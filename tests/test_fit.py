@@ -1,6 +1,6 @@
 """Fits recover known laws; flags, summed Huber, bootstrap bookkeeping, interval calibration.
 
-Synthetic sweeps come from `flops_fit.synthetic`: 8 budgets over 1e17..1e22 FLOPs, 9 model
+Synthetic sweeps come from `flops_fit.fitting.synthetic`: 8 budgets over 1e17..1e22 FLOPs, 9 model
 sizes per budget spaced log-evenly over ±0.6 decades around the true optimum, 0.5%
 multiplicative noise. Numbers the tolerances rest on (12 seeds each, measured when written):
 sd of the fitted α, β ≈ 0.005, of Approach 3's a ≈ 0.007, of Approach 2's a ≈ 0.004.
@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from scipy.optimize import check_grad
 
-from flops_fit.fit import (
+from flops_fit.fitting.parametric import (
     HUBER_DELTA,
     INIT_GRID,
     Bootstrap,
@@ -26,7 +26,7 @@ from flops_fit.fit import (
     fit_parametric,
     huber_objective,
 )
-from flops_fit.synthetic import BESIROGLU, CHINCHILLA, ScalingLaw, simulate_isoflop
+from flops_fit.fitting.synthetic import BESIROGLU, CHINCHILLA, ScalingLaw, simulate_isoflop
 
 BUDGETS = np.logspace(17, 22, 8)
 LAWS = {"chinchilla": CHINCHILLA, "besiroglu": BESIROGLU}

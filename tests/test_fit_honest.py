@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flops_fit import results as results_io
-from flops_fit.fit import AGREE_MAX_WIDTH, compare, fit_isoflop, fit_parametric
-from flops_fit.isoflop import frontier_label
-from flops_fit.noise import seed_noise
-from flops_fit.plan import plan
-from flops_fit.report import Result
-from flops_fit.synthetic import ASYMMETRIC, CHINCHILLA, SPAN_16X, ScalingLaw, calibrate, simulate_isoflop
+from flops_fit.results import table as results_io
+from flops_fit.fitting.parametric import AGREE_MAX_WIDTH, compare, fit_isoflop, fit_parametric
+from flops_fit.fitting.isoflop import frontier_label
+from flops_fit.fitting.noise import seed_noise
+from flops_fit.planning.grid import plan
+from flops_fit.results.result import Result
+from flops_fit.fitting.synthetic import ASYMMETRIC, CHINCHILLA, SPAN_16X, ScalingLaw, calibrate, simulate_isoflop
 
 BUDGETS = np.logspace(18, 22, 5)
 
@@ -110,8 +110,8 @@ def test_parametric_e_stays_below_the_least_loss_and_unidentified_parameters_are
 def test_a_fit_with_no_optimum_prints_no_law_and_a_bootstrap_with_no_interval_determines_nothing(monkeypatch):
     # One L-BFGS iteration stops everywhere short of an optimum (as the smoke preset's five
     # runs do for real): where it stopped is no law, and no number of it is printed as one.
-    import flops_fit.fit as fit_module
-    from flops_fit.fitboot import Bootstrap
+    import flops_fit.fitting.parametric as fit_module
+    from flops_fit.fitting.bootstrap import Bootstrap
 
     df = table(CHINCHILLA, noise=0.003)
     monkeypatch.setattr(fit_module, "LBFGS_OPTIONS", {"maxiter": 1})
@@ -246,8 +246,8 @@ def test_backtest_without_a_determined_law_predicts_the_loss_by_the_frontier():
 def test_an_undetermined_law_plots_the_loss_frontier_the_predictions_come_from(tmp_path):
     # loss_frontier.png draws no undetermined law; it draws the minima's frontier instead,
     # the curve --verify and the backtest read their loss from (here E = 0: the power law)
-    from flops_fit.isoflop import frontier_loss
-    from flops_fit.plots import loss_frontier_curve, plot_loss_frontier
+    from flops_fit.fitting.isoflop import frontier_loss
+    from flops_fit.results.plots import loss_frontier_curve, plot_loss_frontier
 
     law = ScalingLaw(E=1e-6, A=CHINCHILLA.A, B=CHINCHILLA.B, alpha=CHINCHILLA.alpha, beta=CHINCHILLA.beta)
     result = Result(table(law, noise=0.002), n_boot=40)

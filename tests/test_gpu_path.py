@@ -11,14 +11,15 @@ import dataclasses
 import pytest
 import torch
 
-from flops_fit import memory
-from flops_fit.accelerator import compute_dtype
-from flops_fit.accounting import ModelShape, param_groups
+from flops_fit.models import gpt_spec
+from flops_fit.planning import resources
+from flops_fit.trainer.accelerator import compute_dtype
+from flops_fit.models.gpt_spec import ModelShape, param_groups
 from flops_fit.config import SweepConfig, preset
-from flops_fit.engine import default_workload
+from flops_fit.engine.sweep import default_workload
 from flops_fit.errors import PlanError
-from flops_fit.sizes import gpt_shape
-from flops_fit.throughput import trial_slots
+from flops_fit.models.gpt_spec import gpt_shape
+from flops_fit.planning.resources import trial_slots
 
 #: TinyStories (roneneldan/TinyStories) train split: 2,119,719 stories; 0.5B tokens is the low
 #: end of its size with a 4096 BPE (0.47B with GPT-2's 50k BPE, more with a smaller vocabulary).
@@ -30,64 +31,64 @@ SHAPE = ModelShape(vocab_size=4096, d_model=1024, num_layers=12, num_heads=16, d
 
 def test_memory_model_arithmetic():
     n = param_groups(SHAPE).total
-    assert memory.state_bytes(SHAPE) == 16 * n
+    assert gpt_spec.state_bytes(SHAPE) == 16 * n
     per_seq = 512 * (12 * (26 * 1024 + 8 * 2816) + 8 * 1024)
-    assert memory.activation_bytes_per_sequence(SHAPE, 512) == per_seq
-    head = min(memory.CE_CHUNK_ELEMENTS, 64 * 512 * 4096) * 10
-    assert memory.training_bytes(SHAPE, 64, 512) == int((16 * n + 64 * per_seq + head) * memory.SAFETY) + (1 << 30)
+    assert gpt_spec.activation_bytes_per_sequence(SHAPE, 512) == per_seq
+    head = min(gpt_spec.CE_CHUNK_ELEMENTS, 64 * 512 * 4096) * 10
+    assert gpt_spec.training_bytes(SHAPE, 64, 512) == int((16 * n + 64 * per_seq + head) * gpt_spec.SAFETY) + (1 << 30)
     # doubling the micro-batch adds exactly SAFETY x one micro-batch of activations (head chunk capped)
-    assert memory.training_bytes(SHAPE, 128, 512) - memory.training_bytes(SHAPE, 64, 512) == pytest.approx(
-        64 * per_seq * memory.SAFETY, abs=2)
+    assert gpt_spec.training_bytes(SHAPE, 128, 512) - gpt_spec.training_bytes(SHAPE, 64, 512) == pytest.approx(
+        64 * per_seq * gpt_spec.SAFETY, abs=2)
 
 
 def test_micro_batch_is_the_largest_fitting_divisor():
     B, T = 256, 512
-    fits_32 = memory.training_bytes(SHAPE, 32, T)
-    assert memory.micro_batch_for(SHAPE, B, T, fits_32) == 32
-    assert memory.micro_batch_for(SHAPE, B, T, fits_32 - 1) == 16
-    assert memory.micro_batch_for(SHAPE, B, T, 10**15) == B
-    assert memory.micro_batch_for(SHAPE, B, T, 0) == 1
-    assert memory.micro_batch_for(SHAPE, 48, T, fits_32) == 24  # always a divisor of the batch
-    assert memory.micro_batch_for(SHAPE, 24, T, memory.training_bytes(SHAPE, 8, T)) == 6
+    fits_32 = gpt_spec.training_bytes(SHAPE, 32, T)
+    assert gpt_spec.micro_batch_for(SHAPE, B, T, fits_32) == 32
+    assert gpt_spec.micro_batch_for(SHAPE, B, T, fits_32 - 1) == 16
+    assert gpt_spec.micro_batch_for(SHAPE, B, T, 10**15) == B
+    assert gpt_spec.micro_batch_for(SHAPE, B, T, 0) == 1
+    assert gpt_spec.micro_batch_for(SHAPE, 48, T, fits_32) == 24  # always a divisor of the batch
+    assert gpt_spec.micro_batch_for(SHAPE, 24, T, gpt_spec.training_bytes(SHAPE, 8, T)) == 6
     # 1e18's largest trial (372M, 512 x 512 tokens a step) does not fit an 80 GB GPU at its full
     # batch (the issue's failure); its micro-batch does
     cfg = preset("tinystories-gpu").replace(budgets=(1e18,), span=16.0)
     big = max(default_workload(cfg).plan(cfg.plan), key=lambda s: s.n)
-    from flops_fit.sizes import gpt_shape
+    from flops_fit.models.gpt_spec import gpt_shape
 
     shape = gpt_shape(big.model)
-    assert memory.training_bytes(shape, big.batch_size, big.seq_len) > 80e9 > memory.training_bytes(
-        shape, memory.micro_batch_for(shape, big.batch_size, big.seq_len, 80 * 10**9), big.seq_len)
+    assert gpt_spec.training_bytes(shape, big.batch_size, big.seq_len) > 80e9 > gpt_spec.training_bytes(
+        shape, gpt_spec.micro_batch_for(shape, big.batch_size, big.seq_len, 80 * 10**9), big.seq_len)
 
 
 def test_ce_chunk_matches_the_model():
     from flops_fit.models import gpt
 
-    assert gpt.CE_CHUNK_ELEMENTS == memory.CE_CHUNK_ELEMENTS
+    assert gpt.CE_CHUNK_ELEMENTS == gpt_spec.CE_CHUNK_ELEMENTS
 
 
 def test_gpus_per_trial_auto_packs_small_models_and_gives_large_ones_a_gpu():
     tiny = ModelShape(vocab_size=4096, d_model=128, num_layers=2, num_heads=2, d_ff=384, max_seq_len=512)
-    assert memory.gpus_for(tiny, 32, 512, 80 * 10**9) == 0.25
-    assert memory.gpus_for(SHAPE, 256, 512, 80 * 10**9) == 1.0
+    assert resources.gpus_for(tiny, 32, 512, 80 * 10**9) == 0.25
+    assert resources.gpus_for(SHAPE, 256, 512, 80 * 10**9) == 1.0
 
 
 def test_auto_resources_follow_the_model_and_a_fixed_share_stays_fixed():
     cfg = preset("tinystories-gpu")
     specs = default_workload(cfg).plan(cfg.plan)
-    rule = memory.ResourceRule(cpus=4, gpus="auto", gpu_bytes=80 * 10**9)
+    rule = resources.ResourceRule(cpus=4, gpus="auto", gpu_bytes=80 * 10**9)
     shares = {s.trial_id: rule.gpus_for(s) for s in specs}
     assert set(shares.values()) == {0.25, 0.5, 1.0}  # packed small, shared middle, a whole GPU for the largest
-    by_size = sorted(specs, key=lambda s: memory.training_bytes(gpt_shape(s.model), s.batch_size, s.seq_len))
+    by_size = sorted(specs, key=lambda s: gpt_spec.training_bytes(gpt_shape(s.model), s.batch_size, s.seq_len))
     assert shares[by_size[0].trial_id] == 0.25 and shares[by_size[-1].trial_id] == 1.0
     assert rule.for_spec(by_size[0]) == {"CPU": 4.0, "GPU": 0.25}
     # a model the memory model cannot describe (a user's own) gets a whole GPU under auto
     assert rule.gpus_for(dataclasses.replace(specs[0], model={"width": 8})) == 1.0
-    fixed = memory.ResourceRule(cpus=1, gpus=0.5)
+    fixed = resources.ResourceRule(cpus=1, gpus=0.5)
     assert {fixed.gpus_for(s) for s in specs} == {0.5}
-    assert memory.ResourceRule(cpus=2).for_spec(specs[0]) == {"CPU": 2.0}  # CPU trials ask for no GPU
+    assert resources.ResourceRule(cpus=2).for_spec(specs[0]) == {"CPU": 2.0}  # CPU trials ask for no GPU
     with pytest.raises(ValueError, match="gpu_bytes"):
-        memory.ResourceRule(cpus=1, gpus="auto")
+        resources.ResourceRule(cpus=1, gpus="auto")
 
 
 @pytest.mark.parametrize("value, ok", [("auto", True), (0.5, True), ("0.25", True), (2, True), ("lots", False),
@@ -122,10 +123,10 @@ def test_fractional_gpu_trials_get_their_own_share_through_tune(ray_session, tmp
                           simulate={"E": 1.8, "A": 482.0, "B": 2085.0, "alpha": 0.35, "beta": 0.37, "noise": 0.0},
                           storage_path=str(tmp_path), name="gpus", n_boot=0)
     specs = default_workload(base).plan(base.plan)
-    needs = sorted(memory.training_bytes(gpt_shape(s.model), s.batch_size, s.seq_len) for s in specs)
+    needs = sorted(gpt_spec.training_bytes(gpt_shape(s.model), s.batch_size, s.seq_len) for s in specs)
     gpu_gb = 4 * needs[len(needs) // 2] / 1e9  # the smaller half fits in a quarter GPU, the rest do not
     result = sweep(base.replace(gpus_per_trial="auto", gpu_memory_gb=gpu_gb), progress=True)
-    rule = memory.ResourceRule(cpus=1, gpus="auto", gpu_bytes=int(gpu_gb * 1e9))
+    rule = resources.ResourceRule(cpus=1, gpus="auto", gpu_bytes=int(gpu_gb * 1e9))
     rows = result.results.set_index("trial_id")
     want = {s.trial_id: rule.gpus_for(s) for s in specs}
     assert min(want.values()) == 0.25 and max(want.values()) > 0.25  # shares differ by trial
@@ -166,15 +167,15 @@ def test_gpu_preset_passes_preflight_against_tinystories_real_size(monkeypatch):
 
 
 def test_gpu_sweeps_do_not_reuse_actors():
-    from flops_fit.ray.sweep import reuse_actors_for
+    from flops_fit.ray.backend import reuse_actors_for
 
     assert reuse_actors_for(preset("tiny")) is True
     assert reuse_actors_for(preset("tinystories-gpu")) is False
 
 
 def test_compile_only_where_it_pays():
-    from flops_fit.accelerator import COMPILE_MIN_STEPS, compile_pays
-    from flops_fit.plan import plan
+    from flops_fit.trainer.accelerator import COMPILE_MIN_STEPS, compile_pays
+    from flops_fit.planning.grid import plan
 
     short = plan([2e9], 3, vocab_size=64, seq_len=16, min_steps=20, max_batch_size=8)[0]
     assert short.steps < COMPILE_MIN_STEPS and not compile_pays(short)
@@ -189,7 +190,7 @@ def test_checkpoint_is_written_off_the_loop_from_a_copy(tmp_path):
     on_done on the caller's thread at poll()."""
     import threading
 
-    from flops_fit import checkpoint
+    from flops_fit.trainer import checkpoint
 
     weights = torch.ones(1000)
     done = []
@@ -210,10 +211,10 @@ def test_checkpoint_is_written_off_the_loop_from_a_copy(tmp_path):
 
 
 def test_estimate_counts_compile_time_for_trials_that_compile():
-    from flops_fit.accelerator import COMPILE_MIN_STEPS
-    from flops_fit.plan import plan
-    from flops_fit.sizes import gpt_shape
-    from flops_fit.throughput import COMPILE_S, estimate_sweep_seconds
+    from flops_fit.trainer.accelerator import COMPILE_MIN_STEPS
+    from flops_fit.planning.grid import plan
+    from flops_fit.models.gpt_spec import gpt_shape
+    from flops_fit.engine.estimate import COMPILE_S, estimate_sweep_seconds
 
     specs = plan([1e14], 3, vocab_size=64, seq_len=16, min_steps=COMPILE_MIN_STEPS)
     rates = {(gpt_shape(s.model), s.batch_size, s.seq_len): 1e6 for s in specs}

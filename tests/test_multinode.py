@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from flops_fit.results import TRAINED_STATUSES, read_results
+from flops_fit.results.table import TRAINED_STATUSES, read_results
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -77,7 +77,7 @@ def no_session_ray():
     is stopped for this test and started again after it."""
     import ray
 
-    from flops_fit.ray.sweep import start_private_ray
+    from flops_fit.ray.backend import start_private_ray
 
     was_running = ray.is_initialized()
     ray.shutdown()

@@ -9,10 +9,11 @@ import sys
 
 import pytest
 
-from flops_fit import accounting
+from flops_fit.models import gpt_spec as accounting
 from flops_fit.config import preset
-from flops_fit.plan import PlanConfig, PlanError, TrialSpec, format_plan, plan, smallest_feasible_budget
-from flops_fit.sizes import gpt_shape
+from flops_fit.planning.config import PlanConfig
+from flops_fit.planning.grid import PlanError, TrialSpec, format_plan, plan, smallest_feasible_budget
+from flops_fit.models.gpt_spec import gpt_shape
 
 
 @pytest.mark.parametrize("convention", accounting.FLOPS_CONVENTIONS)
@@ -55,7 +56,7 @@ def test_sizes_that_round_to_one_model_are_merged():
 
 def test_parameter_counts_come_from_the_formula_without_torch():
     code = (
-        "import sys; from flops_fit.plan import plan; plan([1e20, 1e21], 7, vocab_size=50304, seq_len=2048); "
+        "import sys; from flops_fit.planning.grid import plan; plan([1e20, 1e21], 7, vocab_size=50304, seq_len=2048); "
         "assert 'torch' not in sys.modules and 'ray' not in sys.modules, sorted(m for m in sys.modules if m in ('torch','ray'))"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -142,9 +143,9 @@ def test_a_vocabulary_below_a_byte_level_bpe_is_refused_not_silently_raised():
 def test_tiny_past_1e12_keeps_its_batch_below_the_critical_batch_measured_at_3e12():
     # At 3e12 the DeepSeek rule gives 32 sequences a step, where N = 178k ends 0.05 nats worse
     # than at 4-16 (README, "Learning rate and batch"): tiny caps the batch at 16.
-    from flops_fit.plan import budget_batch, deepseek_batch_tokens
+    from flops_fit.planning.rules import TrainingRules, deepseek_batch_tokens
 
     cfg = preset("tiny").replace(budgets=(1e12, 3e12, 1e13)).plan
     assert round(deepseek_batch_tokens(3e12) / cfg.seq_len) > 16  # the rule alone would exceed it
-    assert budget_batch(3e12, 1e8, cfg) == 16 and budget_batch(1e13, 1e8, cfg) == 16
+    assert TrainingRules(cfg).batch(3e12, 1e8) == 16 and TrainingRules(cfg).batch(1e13, 1e8) == 16
     assert max(s.batch_size for s in plan(cfg)) <= 16

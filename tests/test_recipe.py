@@ -9,8 +9,10 @@ import pytest
 from flops_fit.config import SweepConfig, preset
 from flops_fit.data.sample import SAMPLE_VERSION
 from flops_fit.errors import PlanError
-from flops_fit.plan import PlanConfig, peak_lr, plan
-from flops_fit.recipe import Recipe, SizeOptimum, fit_rule, load, locate_optimum, save
+from flops_fit.planning.config import PlanConfig
+from flops_fit.planning.grid import plan
+from flops_fit.planning.rules import TrainingRules
+from flops_fit.planning.recipe import Recipe, SizeOptimum, fit_rule, load, locate_optimum, save
 
 
 def test_locate_optimum_finds_the_vertex_of_a_known_parabola_in_ln_lr():
@@ -40,9 +42,9 @@ def test_fit_rule_recovers_a_known_power_law_and_the_planner_applies_it():
     assert rule["lr_exponent"] == pytest.approx(0.3, abs=1e-9)
     cfg = PlanConfig(budgets=(1e12,), **rule)
     for n in ns:
-        assert peak_lr(int(n), cfg) == pytest.approx(truth["base_lr"] * (int(n) / 1e5) ** -0.3, rel=1e-6)
+        assert TrainingRules(cfg).lr(int(n)) == pytest.approx(truth["base_lr"] * (int(n) / 1e5) ** -0.3, rel=1e-6)
     specs = plan(cfg)
-    assert [s.lr for s in specs] == pytest.approx([peak_lr(s.n, cfg) for s in specs])
+    assert [s.lr for s in specs] == pytest.approx([TrainingRules(cfg).lr(s.n) for s in specs])
     assert specs[0].lr > specs[-1].lr  # smaller models take larger steps
 
 
@@ -58,7 +60,7 @@ def test_scans_at_different_batches_are_brought_to_one_by_the_square_root_rule()
     assert rule["lr_exponent"] == pytest.approx(0.2, abs=1e-9) and rule["lr_batch_ref"] == 512
     cfg = PlanConfig(budgets=(1e11, 1e13), seq_len=64, **rule)
     for n, b in points + [(1e5, 8192)]:
-        assert peak_lr(int(n), cfg, b) == pytest.approx(law(int(n), b), rel=1e-6)
+        assert TrainingRules(cfg).lr(int(n), b) == pytest.approx(law(int(n), b), rel=1e-6)
     specs = plan(cfg)
     assert len({s.batch_size for s in specs}) > 1  # the two budgets do get different batches
     assert [s.lr for s in specs] == pytest.approx([law(s.n, s.batch_size * 64) for s in specs], rel=1e-6)
@@ -82,7 +84,7 @@ def test_a_recipe_file_sets_the_rule_and_a_hand_given_rate_replaces_it(tmp_path)
 
 
 def test_a_sweep_on_another_setup_than_its_recipe_was_measured_on_is_told_so(tmp_path):
-    from flops_fit.recipe import describe, setup_mismatch, setup_of
+    from flops_fit.planning.recipe import describe, setup_mismatch, setup_of
 
     tiny = preset("tiny")
     assert load("tiny").measured_on == setup_of(tiny)  # the built-in recipe matches its preset: no note
@@ -106,7 +108,7 @@ def test_a_sweep_on_another_setup_than_its_recipe_was_measured_on_is_told_so(tmp
 
 
 def test_tune_scans_the_smallest_budgets_centre_and_the_largest_budgets_centre_and_top_whatever_the_order():
-    from flops_fit.calibrate import scan_sizes
+    from flops_fit.engine.lr_scan import scan_sizes
 
     cfg = PlanConfig(budgets=(1e11, 3e11, 1e12), points_per_budget=5, vocab_size=512, seq_len=128, min_steps=100)
     grid = plan(cfg)
@@ -125,7 +127,7 @@ def test_the_check_compares_mean_losses_over_seeds_with_the_noise_measured_at_ea
 
     import numpy as np
 
-    from flops_fit.calibrate import CHECK_SEEDS, _check, _seed_tag
+    from flops_fit.engine.lr_scan import CHECK_SEEDS, _check, _seed_tag
 
     assert CHECK_SEEDS == 3
     sizes = {  # rule losses at seeds 0..2, the best rate's at seeds 0 (its scan run), 1, 2
@@ -171,8 +173,8 @@ def test_sweep_with_tune_measures_the_rule_on_its_grid_first_and_a_rerun_trains_
     that directory resumes too and rewrites the same rule. (One test for both entry points:
     each tune costs 30 real runs.)"""
     from flops_fit.ray import sweep, tune
-    from flops_fit.recipe import RECIPE_FILENAME, setup_of
-    from flops_fit.results import read_results
+    from flops_fit.planning.recipe import RECIPE_FILENAME, setup_of
+    from flops_fit.results.table import read_results
 
     cfg = preset("smoke").replace(storage_path=str(tmp_path), cache_dir=str(tmp_path / "cache"), name="sw",
                                   budgets=(1e10, 2e10), n_boot=0, lr_batch_exponent=0.7)

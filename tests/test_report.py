@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flops_fit import results as results_io
-from flops_fit.report import Result
-from flops_fit.synthetic import BESIROGLU, CHINCHILLA, simulate_isoflop
+from flops_fit.results import table as results_io
+from flops_fit.results.result import Result
+from flops_fit.fitting.synthetic import BESIROGLU, CHINCHILLA, simulate_isoflop
 
 BUDGETS = np.logspace(17, 21, 6)
 N_BOOT = 30  # enough for intervals to exist; calibration lives in test_fit.py
@@ -146,8 +146,8 @@ def test_param_count_is_a_choice():
 def test_approach_3s_exponent_in_the_budgets_units_is_the_closed_form_when_they_are_6nd(budgets):
     # known truth: budgets labelled another convention but counted exactly 6·N·D, so the law's
     # minimum along each IsoFLOP curve has the closed form a = β/(α+β) (Hoffmann et al. 2022)
-    from flops_fit.fitchecks import parametric_a_in_budget_units
-    from flops_fit.synthetic import ASYMMETRIC, CHINCHILLA, simulate_isoflop
+    from flops_fit.fitting.checks import parametric_a_in_budget_units
+    from flops_fit.fitting.synthetic import ASYMMETRIC, CHINCHILLA, simulate_isoflop
 
     df = simulate_isoflop(budgets, 7, 0.0, 0)
     df["flops"], df["flops_convention"] = 6.0 * df["n"].astype(float) * df["tokens"].astype(float), "attention"
@@ -166,6 +166,6 @@ def test_falls_back_to_approach_3_when_no_budget_is_bracketed():
 
 
 def test_fit_modules_do_not_import_torch_or_ray():
-    code = ("import sys, flops_fit.fit, flops_fit.report, flops_fit.plots, flops_fit.synthetic; "
+    code = ("import sys, flops_fit.fitting.parametric, flops_fit.results.result, flops_fit.results.plots, flops_fit.fitting.synthetic; "
             "bad = [m for m in ('torch', 'ray') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

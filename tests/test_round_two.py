@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flops_fit import results as results_io
+from flops_fit.results import table as results_io
 from flops_fit.cli import main
 from flops_fit.config import preset
 from flops_fit.errors import PlanError
-from flops_fit.report import Result
-from flops_fit.synthetic import simulate_isoflop
-from flops_fit.tablecheck import check_table
+from flops_fit.results.result import Result
+from flops_fit.fitting.synthetic import simulate_isoflop
+from flops_fit.results.check import check_table
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +108,8 @@ def test_good_record_is_replayed(tmp_path):
 
 # --- housekeeping: errors stored as plain text ----------------------------------------------
 def test_failed_row_error_has_no_ansi_codes():
-    from flops_fit.engine import _failed
-    from flops_fit.plan import plan
+    from flops_fit.engine.sweep import _failed
+    from flops_fit.planning.grid import plan
 
     spec = plan(preset("smoke").plan)[0]
     row = _failed(spec, "\x1b[36mray::trial\x1b[0m \x1b[1;31mRuntimeError\x1b[0m: boom")
@@ -123,7 +123,7 @@ def test_driver_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
     import sys
     import time
 
-    from flops_fit.runlock import LOCK_NAME, driver_lock
+    from flops_fit.engine.storage import LOCK_NAME, driver_lock
 
     lock = tmp_path / LOCK_NAME
     host, now = socket.gethostname(), time.time()
@@ -145,8 +145,8 @@ def test_a_damaged_record_retrains_in_a_real_sweep(ray_session, tmp_path):
     # Item 2 through real Tune workers: a truncated finished-trial record failed its trial on
     # every attempt (JSONDecodeError, recorded `failed`); now it is moved aside and retrained.
     from flops_fit.config import SweepConfig
-    from flops_fit.engine import FINISHED_DIR
-    from flops_fit.plan import plan
+    from flops_fit.engine.storage import FINISHED_DIR
+    from flops_fit.planning.grid import plan
     from flops_fit.ray import sweep
 
     law = {"E": 1.8, "A": 480.0, "B": 2100.0, "alpha": 0.35, "beta": 0.37, "noise": 0.003}

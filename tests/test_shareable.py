@@ -10,10 +10,11 @@ import stat
 import numpy as np
 import pytest
 
-from flops_fit import atomic, plots
-from flops_fit import results as results_io
-from flops_fit.report import Result
-from flops_fit.report_html import REPORT_FILENAME, curve_svg, render_html
+from flops_fit import atomic
+from flops_fit.results import plots
+from flops_fit.results import table as results_io
+from flops_fit.results.result import Result
+from flops_fit.results.html import REPORT_FILENAME, curve_svg, render_html
 
 
 def _mode(path) -> int:

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from flops_fit.config import SweepConfig
-from flops_fit.synthetic import ScalingLaw
+from flops_fit.fitting.synthetic import ScalingLaw
 
 LAW = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Chinchilla (Hoffmann et al. 2022)
 

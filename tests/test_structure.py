@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from flops_fit.config import FLAT_FIELDS, DataOptions, SweepConfig, TrainOptions
-from flops_fit.plan import PlanConfig
+from flops_fit.planning.config import PlanConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "flops_fit"
@@ -116,8 +116,8 @@ def test_planning_and_fitting_import_neither_torch_nor_ray():
     import subprocess
     import sys
 
-    code = ("import sys; import flops_fit.plan, flops_fit.adapt, flops_fit.recipe, flops_fit.calibrate, flops_fit.verify, "
-            "flops_fit.config, flops_fit.engine, flops_fit.report, "
+    code = ("import sys; import flops_fit.planning.grid, flops_fit.planning.adaptive, flops_fit.planning.recipe, flops_fit.engine.lr_scan, flops_fit.engine.verify, "
+            "flops_fit.config, flops_fit.engine.sweep, flops_fit.results.result, "
             "flops_fit.workloads.simulated, flops_fit.workloads.gpt; "
             "bad = [m for m in ('torch', 'ray') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from flops_fit.batches import BatchOrder, BatchStream
+from flops_fit.trainer.batches import BatchOrder, BatchStream
 from flops_fit.config import TrainOptions
-from flops_fit.plan import plan
-from flops_fit.train import lr_at, run_trial
+from flops_fit.planning.grid import plan
+from flops_fit.trainer.trial import lr_at, run_trial
 
 VOCAB, SEQ = 64, 16
 
@@ -124,7 +124,7 @@ def test_step_hooks_see_every_step_once(spec):
 def test_micro_batches_give_the_gradient_and_update_of_one_batch(spec):
     """k equal micro-batches (loss/k each) accumulate the whole batch's gradient: with SGD(lr=1)
     the weight change is the gradient; equal to 1e-6 absolute (fp32 sums in another order)."""
-    from flops_fit.train import train_step
+    from flops_fit.trainer.trial import train_step
     from flops_fit.workloads.gpt import ReferenceGPT
 
     x = _Windows(8, 5).data
@@ -175,7 +175,7 @@ class _AsIfOnCuda:
 
 
 def test_resume_loads_rng_state_saved_by_a_gpu_trial(spec, tmp_path, monkeypatch):
-    from flops_fit import train as train_mod
+    from flops_fit.trainer import trial as train_mod
 
     saved: list = []
     workload = _TinyGPTWorkload()
@@ -199,7 +199,7 @@ def test_fp16_grad_scaler_step_matches_the_unscaled_step_and_skips_overflow(spec
     """Below sm80 the trainer scales fp16 losses with a GradScaler (CPU stand-in here): a finite
     step equals the unscaled one (the scaler unscales before the optimizer; 1e-6), and an
     overflowing one changes no weight and halves the scale."""
-    from flops_fit.train import train_step
+    from flops_fit.trainer.trial import train_step
     from flops_fit.workloads.gpt import ReferenceGPT
 
     x = _Windows(4, 5).data

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from flops_fit.data.baselines import cross_entropies, plateau_level
-from flops_fit.plan import plan
+from flops_fit.planning.grid import plan
 
 
 def test_baselines_recover_known_entropies():
@@ -62,8 +62,8 @@ class _SampleWorkload:
 
 def test_a_run_still_on_the_plateau_is_undertrained_and_left_out_of_the_fits(sample_data):
     from flops_fit.config import TrainOptions
-    from flops_fit.report import Result
-    from flops_fit.train import run_trial
+    from flops_fit.results.result import Result
+    from flops_fit.trainer.trial import run_trial
 
     workload = _SampleWorkload(sample_data)
     assert workload.bigram + 1.0 < workload.unigram < math.log(512)  # the text has structure to learn

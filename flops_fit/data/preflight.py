@@ -15,7 +15,7 @@ Checked here:
   and has no local copy, or local files without a split, fail here and not in a trial);
 - the training split holds enough tokens for the largest trial: a trial that would repeat
   the split more than ``max_epochs`` times is refused with the number of epochs and the
-  flag that raises the limit. (``flops_fit.train`` re-checks on the worker with the exact
+  flag that raises the limit. (``flops_fit.trainer.trial`` re-checks on the worker with the exact
   count, so this estimate is a fast early answer, not the only guard.)
 
 Counting tokens is cheap and needs no shard: the number of stories is known without
@@ -36,7 +36,7 @@ from flops_fit.errors import PlanError
 
 if TYPE_CHECKING:
     from flops_fit.config import DataOptions
-    from flops_fit.plan import TrialSpec
+    from flops_fit.planning.grid import TrialSpec
 
 #: Splits up to this many stories are tokenized whole (exact count, well under a second).
 EXACT_STORY_LIMIT = 4096

@@ -2,7 +2,7 @@
 
 Pre-norm RMSNorm blocks, rotary positions (no learned position table), fused bias-free
 QKV, causal scaled-dot-product attention, SwiGLU MLP, final RMSNorm and an untied head.
-Its parameter count is exactly ``accounting.param_groups(config.shape).total`` (the pure-
+Its parameter count is exactly ``gpt_spec.param_groups(config.shape).total`` (the pure-
 Python closed form the planner uses without building a model; tests/test_gpt.py checks
 the two agree over many shapes), so sizing a 1e9-parameter trial never allocates it.
 """
@@ -18,13 +18,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from flops_fit import accounting
-from flops_fit.accounting import ModelShape
+from flops_fit.models import gpt_spec
+from flops_fit.models.gpt_spec import CE_CHUNK_ELEMENTS, ModelShape
 
-# Fields that fix the parameter count (accounting.ModelShape's); everything else is a numerical knob.
+# Fields that fix the parameter count (gpt_spec.ModelShape's); everything else is a numerical knob.
 _SHAPE_FIELDS = tuple(f.name for f in fields(ModelShape))
-#: Logit elements per chunk of the head + loss (64M: 256 MiB in fp32), see chunked_cross_entropy.
-CE_CHUNK_ELEMENTS = 1 << 26
 
 
 @dataclass
@@ -33,7 +31,7 @@ class GPTConfig:
     d_model: int = 256  # residual stream width d
     num_layers: int = 4  # transformer blocks L
     num_heads: int = 4  # attention heads; head dim d/heads must be even (rotary pairs)
-    d_ff: int | None = None  # SwiGLU hidden width f; None -> accounting.swiglu_hidden(d) ≈ 8/3·d
+    d_ff: int | None = None  # SwiGLU hidden width f; None -> gpt_spec.swiglu_hidden(d) ≈ 8/3·d
     max_seq_len: int = 256  # longest context; sizes the cached rotary tables
     rope_theta: float = 10000.0  # rotary base (Su et al. 2021); larger = slower rotation
     norm_eps: float = 1e-5  # RMSNorm epsilon
@@ -41,12 +39,12 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         if self.d_ff is None:
-            self.d_ff = accounting.swiglu_hidden(self.d_model) if _is_pos_int(self.d_model) else None
+            self.d_ff = gpt_spec.swiglu_hidden(self.d_model) if _is_pos_int(self.d_model) else None
         for name in _SHAPE_FIELDS:
             if _is_pos_int(getattr(self, name)):
                 setattr(self, name, operator.index(getattr(self, name)))  # numpy ints from a planner -> int
         try:
-            _ = self.shape  # one set of shape rules: accounting.ModelShape validates (heads, rotary)
+            _ = self.shape  # one set of shape rules: gpt_spec.ModelShape validates (heads, rotary)
         except ValueError as exc:
             raise ValueError(str(exc).replace("ModelShape.", "GPTConfig.")) from None
         for name in ("rope_theta", "norm_eps", "init_std"):
@@ -62,7 +60,7 @@ class GPTConfig:
 
     @property
     def shape(self) -> ModelShape:
-        """The numbers that fix parameters and FLOPs (what ``accounting`` works on)."""
+        """The numbers that fix parameters and FLOPs (what ``gpt_spec`` works on)."""
         return ModelShape(**{name: getattr(self, name) for name in _SHAPE_FIELDS})
 
     @classmethod
@@ -236,12 +234,12 @@ class GPT(nn.Module):
     # --- accounting (the library's model contract) ---------------------------------------
 
     def n(self) -> int:
-        """Total trainable parameters (equals ``accounting.param_groups(shape).total``)."""
+        """Total trainable parameters (equals ``gpt_spec.param_groups(shape).total``)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def param_groups(self) -> dict[str, int]:
         """Counts by group, measured on the built modules (keys as
-        ``accounting.ParamGroups.as_dict()``): n, n_non_embedding, n_embedding, n_head,
+        ``gpt_spec.ParamGroups.as_dict()``): n, n_non_embedding, n_embedding, n_head,
         n_matmul (block weight matrices + head: what costs matmul FLOPs)."""
         embedding, head = self.wte.weight.numel(), self.lm_head.weight.numel()
         matmul = head + sum(m.weight.numel() for m in self.blocks.modules() if isinstance(m, nn.Linear))
@@ -253,7 +251,7 @@ class GPT(nn.Module):
             "n_matmul": matmul,
         }
 
-    def flops_per_token(self, seq_len: int, convention: str = accounting.DEFAULT_FLOPS_CONVENTION) -> float:
+    def flops_per_token(self, seq_len: int, convention: str = gpt_spec.DEFAULT_FLOPS_CONVENTION) -> float:
         """Training FLOPs per token (forward + backward), from ``accounting``:
 
         - ``6n``: 6·N, N = n() (Chinchilla's C = 6·N·D; the default);
@@ -261,11 +259,11 @@ class GPT(nn.Module):
         - ``attention``: 6·N_matmul + 12·L·d·seq_len (PaLM App. B: every weight matmul
           incl. the head, plus attention scores and weighted sum over the context).
         """
-        return accounting.flops_per_token(self.config.shape, seq_len, convention)
+        return gpt_spec.flops_per_token(self.config.shape, seq_len, convention)
 
     def all_flops_per_token(self, seq_len: int) -> dict[str, float]:
         """Every convention, keyed ``flops_<convention>`` (what a trial records)."""
-        return accounting.all_flops_per_token(self.config.shape, seq_len)
+        return gpt_spec.all_flops_per_token(self.config.shape, seq_len)
 
 
 # --- sizing for a sweep (no allocation) --------------------------------------------------
@@ -274,7 +272,7 @@ class GPT(nn.Module):
 def estimate_params_from_config(config: GPTConfig) -> int:
     """Exactly ``GPT(config).n()``, without building it: V·d (table) + L·(2·d + 4·d² +
     3·d·f) + d (final norm) + d·V (head)."""
-    return accounting.param_groups(config.shape).total
+    return gpt_spec.param_groups(config.shape).total
 
 
 def config_for_scaling(
@@ -287,7 +285,7 @@ def config_for_scaling(
 ) -> GPTConfig:
     """The GPTConfig whose ``count`` parameters land closest to ``target_params``.
 
-    Pure arithmetic (``accounting.shape_for_params``): nothing is allocated, so planning
+    Pure arithmetic (``gpt_spec.shape_for_params``): nothing is allocated, so planning
     1e9-parameter trials is instant. Shape rule: depth from the aspect prior d_model ≈
     64·num_layers (or the given ``num_layers``), heads = round(d_model/64) (at least 1) with
     an even head dim, d_ff = swiglu_hidden(d_model), then the width (and, unless the depth is
@@ -308,7 +306,7 @@ def config_for_scaling(
     if num_layers is not None and not (_is_pos_int(num_layers) and num_layers <= 1000):
         raise ValueError(f"num_layers must be a positive depth, got {num_layers!r} "
                          "(pass the vocabulary as vocab_size=)")
-    shape = accounting.shape_for_params(target_params, vocab_size, max_seq_len, count, num_layers)
+    shape = gpt_spec.shape_for_params(target_params, vocab_size, max_seq_len, count, num_layers)
     return GPTConfig.from_shape(shape, **overrides)
 
 

@@ -4,6 +4,6 @@ measures the learning-rate rule a sweep uses.
 Importing this package imports Ray; ``import flops_fit`` does not (it loads this lazily).
 """
 
-from flops_fit.ray.sweep import sweep, tune
+from flops_fit.ray.backend import sweep, tune
 
 __all__ = ["sweep", "tune"]

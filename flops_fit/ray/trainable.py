@@ -29,13 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 from ray import tune
 
-from flops_fit.engine import SPEC_ID
-from flops_fit.plan import TrialSpec
-from flops_fit.results import FINISHED_STATUSES, atomic_write_text
+from flops_fit.engine.sweep import SPEC_ID
+from flops_fit.planning.grid import TrialSpec
+from flops_fit.results.table import FINISHED_STATUSES
+from flops_fit.atomic import atomic_write_text
 
 if TYPE_CHECKING:
     from flops_fit.config import TrainOptions
-    from flops_fit.memory import ResourceRule
+    from flops_fit.planning.resources import ResourceRule
     from flops_fit.workloads.base import Workload
 
 
@@ -75,7 +76,7 @@ def run_trial_on_worker(config: dict[str, Any], workload: "Workload", train_opti
 
     spec = TrialSpec.from_dict(config["spec"])
     if resources is not None:
-        from flops_fit.accelerator import cap_gpu_memory
+        from flops_fit.trainer.accelerator import cap_gpu_memory
 
         cap_gpu_memory(resources.gpus_for(spec))
     record = Path(record_dir) / f"{spec.trial_id}.json"

@@ -1,20 +1,20 @@
 """The ``Workload`` protocol: what one kind of trial decides, so the engine has one path.
 
-A workload answers, in the order the engine asks (``flops_fit.engine.run_sweep``):
+A workload answers, in the order the engine asks (``flops_fit.engine.sweep.run_sweep``):
 
 1. ``prepare(plan)`` on the driver, once: train or load the tokenizer, measure model sizes;
 2. ``size_table(plan)``: which sizes exist and their exact parameter/FLOPs accounting
-   (``flops_fit.sizes``; its ``cfg`` is the plan as this workload runs it, e.g. with the
+   (``flops_fit.planning.sizes``; its ``cfg`` is the plan as this workload runs it, e.g. with the
    tokenizer's real vocabulary); ``plan(plan)`` is the IsoFLOP grid of ``TrialSpec`` over
-   it (``flops_fit.plan.plan``), and the trials an adaptive sweep or a verification run add
-   are planned over the same table (``flops_fit.plan.plan_trial``);
+   it (``flops_fit.planning.grid.plan``), and the trials an adaptive sweep or a verification run add
+   are planned over the same table (``flops_fit.planning.grid.plan_trial``);
 3. ``preflight(specs)``: everything checkable before any trial starts (one-line PlanError);
 4. ``identity()``: what, besides the plan, makes two sweeps the same (the resume manifest);
 5. ``run_trial(spec, options, ...)`` on a worker: the trial's results row.
 
 The workload object is pickled to the workers after ``prepare``, so it carries what the
 driver prepared (the serialised tokenizer, the measured sizes). Trained workloads
-(``TrainedWorkload``) answer ``run_trial`` with the one trainer, ``flops_fit.train``, and
+(``TrainedWorkload``) answer ``run_trial`` with the one trainer, ``flops_fit.trainer.trial``, and
 supply ``build_model(spec)`` and ``open_data(spec)``. This module stays free of torch and Ray.
 """
 
@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 if TYPE_CHECKING:
     from flops_fit.config import TrainOptions
-    from flops_fit.plan import PlanConfig, TrialSpec
-    from flops_fit.sizes import SizeTable
+    from flops_fit.planning.config import PlanConfig
+    from flops_fit.planning.grid import TrialSpec
+    from flops_fit.planning.sizes import SizeTable
 
 SaveCheckpoint = Callable[[Path, dict[str, Any]], None]
 
@@ -47,7 +48,7 @@ class Workload(Protocol):
 
 
 class TrainedWorkload:
-    """A workload whose trials really train: ``run_trial`` is ``flops_fit.train.run_trial``
+    """A workload whose trials really train: ``run_trial`` is ``flops_fit.trainer.trial.run_trial``
     with this workload's ``build_model`` and ``open_data``."""
 
     plateau_loss: float | None = None
@@ -58,7 +59,7 @@ class TrainedWorkload:
                   resume_from: str | os.PathLike[str] | None = None,
                   save_checkpoint: SaveCheckpoint | None = None,
                   checkpoint_root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-        from flops_fit.train import run_trial  # torch: only on the workers that train
+        from flops_fit.trainer.trial import run_trial  # torch: only on the workers that train
 
         return run_trial(spec, self, options, resume_from=resume_from, save_checkpoint=save_checkpoint,
                          checkpoint_root=checkpoint_root).metrics

@@ -1,6 +1,6 @@
 """The reference workload: the GPT of ``flops_fit.models.gpt`` on story data.
 
-Sizes come from the closed-form shape rule (``flops_fit.sizes.GPTSizes``), so planning
+Sizes come from the closed-form shape rule (``flops_fit.planning.sizes.GPTSizes``), so planning
 never builds a model; a trial builds its GPT with ``create_model_for_scaling`` and checks
 that the built shape is the planned one.
 """
@@ -14,13 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from flops_fit.config import DataOptions
 from flops_fit.errors import PlanError
-from flops_fit.plan import plan
-from flops_fit.sizes import GPTSizes, gpt_shape
+from flops_fit.planning.grid import plan
+from flops_fit.models.gpt_spec import gpt_shape
+from flops_fit.planning.sizes import GPTSizes
 from flops_fit.workloads.base import TrainedWorkload
-from flops_fit.workloads.stories import StoryData
+from flops_fit.data.stories import StoryData
 
 if TYPE_CHECKING:
-    from flops_fit.plan import PlanConfig, TrialSpec
+    from flops_fit.planning.config import PlanConfig
+    from flops_fit.planning.grid import TrialSpec
 
 
 #: A byte-level BPE's least vocabulary: 256 byte tokens and the end-of-story token.

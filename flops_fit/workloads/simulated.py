@@ -16,13 +16,14 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from flops_fit.plan import plan
-from flops_fit.sizes import CountedSizes, GPTSizes
+from flops_fit.planning.grid import plan
+from flops_fit.planning.sizes import CountedSizes, GPTSizes
 
 if TYPE_CHECKING:
     from flops_fit.config import TrainOptions
-    from flops_fit.plan import PlanConfig, TrialSpec
-    from flops_fit.sizes import SizeTable
+    from flops_fit.planning.config import PlanConfig
+    from flops_fit.planning.grid import TrialSpec
+    from flops_fit.planning.sizes import SizeTable
 
 
 @dataclass
@@ -63,7 +64,7 @@ class SimulatedLaw:
         """The law's loss at this trial's (N, D); instant, so checkpoints are never needed."""
         import numpy as np
 
-        from flops_fit.synthetic import ScalingLaw
+        from flops_fit.fitting.synthetic import ScalingLaw
 
         params = {k: self.law[k] for k in ("E", "A", "B", "alpha", "beta")}
         # The seed mixes the sweep seed with the trial's identity so repeats are reproducible.

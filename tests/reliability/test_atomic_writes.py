@@ -3,7 +3,7 @@
 A child process rewrites the results table and a text result file in a tight loop,
 alternating two known versions; the parent SIGKILLs it at random instants, many times.
 After every kill both files must read back as one complete known version: the previous
-one or the new one, never a torn file (``flops_fit.results._atomic_write``: temp file in the
+one or the new one, never a torn file (``flops_fit.results.table._atomic_write``: temp file in the
 same directory, fsync, ``os.replace``).
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from flops_fit.results import read_results, write_results
+from flops_fit.results.table import read_results, write_results
 
 ROWS = 4000  # ~8 MB of parquet: a write takes tens of ms, so kills land mid-write
 
@@ -35,7 +35,8 @@ WRITER = textwrap.dedent(
     import sys, itertools
     sys.path.insert(0, {here!r})
     from test_atomic_writes import _rows
-    from flops_fit.results import atomic_write_text, write_results
+    from flops_fit.results.table import write_results
+    from flops_fit.atomic import atomic_write_text
     tables = {{v: _rows(v) for v in (1, 2)}}
     texts = {{v: (str(v) * 200_000) for v in (1, 2)}}
     write_results(tables[1], {parquet!r})  # warm: the first write imports pandas (up to 1 s under load)

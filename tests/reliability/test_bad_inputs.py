@@ -13,7 +13,7 @@ import math
 import pytest
 
 from flops_fit.config import preset
-from flops_fit.plan import PlanError
+from flops_fit.planning.grid import PlanError
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import subprocess
 import pytest
 from rel_helpers import DONE, psutil, start_smoke_sweep
 
-from flops_fit.results import TRAINED_STATUSES, read_results
+from flops_fit.results.table import TRAINED_STATUSES, read_results
 
 STARTED = re.compile(r"\] (\S+): started$", re.M)
 STEP = re.compile(r"\] (\S+): step \d+", re.M)

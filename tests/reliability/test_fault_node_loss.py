@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from rel_helpers import LineReader, descendants, kill_pids, marked_pids, psutil, stop_node, subprocess_env
 
-from flops_fit.results import TRAINED_STATUSES, read_results
+from flops_fit.results.table import TRAINED_STATUSES, read_results
 
 DRIVER = Path(__file__).with_name("node_loss_driver.py")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from flops_fit.config import TrainOptions, preset
-from flops_fit.results import TRAINED_STATUSES, read_results
+from flops_fit.results.table import TRAINED_STATUSES, read_results
 
 KILL_STEP = 300
 
@@ -59,7 +59,7 @@ def _trial_reports(run_dir: Path, trial_id: str) -> list[dict]:
 
 @pytest.mark.slow
 def test_killed_worker_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(faulty_sweep):
-    from flops_fit.train import run_trial
+    from flops_fit.trainer.trial import run_trial
 
     cfg, specs, killed, diverging, workload, _ = faulty_sweep
     run_dir = Path(cfg.storage_path) / cfg.name

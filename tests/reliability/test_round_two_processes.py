@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from rel_helpers import LineReader, start_smoke_sweep, subprocess_env, sweep_cli
 
-from flops_fit.results import read_results
+from flops_fit.results.table import read_results
 
 
 @pytest.mark.slow

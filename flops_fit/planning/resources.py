@@ -1,0 +1,93 @@
+"""What each trial asks Ray for, and how many trials run at once.
+
+Pure Python (no torch): the planner shows each trial's resources, the Ray backend requests
+them. Under ``gpus_per_trial="auto"`` a trial's GPU share comes from the reference GPT's
+training memory model (``flops_fit.models.gpt_spec.training_bytes``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from flops_fit.errors import PlanError
+from flops_fit.models.gpt_spec import ModelShape, gpt_shape, training_bytes
+
+if TYPE_CHECKING:
+    from flops_fit.planning.grid import TrialSpec
+
+#: A trial whose estimate is at most this fraction of a GPU shares it (``gpus_per_trial="auto"``).
+SHARE_FRACTIONS = (0.25, 0.5)
+#: ``gpus_per_trial="auto"``: each trial's share from ``gpus_for``.
+AUTO = "auto"
+
+
+def gpus_for(shape: ModelShape, batch_size: int, seq_len: int, gpu_bytes: int) -> float:
+    """``--gpus-per-trial auto``: a quarter or half a GPU for a trial whose full batch fits
+    in that share, else a whole GPU (larger trials accumulate micro-batches on it). Trials
+    that share a GPU are capped to their share by ``torch.cuda.set_per_process_memory_fraction``."""
+    need = training_bytes(shape, batch_size, seq_len)
+    for share in SHARE_FRACTIONS:
+        if need <= share * gpu_bytes:
+            return share
+    return 1.0
+
+
+@dataclass(frozen=True)
+class ResourceRule:
+    """What each trial asks Ray for: ``cpus`` cores and ``gpus`` GPUs, a number or ``"auto"``
+    (``gpus_for`` on the trial's shape, with ``gpu_bytes`` per GPU). A workload whose model
+    the memory model does not describe (a user's own model) gets a whole GPU under auto."""
+
+    cpus: float
+    gpus: float | str = 0.0
+    gpu_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.gpus == AUTO and not self.gpu_bytes:
+            raise ValueError("gpus='auto' needs gpu_bytes (the memory of one GPU)")
+
+    def gpus_for(self, spec: TrialSpec) -> float:
+        if self.gpus != AUTO:
+            return float(self.gpus)
+        if not spec.model or "d_model" not in spec.model:
+            return 1.0
+        return gpus_for(gpt_shape(spec.model), spec.batch_size, spec.seq_len, self.gpu_bytes)
+
+    def for_spec(self, spec: TrialSpec) -> dict[str, float]:
+        """Ray's resource dict for one trial (``{"CPU": 1.0, "GPU": 0.25}``)."""
+        gpus = self.gpus_for(spec)
+        return {"CPU": float(self.cpus), **({"GPU": gpus} if gpus else {})}
+
+    def describe(self, spec: TrialSpec) -> str:
+        res = self.for_spec(spec)
+        return f"{res['CPU']:g}c" + (f"/{res['GPU']:g}g" if "GPU" in res else "")
+
+
+def resource_rule(cpus_per_trial: float, gpus_per_trial: float | str, gpu_memory_gb: float | None = None,
+                  gpu_bytes_sources: Iterable[Callable[[], int | None]] = ()) -> ResourceRule:
+    """Each trial's resources. For ``gpus_per_trial="auto"`` the GPU memory is
+    ``gpu_memory_gb``, else the first of ``gpu_bytes_sources`` that knows one (the local GPU's,
+    then a cluster GPU worker's); without any of them auto cannot be sized and says so."""
+    gpu_bytes = None
+    if gpus_per_trial == AUTO:
+        gpu_bytes = int(gpu_memory_gb * 1e9) if gpu_memory_gb else None
+        for source in gpu_bytes_sources:
+            if gpu_bytes is not None:
+                break
+            gpu_bytes = source()
+        if gpu_bytes is None:
+            raise PlanError("--gpus-per-trial auto sizes trials by GPU memory, and this machine has no GPU: "
+                            "pass --gpu-memory-gb (e.g. 80 for an H100) for the GPUs the sweep will run on")
+    return ResourceRule(cpus_per_trial, gpus_per_trial, gpu_bytes)
+
+
+def trial_slots(cpus: float, cpus_per_trial: float, gpus: float = 0, gpus_per_trial: float = 0.0,
+                max_concurrent: int | None = None) -> int:
+    """How many trials run at once: a GPU trial is bounded by GPUs / gpus_per_trial (8 on an
+    8-GPU 192-vCPU node at one GPU a trial, not 192 / cpus_per_trial), by CPUs as well."""
+    slots = int(cpus // cpus_per_trial)
+    if gpus_per_trial > 0:
+        slots = min(slots, int(gpus // gpus_per_trial + 1e-9))
+    slots = max(1, slots)
+    return min(slots, max_concurrent) if max_concurrent else slots

@@ -1,0 +1,365 @@
+"""One trial: a TrialSpec and a workload in, metrics out. torch only (no Ray), so it runs and
+tests alone.
+
+The workload builds the model and opens the data (``flops_fit.workloads``); the trial
+trains for exactly ``spec.tokens`` tokens (whole steps of ``batch_size x seq_len``) with
+AdamW and a warmup + cosine schedule sized to its own length (Hoffmann et al. 2022, §3: a
+schedule longer than the run biases the loss of short runs upward), then evaluates on the
+fixed held-out validation set every trial shares. That validation loss is the ``loss`` the
+fit uses.
+
+Resumption: the batch at step k is a pure function of (seed, k) (``flops_fit.trainer.batches``), so
+a checkpoint needs only model, optimizer, step and the running curve; a resumed trial sees
+exactly the batches an uninterrupted one would.
+
+Steps of ``run_trial``: setup (device, data, model, optimizer), resume, loop, evaluate,
+record. ``TrainOptions.step_hooks`` run before every step with a :class:`StepContext`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from flops_fit.trainer import checkpoint
+from flops_fit.trainer.accelerator import (
+    autocast_for,
+    compile_pays,
+    compute_dtype,
+    configure_compile,
+    is_oom,
+    micro_batches_for,
+    release_device_memory,
+)
+from flops_fit.trainer.batches import BatchOrder, BatchStream
+from flops_fit.config import TrainOptions
+from flops_fit.planning.grid import TrialSpec
+
+CHECKPOINT_FILE = checkpoint.CHECKPOINT_FILE
+
+
+@dataclass
+class TrialOutcome:
+    status: str  # ok | diverged | undertrained
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepContext:
+    """What a step hook sees, before optimizer step ``step`` (0-based) runs."""
+
+    spec: TrialSpec
+    step: int
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    resumed: bool
+    """True when this attempt of the trial started from a checkpoint."""
+
+
+def lr_at(step: int, spec: TrialSpec, min_ratio: float = 0.1) -> float:
+    """Linear warmup, then cosine decay to ``min_ratio``·peak exactly at the last step."""
+    if step < spec.warmup_steps:
+        return spec.lr * (step + 1) / spec.warmup_steps
+    progress = (step - spec.warmup_steps) / max(1, spec.steps - spec.warmup_steps)
+    return spec.lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def pair_batch(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, labels) on ``device``; a bare tensor is its own labels (the model shifts)."""
+    x, y = batch if isinstance(batch, (tuple, list)) else (batch, batch)
+    if device.type == "cuda":  # pinned, non-blocking copies overlap the previous step
+        same = y is x
+        x = x.pin_memory().to(device, non_blocking=True)
+        y = x if same else y.pin_memory().to(device, non_blocking=True)
+    return x, y
+
+
+def count_parameters(model) -> int:
+    """The model contract: ``n()`` (or ``num_params()``) is the trainable parameter count."""
+    for name in ("n", "num_params"):
+        if callable(getattr(model, name, None)):
+            return int(getattr(model, name)())
+    raise TypeError(f"{type(model).__name__} has neither n() nor num_params()")
+
+
+@torch.no_grad()
+def evaluate(model, val, device: torch.device, batch_size: int, autocast) -> float:
+    """Mean next-token loss over every window of the fixed validation set."""
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(val), batch_size):
+        idx = np.arange(start, min(len(val), start + batch_size))
+        x, y = pair_batch(val.get_batch(idx), device)
+        with autocast():
+            _, loss = model(x, labels=y)
+        weight = x.shape[0] * (x.shape[1] - 1)
+        total += float(loss) * weight
+        count += weight
+    model.train()
+    return total / count
+
+
+def make_optimizer(model, device: torch.device, weight_decay: float, lr: float,
+                   beta2: float = 0.95) -> torch.optim.Optimizer:
+    """AdamW, weight decay on matrices only (not norm gains), betas (0.9, beta2): the trial's
+    spec carries beta2 (``PlanConfig.beta2``)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, beta2),
+        fused=device.type == "cuda",
+    )
+
+
+def train_step(step_fn, optimizer, x: torch.Tensor, autocast, labels: torch.Tensor | None = None,
+               micro_batches: int = 1, scaler: Any = None) -> torch.Tensor:
+    """One optimizer step on batch ``x`` (labels default to ``x``: the model shifts them);
+    returns the detached loss (no host sync).
+
+    ``micro_batches`` > 1 accumulates the gradient over that many equal slices of the batch
+    (each loss scaled by 1/k): the same update as one pass over the whole batch, to float
+    rounding, with a k-times smaller activation peak. Equal slices of full-length windows
+    score equally many tokens, so the mean of the slice means is the batch mean. ``scaler``
+    (a ``torch.amp.GradScaler``, fp16 only) scales the loss against underflow."""
+    labels = x if labels is None else labels
+    if x.shape[0] % micro_batches:
+        raise ValueError(f"batch of {x.shape[0]} does not split into {micro_batches} equal micro-batches")
+    total = torch.zeros((), device=x.device)
+    for xs, ys in zip(x.chunk(micro_batches), labels.chunk(micro_batches)):
+        with autocast():
+            _, loss = step_fn(xs, labels=ys)
+        part = loss / micro_batches if micro_batches > 1 else loss
+        (scaler.scale(part) if scaler is not None else part).backward()
+        total += part.detach()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
+@dataclass
+class _Trial:
+    """The state ``run_trial``'s steps share."""
+
+    spec: TrialSpec
+    options: TrainOptions
+    device: torch.device
+    train: Any
+    val: Any
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    step: int = 0
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    wall_before: float = 0.0
+    resumed: bool = False
+    micro_batches: int = 1
+    scaler: Any = None
+
+
+def _setup(spec: TrialSpec, workload: Any, options: TrainOptions) -> _Trial:
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(spec.seed)  # before the model is built: its init is a function of the seed
+    train, val = workload.open_data(spec)
+    model = workload.build_model(spec).to(device)
+    optimizer = make_optimizer(model, device, options.weight_decay, spec.lr, spec.beta2)
+    scaler = None
+    if device.type == "cuda" and compute_dtype(torch.cuda.get_device_capability(device)) == torch.float16:
+        scaler = torch.amp.GradScaler("cuda")
+    return _Trial(spec, options, device, train, val, model, optimizer,
+                  micro_batches=options.micro_batches or micro_batches_for(spec, device, model), scaler=scaler)
+
+
+def _resume(trial: _Trial, resume_from: str | os.PathLike[str]) -> None:
+    state = torch.load(Path(resume_from) / CHECKPOINT_FILE, map_location=trial.device, weights_only=False)
+    trial.model.load_state_dict(state["model"])
+    trial.optimizer.load_state_dict(state["optimizer"])
+    trial.step, trial.curve, trial.wall_before = state["step"], state["curve"], state.get("wall_s", 0.0)
+    # map_location moved every tensor to the trial's device; the CPU generator takes only a
+    # CPU ByteTensor ("RNG state must be a torch.ByteTensor" on every GPU resume otherwise).
+    torch.set_rng_state(state["rng_cpu"].to("cpu", torch.uint8))
+    if trial.scaler is not None and state.get("scaler"):
+        trial.scaler.load_state_dict(state["scaler"])
+    trial.resumed = True
+
+
+def _checkpoint_state(trial: _Trial, wall_s: float) -> dict[str, Any]:
+    return {
+        "model": trial.model.state_dict(),
+        "optimizer": trial.optimizer.state_dict(),
+        "step": trial.step,
+        "curve": list(trial.curve),
+        "wall_s": wall_s,
+        "rng_cpu": torch.get_rng_state(),
+        "scaler": trial.scaler.state_dict() if trial.scaler is not None else None,
+    }
+
+
+def _loop(trial: _Trial, t_start: float, save_checkpoint, checkpoint_root) -> str:
+    """Train to ``spec.steps``; returns "ok" or "diverged" (a non-finite mean training loss)."""
+    spec, options, device = trial.spec, trial.options, trial.device
+    autocast = autocast_for(device)
+    step_fn = torch.compile(trial.model) if options.compile and compile_pays(spec) else trial.model
+    batches = BatchStream(trial.train, BatchOrder(len(trial.train), spec.batch_size, spec.seed),
+                          spec.steps, spec.seq_len, device)
+    writer = checkpoint.BackgroundWriter(checkpoint_root, save_checkpoint, options.checkpoint_every_s) \
+        if save_checkpoint is not None else None
+    running = torch.zeros((), device=device)
+    since_log = 0
+    status = "ok"
+    try:
+        while trial.step < spec.steps:
+            for group in trial.optimizer.param_groups:
+                group["lr"] = lr_at(trial.step, spec)
+            x, y = batches.get(trial.step)
+            for hook in options.step_hooks:
+                hook(StepContext(spec, trial.step, trial.model, trial.optimizer, trial.resumed))
+            running += _step_halving_on_oom(trial, step_fn, x, y, autocast)
+            since_log += 1
+            trial.step += 1
+            # Host syncs only every log_every steps (a .item() per step stalls a GPU pipeline).
+            if trial.step % options.log_every == 0 or trial.step == spec.steps:
+                mean = float(running) / since_log
+                running.zero_()
+                since_log = 0
+                trial.curve.append({"step": trial.step, "tokens": trial.step * spec.batch_size * spec.seq_len,
+                                    "train_loss": mean})
+                if not math.isfinite(mean):
+                    status = "diverged"
+                    break
+            if writer is not None:
+                writer.poll()  # a finished write goes to save_checkpoint from this thread
+                if writer.due():
+                    wall = trial.wall_before + time.perf_counter() - t_start
+                    writer.submit(_checkpoint_state(trial, wall), trial.step,
+                                  {"step": trial.step,
+                                   "train_loss": trial.curve[-1]["train_loss"] if trial.curve else None})
+        if writer is not None:
+            writer.close()
+    finally:
+        batches.close()
+    return status
+
+
+def _step_halving_on_oom(trial: _Trial, step_fn, x, y, autocast) -> torch.Tensor:
+    """The step in ``trial.micro_batches`` micro-batches; on a CUDA out-of-memory error, the
+    same step again in twice as many (the update is the same; the batch is a function of
+    the step), down to one sequence at a time."""
+    while True:
+        try:
+            return train_step(step_fn, trial.optimizer, x, autocast, labels=y,
+                              micro_batches=trial.micro_batches, scaler=trial.scaler)
+        except RuntimeError as exc:
+            if not (is_oom(exc) and trial.device.type == "cuda" and trial.micro_batches < x.shape[0]
+                    and x.shape[0] % (trial.micro_batches * 2) == 0):
+                raise
+            trial.optimizer.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            trial.micro_batches *= 2
+
+
+def _record(trial: _Trial, status: str, loss_val: float | None, train_s: float, steps_run: int,
+            t_start: float) -> dict[str, Any]:
+    spec = trial.spec
+    trained_tokens = trial.step * spec.batch_size * spec.seq_len
+    last = trial.curve[-1]["train_loss"] if trial.curve else None
+    metrics = spec.record()
+    metrics["n"] = count_parameters(trial.model)  # the model contract; equals the planned n (tested)
+    metrics.update(
+        loss=loss_val,
+        train_loss=last if last is not None and math.isfinite(last) else None,
+        status=status,
+        tokens=trained_tokens,
+        flops=trained_tokens * spec.flops_per_token,
+        **spec.flops_columns(trained_tokens),
+        micro_batches=trial.micro_batches,
+        tokens_per_s=steps_run * spec.batch_size * spec.seq_len / max(train_s, 1e-9),
+        wall_s=trial.wall_before + time.perf_counter() - t_start,
+        node_id=os.environ.get("FLOPS_FIT_NODE_ID") or platform.node(),
+        curve=json.dumps(trial.curve),
+        epochs=_epochs(trial),
+        error=None if status == "ok" else f"non-finite training loss by step {trial.step}",
+    )
+    return metrics
+
+
+def _epochs(trial: _Trial) -> float | None:
+    """Passes over the trial's training data (None when the dataset has no length)."""
+    try:
+        available = len(trial.train) * trial.spec.seq_len
+    except TypeError:
+        return None
+    return trial.step * trial.spec.batch_size * trial.spec.seq_len / max(1, available)
+
+
+def undertrained(loss: float, plateau: float | None) -> str | None:
+    """Why a finished run is ``undertrained`` (its loss still above the workload's plateau
+    level, ``flops_fit.data.baselines``), or None."""
+    if plateau is None or not loss > plateau:
+        return None
+    return f"loss {loss:.3f} above the plateau level {plateau:.3f}"  # the report explains the level
+
+
+def run_trial(
+    spec: TrialSpec,
+    workload: Any,
+    options: TrainOptions | None = None,
+    *,
+    resume_from: str | os.PathLike[str] | None = None,
+    save_checkpoint: Callable[[Path, dict[str, Any]], None] | None = None,
+    checkpoint_root: str | os.PathLike[str] | None = None,
+) -> TrialOutcome:
+    """Train ``spec`` and return its metrics.
+
+    ``workload`` has ``build_model(spec)`` and ``open_data(spec) -> (train, val)``; the
+    datasets answer ``get_batch(indices)`` with a tensor (labels = inputs) or an
+    ``(inputs, labels)`` pair. ``resume_from``: a directory holding a previous
+    ``save_checkpoint`` state. Every ``checkpoint_every_s`` seconds the trial writes its
+    state into a fresh directory under ``checkpoint_root`` and hands it to
+    ``save_checkpoint(dir, progress_metrics)`` (the Ray layer turns that into
+    ``tune.report(..., checkpoint=...)``).
+    """
+    options = options or TrainOptions()
+    t_start = time.perf_counter()
+    if options.compile:
+        configure_compile(options.threads)
+    trial = _setup(spec, workload, options)
+    try:
+        if resume_from is not None:
+            _resume(trial, resume_from)
+        step_at_start, t_train = trial.step, time.perf_counter()
+        status = _loop(trial, t_start, save_checkpoint, checkpoint_root)
+        train_s = time.perf_counter() - t_train
+        loss_val = None
+        if status == "ok":
+            loss_val = evaluate(trial.model, trial.val, trial.device, options.eval_batch_size,
+                                autocast_for(trial.device))
+            if not math.isfinite(loss_val):
+                status, loss_val = "diverged", None
+        metrics = _record(trial, status, loss_val, train_s, trial.step - step_at_start, t_start)
+        plateau = getattr(workload, "plateau_loss", None)
+        metrics["plateau_loss"] = plateau
+        why = undertrained(loss_val, plateau) if status == "ok" else None
+        if why:  # kept in the table, left out of the fits (flops_fit.results.result lists it)
+            status = metrics["status"] = "undertrained"
+            metrics["error"] = why
+    finally:
+        device, compiled = trial.device, options.compile
+        del trial  # the model and optimizer go before the cache is emptied
+        release_device_memory(device, compiled)
+    return TrialOutcome(status=status, metrics=metrics)
