@@ -28,8 +28,8 @@ from _common import emit, load, table  # noqa: E402
 from flops_fit.config import TrainOptions, preset  # noqa: E402
 from flops_fit.engine.sweep import default_workload  # noqa: E402
 from flops_fit.planning.grid import plan_trial
-from flops_fit.planning.rules import TrainingRules  # noqa: E402
 from flops_fit.planning.recipe import locate_optimum  # noqa: E402
+from flops_fit.planning.rules import TrainingRules  # noqa: E402
 
 
 def main() -> None:

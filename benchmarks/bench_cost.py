@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     from flops_fit.config import preset as get_preset
-    from flops_fit.planning.grid import plan
     from flops_fit.engine.estimate import estimate_sweep_seconds, format_estimate
+    from flops_fit.planning.grid import plan
 
     name = args.preset or ("smoke" if args.quick else "tiny")
     overrides = {"budgets": (1e10,), "points_per_budget": 3} if args.quick else {}

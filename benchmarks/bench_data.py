@@ -42,12 +42,12 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
     import torch
 
-    from flops_fit.trainer.batches import BatchOrder, BatchStream
     from flops_fit.config import preset
     from flops_fit.data import shards, sources
     from flops_fit.data.tinystories import TinyStoriesDataset
     from flops_fit.data.tokenizer import resolve_tokenizer
     from flops_fit.planning.grid import plan
+    from flops_fit.trainer.batches import BatchOrder, BatchStream
 
     load_start = load()
     result: dict = {"benchmark": "data", "quick": args.quick, "load_start": load_start}

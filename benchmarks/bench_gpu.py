@@ -45,13 +45,12 @@ def _shapes(quick: bool):
 def measure(label: str, spec, steps: int) -> dict:
     import torch
 
-    from flops_fit.trainer import accelerator
     from flops_fit.models import gpt_spec as accounting
-    from flops_fit.trainer import checkpoint
     from flops_fit.models import gpt_spec as memory
-    from flops_fit.trainer import trial as train
     from flops_fit.models.gpt import GPT, GPTConfig
     from flops_fit.models.gpt_spec import gpt_shape
+    from flops_fit.trainer import accelerator, checkpoint
+    from flops_fit.trainer import trial as train
     from flops_fit.trainer.throughput import matmul_peak_flops
 
     cuda = torch.cuda.is_available()

@@ -53,9 +53,9 @@ def run(preset: str, slots: int, quick: bool, reuse_actors: bool = False, **over
     from ray import tune
 
     from flops_fit.config import preset as get_preset
+    from flops_fit.engine.estimate import estimate_sweep_seconds
     from flops_fit.planning.grid import plan
     from flops_fit.ray import sweep
-    from flops_fit.engine.estimate import estimate_sweep_seconds
 
     cfg = get_preset(preset).replace(**overrides)
     specs = plan(cfg.plan)

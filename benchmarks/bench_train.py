@@ -48,9 +48,9 @@ def where_time_goes(s: ModelShape, batch: int, threads: int) -> dict[str, float]
     import torch
     from torch.profiler import profile
 
+    from flops_fit.models.gpt import GPT, GPTConfig
     from flops_fit.trainer import accelerator
     from flops_fit.trainer import trial as train
-    from flops_fit.models.gpt import GPT, GPTConfig
 
     torch.set_num_threads(threads)
     model = GPT(GPTConfig.from_shape(s))

@@ -71,9 +71,9 @@ def find_optimal(
     The grid is fixed, as in v1.0 (``adapt=True`` makes it adaptive: added sizes are the
     nearest values of the model's size ladder, see ``flops_fit.planning.adaptive``).
     """
-    from flops_fit.ray.compat import ship_by_value
-    from flops_fit.ray.backend import sweep
     from flops_fit.data.stories import StoryData
+    from flops_fit.ray.backend import sweep
+    from flops_fit.ray.compat import ship_by_value
     from flops_fit.workloads.user import UserModel
 
     options = _v1_options(options, output_dir, resume, mode)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from flops_fit.errors import PlanError
-from flops_fit.planning.resources import AUTO, ResourceRule, resource_rule
 from flops_fit.planning.config import PlanConfig
+from flops_fit.planning.resources import AUTO, ResourceRule, resource_rule
 from flops_fit.planning.rules import recipe_rule
 
 

@@ -13,11 +13,11 @@ import re
 
 import pytest
 
-from flops_fit.planning.adaptive import LOG, AdaptivePlan, additions, bracketed, frontier_estimate
 from flops_fit.config import preset
+from flops_fit.fitting.synthetic import BESIROGLU
+from flops_fit.planning.adaptive import LOG, AdaptivePlan, additions, bracketed, frontier_estimate
 from flops_fit.planning.grid import plan
 from flops_fit.planning.sizes import GPTSizes
-from flops_fit.fitting.synthetic import BESIROGLU
 
 RATIO = 2.0
 

@@ -361,11 +361,11 @@ def _requested_gpu(cfg: dict) -> list[str]:
 
 @pytest.mark.parametrize("name", ["aws", "gcp"])
 def test_cluster_gpus_run_the_gpu_preset_in_bf16_and_fit_its_largest_trial(name):
-    from flops_fit.models import gpt_spec as memory
-    from flops_fit.trainer.accelerator import compute_dtype
     from flops_fit.config import preset
     from flops_fit.engine.sweep import default_workload
+    from flops_fit.models import gpt_spec as memory
     from flops_fit.models.gpt_spec import gpt_shape
+    from flops_fit.trainer.accelerator import compute_dtype
 
     cfg = preset("tinystories-gpu")
     big = max(default_workload(cfg).plan(cfg.plan), key=lambda s: s.n)

@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flops_fit.results import table as results_io
-from flops_fit.fitting.parametric import AGREE_MAX_WIDTH, compare, fit_isoflop, fit_parametric
 from flops_fit.fitting.isoflop import frontier_label
 from flops_fit.fitting.noise import seed_noise
-from flops_fit.planning.grid import plan
-from flops_fit.results.result import Result
+from flops_fit.fitting.parametric import AGREE_MAX_WIDTH, compare, fit_isoflop, fit_parametric
 from flops_fit.fitting.synthetic import ASYMMETRIC, CHINCHILLA, SPAN_16X, ScalingLaw, calibrate, simulate_isoflop
+from flops_fit.planning.grid import plan
+from flops_fit.results import table as results_io
+from flops_fit.results.result import Result
 
 BUDGETS = np.logspace(18, 22, 5)
 

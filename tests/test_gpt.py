@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flops_fit.models import gpt_spec as accounting
 from flops_fit.models import gpt as gpt_module
+from flops_fit.models import gpt_spec as accounting
 from flops_fit.models.gpt import (
     GPT,
     GPTConfig,

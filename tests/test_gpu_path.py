@@ -11,15 +11,14 @@ import dataclasses
 import pytest
 import torch
 
-from flops_fit.models import gpt_spec
-from flops_fit.planning import resources
-from flops_fit.trainer.accelerator import compute_dtype
-from flops_fit.models.gpt_spec import ModelShape, param_groups
 from flops_fit.config import SweepConfig, preset
 from flops_fit.engine.sweep import default_workload
 from flops_fit.errors import PlanError
-from flops_fit.models.gpt_spec import gpt_shape
+from flops_fit.models import gpt_spec
+from flops_fit.models.gpt_spec import ModelShape, gpt_shape, param_groups
+from flops_fit.planning import resources
 from flops_fit.planning.resources import trial_slots
+from flops_fit.trainer.accelerator import compute_dtype
 
 #: TinyStories (roneneldan/TinyStories) train split: 2,119,719 stories; 0.5B tokens is the low
 #: end of its size with a 4096 BPE (0.47B with GPT-2's 50k BPE, more with a smaller vocabulary).
@@ -174,8 +173,8 @@ def test_gpu_sweeps_do_not_reuse_actors():
 
 
 def test_compile_only_where_it_pays():
-    from flops_fit.trainer.accelerator import COMPILE_MIN_STEPS, compile_pays
     from flops_fit.planning.grid import plan
+    from flops_fit.trainer.accelerator import COMPILE_MIN_STEPS, compile_pays
 
     short = plan([2e9], 3, vocab_size=64, seq_len=16, min_steps=20, max_batch_size=8)[0]
     assert short.steps < COMPILE_MIN_STEPS and not compile_pays(short)
@@ -211,10 +210,10 @@ def test_checkpoint_is_written_off_the_loop_from_a_copy(tmp_path):
 
 
 def test_estimate_counts_compile_time_for_trials_that_compile():
-    from flops_fit.trainer.accelerator import COMPILE_MIN_STEPS
-    from flops_fit.planning.grid import plan
-    from flops_fit.models.gpt_spec import gpt_shape
     from flops_fit.engine.estimate import COMPILE_S, estimate_sweep_seconds
+    from flops_fit.models.gpt_spec import gpt_shape
+    from flops_fit.planning.grid import plan
+    from flops_fit.trainer.accelerator import COMPILE_MIN_STEPS
 
     specs = plan([1e14], 3, vocab_size=64, seq_len=16, min_steps=COMPILE_MIN_STEPS)
     rates = {(gpt_shape(s.model), s.batch_size, s.seq_len): 1e6 for s in specs}

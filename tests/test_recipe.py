@@ -11,8 +11,8 @@ from flops_fit.data.sample import SAMPLE_VERSION
 from flops_fit.errors import PlanError
 from flops_fit.planning.config import PlanConfig
 from flops_fit.planning.grid import plan
-from flops_fit.planning.rules import TrainingRules
 from flops_fit.planning.recipe import Recipe, SizeOptimum, fit_rule, load, locate_optimum, save
+from flops_fit.planning.rules import TrainingRules
 
 
 def test_locate_optimum_finds_the_vertex_of_a_known_parabola_in_ln_lr():
@@ -172,8 +172,8 @@ def test_sweep_with_tune_measures_the_rule_on_its_grid_first_and_a_rerun_trains_
     beside the results. Rerun, both stages resume (identical wall times); `flops-fit tune` on
     that directory resumes too and rewrites the same rule. (One test for both entry points:
     each tune costs 30 real runs.)"""
-    from flops_fit.ray import sweep, tune
     from flops_fit.planning.recipe import RECIPE_FILENAME, setup_of
+    from flops_fit.ray import sweep, tune
     from flops_fit.results.table import read_results
 
     cfg = preset("smoke").replace(storage_path=str(tmp_path), cache_dir=str(tmp_path / "cache"), name="sw",

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flops_fit.fitting.synthetic import BESIROGLU, CHINCHILLA, simulate_isoflop
 from flops_fit.results import table as results_io
 from flops_fit.results.result import Result
-from flops_fit.fitting.synthetic import BESIROGLU, CHINCHILLA, simulate_isoflop
 
 BUDGETS = np.logspace(17, 21, 6)
 N_BOOT = 30  # enough for intervals to exist; calibration lives in test_fit.py

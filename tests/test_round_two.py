@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flops_fit.results import table as results_io
 from flops_fit.cli import main
 from flops_fit.config import preset
 from flops_fit.errors import PlanError
-from flops_fit.results.result import Result
 from flops_fit.fitting.synthetic import simulate_isoflop
+from flops_fit.results import table as results_io
 from flops_fit.results.check import check_table
+from flops_fit.results.result import Result
 
 
 @pytest.fixture(scope="module")

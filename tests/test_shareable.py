@@ -13,8 +13,8 @@ import pytest
 from flops_fit import atomic
 from flops_fit.results import plots
 from flops_fit.results import table as results_io
-from flops_fit.results.result import Result
 from flops_fit.results.html import REPORT_FILENAME, curve_svg, render_html
+from flops_fit.results.result import Result
 
 
 def _mode(path) -> int:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from flops_fit.trainer.batches import BatchOrder, BatchStream
 from flops_fit.config import TrainOptions
 from flops_fit.planning.grid import plan
+from flops_fit.trainer.batches import BatchOrder, BatchStream
 from flops_fit.trainer.trial import lr_at, run_trial
 
 VOCAB, SEQ = 64, 16

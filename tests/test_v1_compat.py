@@ -12,8 +12,8 @@ import flops_fit
 from flops_fit.cli import DEFAULT_SIMULATED_LAW
 from flops_fit.errors import PlanError
 from flops_fit.examples import GPT, GPTConfig, create_model_for_scaling
-from flops_fit.planning.grid import TrialSpec
 from flops_fit.fitting.synthetic import ScalingLaw
+from flops_fit.planning.grid import TrialSpec
 from flops_fit.workloads.user import _LossAdapter, predicts_current_token
 
 SEQ = 16

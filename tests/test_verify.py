@@ -12,12 +12,12 @@ import pytest
 
 from flops_fit.config import SweepConfig, preset
 from flops_fit.errors import PlanError
-from flops_fit.fitting.parametric import fit_parametric
 from flops_fit.fitting.isoflop import FRONTIER, fit_isoflop, frontier_label, frontier_loss
 from flops_fit.fitting.noise import SeedNoise
-from flops_fit.results.table import read_results
+from flops_fit.fitting.parametric import fit_parametric
 from flops_fit.fitting.synthetic import CHINCHILLA, simulate_isoflop
-from flops_fit.engine.verify import RECORD, VERIFY_DIR, format_verification, predicted_loss
+from flops_fit.results.table import read_results
+from flops_fit.results.verification import RECORD, VERIFY_DIR, format_verification, predicted_loss
 
 LAW = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Chinchilla (Hoffmann et al. 2022)
 UNMEASURED = SeedNoise(float("nan"), 0, 0)
@@ -56,8 +56,8 @@ def test_verify_on_a_known_law_predicts_the_measured_loss_and_a_rerun_reuses_it(
     row = read_results(row_file).iloc[0]
     assert row["loss"] == pytest.approx(rec["measured"]) and int(row["n"]) == rec["n"]
     # a rerun reuses the finished trial's row: running one would fail here
-    from flops_fit.results.result import Result
     from flops_fit.engine.verify import run_verification
+    from flops_fit.results.result import Result
     from flops_fit.workloads.simulated import SimulatedLaw
 
     def retrain(spec, exp_dir):
@@ -204,7 +204,7 @@ def test_the_line_says_what_is_known(change, expect):
 def test_a_measured_loss_outside_the_interval_says_the_fits_do_not_extrapolate():
     from flops_fit.planning.config import PlanConfig
     from flops_fit.planning.grid import plan
-    from flops_fit.engine.verify import make_record, verification_lines
+    from flops_fit.results.verification import make_record, verification_lines
 
     spec = plan(PlanConfig(budgets=(1e12,), points_per_budget=3))[1]
     fits = _frontier_fits(noise=UNMEASURED)
@@ -226,7 +226,7 @@ def test_a_miss_beyond_seed_noise_is_no_pass_even_inside_a_wide_interval():
     # freedom, so its interval is wide and a run 24% off lands inside it
     from flops_fit.planning.config import PlanConfig
     from flops_fit.planning.grid import plan
-    from flops_fit.engine.verify import make_record, verification_lines
+    from flops_fit.results.verification import make_record, verification_lines
 
     spec = plan(PlanConfig(budgets=(1e12,), points_per_budget=3))[1]
     fits = _frontier_fits(noise=SeedNoise(0.025, 6, 3, (1e10,)))
@@ -258,7 +258,7 @@ def test_a_miss_beyond_seed_noise_is_no_pass_even_inside_a_wide_interval():
     (1.58, 1.56, "but 1.58% from the prediction, beyond the ±1.56%"),  # never "1.6% ... beyond ±1.6%"
 ])
 def test_the_verdict_prints_the_miss_and_the_band_as_precisely_as_it_decides(error, band, verdict):
-    from flops_fit.engine.verify import verification_lines
+    from flops_fit.results.verification import verification_lines
 
     rec = {**BASE, "measured": 2.5 * (1 + error / 100), "error_pct": error, "inside_interval": True,
            "seed_noise_pct": 0.5, "noise_band_pct": band, "seed_noise_at": "at C=1e+11"}
@@ -269,7 +269,7 @@ def test_the_verdict_prints_the_miss_and_the_band_as_precisely_as_it_decides(err
 def test_a_run_outside_the_laws_interval_but_within_its_own_noise_passes():
     # Approach 3's interval is its mean's (a bootstrap of the law), with no room for the run's own noise
     from flops_fit.fitting.isoflop import LAW
-    from flops_fit.engine.verify import NOISE_SDS, miss_sd, verification_lines
+    from flops_fit.results.verification import NOISE_SDS, miss_sd, verification_lines
 
     fits = SimpleNamespace(noise=SeedNoise(0.01, 6, 3, (1e10,)), level=0.9)
     z = 1.6448536269514722
@@ -290,7 +290,7 @@ def test_the_noise_band_holds_95_percent_of_pure_noise_misses(floor):
     Twice ``miss_sd`` holds 95% of the misses (4,000 draws, rng seeds 0 and 1: 95.3% and 94.8%
     at E = 0; 96.2% and 96.1% above E, where σ per minimum is carried at its largest); twice
     one run's σ alone, the rule before, held 72-74% and 78%: a right frontier failed 1 in 4."""
-    from flops_fit.engine.verify import NOISE_SDS, miss_sd
+    from flops_fit.results.verification import NOISE_SDS, miss_sd
 
     e = floor or 0.0
     truth = lambda c: e + 40.0 * c ** -0.12  # noqa: E731
@@ -316,7 +316,7 @@ def test_the_noise_band_holds_95_percent_of_pure_noise_misses(floor):
 def test_a_run_that_is_not_a_measurement_gets_no_error_percentage():
     from flops_fit.planning.config import PlanConfig
     from flops_fit.planning.grid import plan
-    from flops_fit.engine.verify import make_record
+    from flops_fit.results.verification import make_record
 
     spec = plan(PlanConfig(budgets=(1e12,), points_per_budget=3))[1]
     fits = _frontier_fits(noise=UNMEASURED)

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-from flops_fit.models.gpt_spec import DEFAULT_VOCAB_SIZE
 from flops_fit.atomic import atomic_write
 from flops_fit.data.sources import LOCK_TIMEOUT_S, SourceSpec, StorySource, source_key
+from flops_fit.models.gpt_spec import DEFAULT_VOCAB_SIZE
 
 EOS_TOKEN = "<|endoftext|>"
 # The default tokenizer trains on this many stories from the start of the train split:

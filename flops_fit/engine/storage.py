@@ -17,8 +17,8 @@ import os
 import socket
 import threading
 import time
-from pathlib import Path
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from flops_fit.atomic import atomic_write_text

@@ -14,24 +14,21 @@ different sweep under the same name is refused.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from flops_fit.planning import recipe
 from flops_fit.config import SweepConfig
 from flops_fit.config import preset as get_preset
-from flops_fit.errors import PlanError, SweepInterrupted
-from flops_fit.planning.grid import TrialSpec, format_plan
-from flops_fit.results.table import FINISHED_STATUSES, RESULTS_FILENAME, SCHEMA, STATUSES, write_results
-from flops_fit.atomic import atomic_write_text
 from flops_fit.engine.estimate import launch_order
 from flops_fit.engine.storage import check_manifest, driver_lock, manifest, prepare_storage
+from flops_fit.errors import PlanError, SweepInterrupted
+from flops_fit.planning import recipe
+from flops_fit.planning.grid import TrialSpec, format_plan
+from flops_fit.results.table import FINISHED_STATUSES, RESULTS_FILENAME, SCHEMA, STATUSES, write_results
 from flops_fit.workloads.base import Workload
 
 RESULT_COLUMNS = frozenset(SCHEMA.names)
@@ -182,7 +179,8 @@ def finish(run_dir: Path, cfg: SweepConfig, out, workload: Workload | None = Non
     print(result.format_table(), file=out, flush=True)
     try:
         if verifying:
-            from flops_fit.engine.verify import run_verification, verification_lines
+            from flops_fit.engine.verify import run_verification
+            from flops_fit.results.verification import verification_lines
 
             record = run_verification(result, cfg, workload, run_dir, run_trial)
             print("\n".join(verification_lines(record)), file=out, flush=True)

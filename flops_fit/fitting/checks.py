@@ -10,9 +10,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from flops_fit.models.gpt_spec import PARAM_COUNTS
 from flops_fit.fitting.budget import vertex
 from flops_fit.fitting.isoflop import LAW, fit_isoflop, interp_extended
+from flops_fit.models.gpt_spec import PARAM_COUNTS
 
 
 def parametric_a_in_budget_units(data: pd.DataFrame, param_count: str) -> Callable[[Any], float] | None:

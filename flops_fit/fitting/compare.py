@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
-    from flops_fit.fitting.parametric import ParametricFit
     from flops_fit.fitting.isoflop import IsoFLOPFit
+    from flops_fit.fitting.parametric import ParametricFit
 
 
 #: "The approaches agree" needs both exponents' intervals narrower than this (in a): wider

@@ -24,8 +24,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from flops_fit.models.gpt_spec import ASPECT_RATIO
 from flops_fit.fitting.parametric import LawFrontier
+from flops_fit.models.gpt_spec import ASPECT_RATIO
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,10 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from flops_fit.atomic import atomic_write_text
 from flops_fit.errors import PlanError
 from flops_fit.planning.config import PlanConfig
 from flops_fit.planning.grid import TrialSpec, grid_targets, plan_budget, plan_trial, replicate_specs
-from flops_fit.atomic import atomic_write_text
 from flops_fit.planning.sizes import SizeTable
 
 #: The decisions of an adaptive sweep, in the sweep directory beside sweep.json.

@@ -18,7 +18,6 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Sequence
 
-from flops_fit.models import gpt_spec
 from flops_fit.errors import PlanError
 from flops_fit.planning.config import REPLICATED_SIZES, PlanConfig
 from flops_fit.planning.rules import TrainingRules

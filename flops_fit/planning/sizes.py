@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Hashable, Protocol
 
+from flops_fit.errors import PlanError
 from flops_fit.models import gpt_spec
 from flops_fit.models.gpt_spec import ModelShape
-from flops_fit.errors import PlanError
 
 if TYPE_CHECKING:
     from flops_fit.planning.config import PlanConfig

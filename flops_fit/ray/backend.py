@@ -20,8 +20,8 @@ from flops_fit.engine.estimate import expected_cost
 from flops_fit.engine.storage import FINISHED_DIR
 from flops_fit.engine.sweep import TrialReport, resolve_config, run_sweep
 from flops_fit.errors import PlanError, SweepInterrupted
-from flops_fit.planning.resources import AUTO, ResourceRule
 from flops_fit.planning.grid import TrialSpec
+from flops_fit.planning.resources import AUTO, ResourceRule
 from flops_fit.ray.compat import init_loopback_only, set_restored_callbacks, ship_by_value, shutdown_private_ray
 from flops_fit.results.table import FINISHED_STATUSES
 from flops_fit.trainer.throughput import local_gpu_bytes

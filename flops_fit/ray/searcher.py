@@ -18,10 +18,10 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from flops_fit.config import SweepConfig
-from flops_fit.planning.adaptive import LOG, AdaptivePlan
-from flops_fit.planning.resources import trial_slots
 from flops_fit.engine.estimate import launch_order
 from flops_fit.engine.sweep import SPEC_ID
+from flops_fit.planning.adaptive import LOG, AdaptivePlan
+from flops_fit.planning.resources import trial_slots
 
 
 class AdaptiveSearcher(Searcher):

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 from ray import tune
 
+from flops_fit.atomic import atomic_write_text
 from flops_fit.engine.sweep import SPEC_ID
 from flops_fit.planning.grid import TrialSpec
 from flops_fit.results.table import FINISHED_STATUSES
-from flops_fit.atomic import atomic_write_text
 
 if TYPE_CHECKING:
     from flops_fit.config import TrainOptions

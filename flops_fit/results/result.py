@@ -19,14 +19,14 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from flops_fit.results import table as results_io
-from flops_fit.models.gpt_spec import PARAM_COUNTS
-from flops_fit.fitting.parametric import Comparison, IsoFLOPFit, ParametricFit, compare, fit_isoflop, fit_parametric
 from flops_fit.fitting.checks import backtest, exponents_by_count, parametric_a_in_budget_units
 from flops_fit.fitting.isoflop import RESIDUAL_NOTE_SIGMAS, frontier_label, frontier_loss, frontier_noise
 from flops_fit.fitting.noise import SeedNoise, seed_noise
-from flops_fit.results.text import PRIMARY_LABELS, format_summary
+from flops_fit.fitting.parametric import Comparison, IsoFLOPFit, ParametricFit, compare, fit_isoflop, fit_parametric
+from flops_fit.models.gpt_spec import PARAM_COUNTS
+from flops_fit.results import table as results_io
 from flops_fit.results.check import check_table
+from flops_fit.results.text import PRIMARY_LABELS, format_summary
 
 #: Past this many decades beyond the largest swept budget, predict() warns.
 EXTRAPOLATION_WARN_DECADES = 3.0
@@ -98,7 +98,7 @@ class Result:
         #: The ``--verify`` run's record (flops_fit.engine.verify), kept in the sweep directory.
         self.verification: dict[str, Any] | None = None
         if self.path is not None:
-            from flops_fit.engine.verify import load_record
+            from flops_fit.results.verification import load_record
 
             self.verification = load_record(self.path.parent)
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-from flops_fit.fitting.parametric import E_FLOOR_FRACTION
 from flops_fit.fitting.checks import describe_backtest
-from flops_fit.engine.verify import verification_lines
+from flops_fit.fitting.parametric import E_FLOOR_FRACTION
+from flops_fit.results.verification import verification_lines
 
 PRIMARY_LABELS = {"isoflop": "Approach 2 (IsoFLOP parabolas)", "parametric": "Approach 3 (parametric law)"}
 

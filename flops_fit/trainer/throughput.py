@@ -53,9 +53,8 @@ def matmul_peak_flops(threads: int | None = None, dtype: Any = None, *, n: int |
 
 def _shape_of(spec_or_shape: Any):
     """A reference-GPT TrialSpec, a ModelShape or a GPTConfig -> (GPTConfig, default batch, default seq_len)."""
-    from flops_fit.models.gpt_spec import ModelShape
     from flops_fit.models.gpt import GPTConfig
-    from flops_fit.models.gpt_spec import gpt_shape
+    from flops_fit.models.gpt_spec import ModelShape, gpt_shape
 
     if isinstance(spec_or_shape, GPTConfig):
         return spec_or_shape, None, spec_or_shape.max_seq_len

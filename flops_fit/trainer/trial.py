@@ -30,6 +30,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from flops_fit.config import TrainOptions
+from flops_fit.planning.grid import TrialSpec
 from flops_fit.trainer import checkpoint
 from flops_fit.trainer.accelerator import (
     autocast_for,
@@ -41,8 +43,6 @@ from flops_fit.trainer.accelerator import (
     release_device_memory,
 )
 from flops_fit.trainer.batches import BatchOrder, BatchStream
-from flops_fit.config import TrainOptions
-from flops_fit.planning.grid import TrialSpec
 
 CHECKPOINT_FILE = checkpoint.CHECKPOINT_FILE
 

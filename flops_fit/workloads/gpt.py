@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flops_fit.config import DataOptions
+from flops_fit.data.stories import StoryData
 from flops_fit.errors import PlanError
-from flops_fit.planning.grid import plan
 from flops_fit.models.gpt_spec import gpt_shape
+from flops_fit.planning.grid import plan
 from flops_fit.planning.sizes import GPTSizes
 from flops_fit.workloads.base import TrainedWorkload
-from flops_fit.data.stories import StoryData
 
 if TYPE_CHECKING:
     from flops_fit.planning.config import PlanConfig

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from flops_fit.config import DataOptions
+from flops_fit.data.stories import StoryData
 from flops_fit.errors import PlanError
 from flops_fit.planning.config import PlanConfig
 from flops_fit.planning.grid import TrialSpec, plan
@@ -29,7 +30,6 @@ from flops_fit.planning.sizes import CountedSizes
 from flops_fit.trainer.trial import count_parameters, pair_batch
 from flops_fit.workloads.base import TrainedWorkload
 from flops_fit.workloads.simulated import SimulatedLaw, counted_sizes
-from flops_fit.data.stories import StoryData
 
 #: Values tried for an integer size parameter when the user gives none: 2^(k/2), 1..65536.
 DEFAULT_SIZE_LADDER = tuple(sorted({max(1, round(2 ** (k / 2))) for k in range(0, 33)}))
