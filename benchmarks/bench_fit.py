@@ -81,7 +81,8 @@ def calibration(seeds: int, n_boot: int, which: str = "both", a3_method: str = "
 
     import numpy as np
 
-    from flops_fit.fitting.parametric import fit_isoflop, fit_parametric
+    from flops_fit.fitting.isoflop import fit_isoflop
+    from flops_fit.fitting.parametric import fit_parametric
     from flops_fit.fitting.synthetic import ASYMMETRIC, CHINCHILLA, calibrate
 
     def approach2(t):

@@ -25,7 +25,7 @@ def _v1_options(options: dict[str, Any], output_dir: Any, resume: bool | None, m
     if mode not in (None, "train", "mock"):
         raise PlanError(f"mode={mode!r}: use 'mock' (the simulated law, no training) or leave it out")
     if mode == "mock" and options.get("simulate") is None:
-        from flops_fit.cli import DEFAULT_SIMULATED_LAW
+        from flops_fit.fitting.synthetic import DEFAULT_SIMULATED_LAW
 
         options = {**options, "simulate": dict(DEFAULT_SIMULATED_LAW)}
     if resume is False:  # rerunning a name resumes it; v1.0's resume=False means "start fresh"

@@ -16,9 +16,6 @@ from typing import Any, Sequence
 from flops_fit.config import DEFAULT_VERIFY_FACTOR, FLAT_FIELDS, PRESETS
 from flops_fit.errors import PlanError
 
-#: The law a plain ``--simulate`` uses: Besiroglu et al. 2024's refit of Chinchilla.
-DEFAULT_SIMULATED_LAW = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.348, "beta": 0.366, "noise": 0.01}
-
 #: Fields set through dedicated flags, or not from the command line at all: the law has its
 #: own flags, the driver fills in the tokenizer and threads, step hooks are Python callables.
 _SPECIAL = {"simulate", "tokenizer_json", "threads", "step_hooks"}
@@ -96,6 +93,8 @@ def config_from_args(args: argparse.Namespace):
     base = preset(args.preset)
     changes = {name: getattr(args, name) for name, _f, _c in _flag_fields() if getattr(args, name, None) is not None}
     if args.simulate:
+        from flops_fit.fitting.synthetic import DEFAULT_SIMULATED_LAW
+
         law = dict(DEFAULT_SIMULATED_LAW)
         if args.simulate_noise is not None:
             law["noise"] = args.simulate_noise
@@ -104,6 +103,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from flops_fit.data.stories import setup_of
     from flops_fit.engine.sweep import default_workload
     from flops_fit.planning.grid import format_plan
     from flops_fit.planning.recipe import describe
@@ -113,7 +113,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     specs = default_workload(cfg).plan(cfg.plan)
     rule = cfg.resource_rule(local_gpu_bytes)
     print(format_plan(specs, resources=rule.describe))
-    print(describe(cfg))
+    print(describe(cfg.plan, setup_of(cfg)))
     if cfg.tune:
         from flops_fit.engine.lr_scan import CHECK_SEEDS, LR_MULTIPLIERS
 

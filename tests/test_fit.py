@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 from scipy.optimize import check_grad
 
+from flops_fit.fitting.bootstrap import Bootstrap
+from flops_fit.fitting.compare import compare
+from flops_fit.fitting.isoflop import fit_isoflop
 from flops_fit.fitting.parametric import (
     HUBER_DELTA,
     INIT_GRID,
-    Bootstrap,
     ParametricFit,
     _make_objective,
-    compare,
-    fit_isoflop,
     fit_parametric,
     huber_objective,
 )

@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flops_fit.fitting.isoflop import frontier_label
+from flops_fit.fitting.compare import AGREE_MAX_WIDTH, compare
+from flops_fit.fitting.frontier import frontier_label
+from flops_fit.fitting.isoflop import fit_isoflop
 from flops_fit.fitting.noise import seed_noise
-from flops_fit.fitting.parametric import AGREE_MAX_WIDTH, compare, fit_isoflop, fit_parametric
+from flops_fit.fitting.parametric import fit_parametric
 from flops_fit.fitting.synthetic import ASYMMETRIC, CHINCHILLA, SPAN_16X, ScalingLaw, calibrate, simulate_isoflop
 from flops_fit.planning.grid import plan
 from flops_fit.results import table as results_io
@@ -246,7 +248,7 @@ def test_backtest_without_a_determined_law_predicts_the_loss_by_the_frontier():
 def test_an_undetermined_law_plots_the_loss_frontier_the_predictions_come_from(tmp_path):
     # loss_frontier.png draws no undetermined law; it draws the minima's frontier instead,
     # the curve --verify and the backtest read their loss from (here E = 0: the power law)
-    from flops_fit.fitting.isoflop import frontier_loss
+    from flops_fit.fitting.frontier import frontier_loss
     from flops_fit.results.plots import loss_frontier_curve, plot_loss_frontier
 
     law = ScalingLaw(E=1e-6, A=CHINCHILLA.A, B=CHINCHILLA.B, alpha=CHINCHILLA.alpha, beta=CHINCHILLA.beta)

@@ -84,27 +84,28 @@ def test_a_recipe_file_sets_the_rule_and_a_hand_given_rate_replaces_it(tmp_path)
 
 
 def test_a_sweep_on_another_setup_than_its_recipe_was_measured_on_is_told_so(tmp_path):
-    from flops_fit.planning.recipe import describe, setup_mismatch, setup_of
+    from flops_fit.data.stories import setup_of
+    from flops_fit.planning.recipe import describe, setup_mismatch
 
     tiny = preset("tiny")
     assert load("tiny").measured_on == setup_of(tiny)  # the built-in recipe matches its preset: no note
-    assert "note:" not in describe(tiny)
+    assert "note:" not in describe(tiny.plan, setup_of(tiny))
     other = tiny.replace(source=str(tmp_path / "stories.txt"), seq_len=256)
-    note = setup_mismatch(load("tiny"), other)
+    note = setup_mismatch(load("tiny"), setup_of(other))
     assert note.startswith("note: recipe tiny was measured with source='sample:synthetic-v1', seq_len=128; this sweep "
                            "has source=")
-    assert "seq_len=256" in note and "not measured for this setup" in note and note in describe(other)
+    assert "seq_len=256" in note and "not measured for this setup" in note and note in describe(other.plan, setup_of(other))
     old = Recipe(base_lr=4e-3, lr_exponent=0.2, lr_n_ref=5e4)  # written before measured_on: nothing to compare
     save(old, tmp_path)
-    assert setup_mismatch(load(str(tmp_path)), other) is None
+    assert setup_mismatch(load(str(tmp_path)), setup_of(other)) is None
     # The sample is named with its version: a rule measured on another version of the generator is
     # not measured on this one; a recipe that recorded plain "sample" was measured on synthetic-v1.
     older = dataclasses.replace(load("tiny"), measured_on={**setup_of(tiny), "source": "sample:synthetic-v0"})
-    assert "source='sample:synthetic-v0'" in setup_mismatch(older, tiny)
-    assert f"source='sample:{SAMPLE_VERSION}'" in setup_mismatch(older, tiny)
+    assert "source='sample:synthetic-v0'" in setup_mismatch(older, setup_of(tiny))
+    assert f"source='sample:{SAMPLE_VERSION}'" in setup_mismatch(older, setup_of(tiny))
     legacy = {**load("tiny").to_dict(), "measured_on": {**setup_of(tiny), "source": "sample"}}
     assert Recipe.from_dict(legacy).measured_on["source"] == "sample:synthetic-v1"
-    assert (setup_mismatch(Recipe.from_dict(legacy), tiny) is None) == (SAMPLE_VERSION == "synthetic-v1")
+    assert (setup_mismatch(Recipe.from_dict(legacy), setup_of(tiny)) is None) == (SAMPLE_VERSION == "synthetic-v1")
 
 
 def test_tune_scans_the_smallest_budgets_centre_and_the_largest_budgets_centre_and_top_whatever_the_order():
@@ -172,7 +173,8 @@ def test_sweep_with_tune_measures_the_rule_on_its_grid_first_and_a_rerun_trains_
     beside the results. Rerun, both stages resume (identical wall times); `flops-fit tune` on
     that directory resumes too and rewrites the same rule. (One test for both entry points:
     each tune costs 30 real runs.)"""
-    from flops_fit.planning.recipe import RECIPE_FILENAME, setup_of
+    from flops_fit.data.stories import setup_of
+    from flops_fit.planning.recipe import RECIPE_FILENAME
     from flops_fit.ray import sweep, tune
     from flops_fit.results.table import read_results
 

@@ -9,10 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import flops_fit
-from flops_fit.cli import DEFAULT_SIMULATED_LAW
 from flops_fit.errors import PlanError
 from flops_fit.examples import GPT, GPTConfig, create_model_for_scaling
-from flops_fit.fitting.synthetic import ScalingLaw
+from flops_fit.fitting.synthetic import DEFAULT_SIMULATED_LAW, ScalingLaw
 from flops_fit.planning.grid import TrialSpec
 from flops_fit.workloads.user import _LossAdapter, predicts_current_token
 

@@ -12,7 +12,8 @@ import pytest
 
 from flops_fit.config import SweepConfig, preset
 from flops_fit.errors import PlanError
-from flops_fit.fitting.isoflop import FRONTIER, fit_isoflop, frontier_label, frontier_loss
+from flops_fit.fitting.frontier import FRONTIER, frontier_label, frontier_loss
+from flops_fit.fitting.isoflop import fit_isoflop
 from flops_fit.fitting.noise import SeedNoise
 from flops_fit.fitting.parametric import fit_parametric
 from flops_fit.fitting.synthetic import CHINCHILLA, simulate_isoflop
@@ -268,7 +269,7 @@ def test_the_verdict_prints_the_miss_and_the_band_as_precisely_as_it_decides(err
 
 def test_a_run_outside_the_laws_interval_but_within_its_own_noise_passes():
     # Approach 3's interval is its mean's (a bootstrap of the law), with no room for the run's own noise
-    from flops_fit.fitting.isoflop import LAW
+    from flops_fit.fitting.frontier import LAW
     from flops_fit.results.verification import NOISE_SDS, miss_sd, verification_lines
 
     fits = SimpleNamespace(noise=SeedNoise(0.01, 6, 3, (1e10,)), level=0.9)

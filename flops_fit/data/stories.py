@@ -14,7 +14,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from flops_fit.config import DataOptions
+from flops_fit.config import DataOptions, SweepConfig
+from flops_fit.data.sample import SAMPLE_NAME
+from flops_fit.planning.recipe import SETUP_FIELDS
 
 if TYPE_CHECKING:
     from flops_fit.planning.grid import TrialSpec
@@ -82,3 +84,14 @@ class StoryData:
                 "use more data or raise max_epochs"
             )
         return train, val
+
+
+def setup_of(cfg: SweepConfig) -> dict[str, Any]:
+    """A sweep's setup as a learning-rate recipe records it (``planning.recipe.SETUP_FIELDS``):
+    the text, its tokenizer, the context and the optimizer's other settings. The offline
+    sample's text is the generator's, so it is named with its version: a rate measured on one
+    version of the sample is not measured on the next."""
+    source = SAMPLE_NAME if cfg.data.source == "sample" else cfg.data.source
+    setup = {"source": source, "tokenizer_name": cfg.data.tokenizer_name, "vocab_size": cfg.plan.vocab_size,
+             "seq_len": cfg.plan.seq_len, "beta2": cfg.plan.beta2, "weight_decay": cfg.train.weight_decay}
+    return {k: setup[k] for k in SETUP_FIELDS}

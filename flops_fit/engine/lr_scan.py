@@ -28,11 +28,12 @@ import sys
 from typing import Any, Sequence
 
 from flops_fit.config import SweepConfig
+from flops_fit.data.stories import setup_of
 from flops_fit.engine.storage import prepare_storage
 from flops_fit.engine.sweep import Backend, default_workload, resolve_config, run_experiment
 from flops_fit.errors import PlanError
 from flops_fit.planning.grid import TrialSpec, format_plan, plan
-from flops_fit.planning.recipe import Recipe, SizeOptimum, fit_rule, locate_optimum, save, setup_of
+from flops_fit.planning.recipe import Recipe, SizeOptimum, fit_rule, locate_optimum, save
 from flops_fit.results.table import TRAINED_STATUSES
 
 #: A sweep's own tune stage (``sweep(tune=True)``) lives in this subdirectory.

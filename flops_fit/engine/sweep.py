@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from flops_fit.config import SweepConfig
 from flops_fit.config import preset as get_preset
+from flops_fit.data.stories import setup_of
 from flops_fit.engine.estimate import launch_order
 from flops_fit.engine.storage import check_manifest, driver_lock, manifest, prepare_storage
 from flops_fit.errors import PlanError, SweepInterrupted
@@ -122,7 +123,7 @@ def _run_locked(cfg: SweepConfig, backend: Backend, workload: Workload, specs: l
     resuming = check_manifest(run_dir, manifest(specs, workload, cfg))
     out = sys.stdout if progress else open(os.devnull, "w")
     print(format_plan(specs), file=out)
-    print(recipe.describe(cfg), file=out)
+    print(recipe.describe(cfg.plan, setup_of(cfg)), file=out)
     if cfg.plan.recipe is not None:  # the rule, its scan and its fit travel with the results
         recipe.save(recipe.load(cfg.plan.recipe), run_dir)
     if cfg.plan.adapt:

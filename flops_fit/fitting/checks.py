@@ -10,8 +10,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from flops_fit.fitting.budget import vertex
-from flops_fit.fitting.isoflop import LAW, fit_isoflop, interp_extended
+from flops_fit.fitting.budget import interp_extended, vertex
+from flops_fit.fitting.frontier import LAW
+from flops_fit.fitting.isoflop import fit_isoflop
 from flops_fit.models.gpt_spec import PARAM_COUNTS
 
 

@@ -70,6 +70,10 @@ class ScalingLaw(LawFrontier):
 CHINCHILLA = ScalingLaw(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
 #: Besiroglu et al. 2024's refit of the Chinchilla data (their Table 1).
 BESIROGLU = ScalingLaw(E=1.82, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658)
+#: The law a plain ``--simulate`` (and ``find_optimal(mode="mock")``) uses: Besiroglu et al.'s
+#: refit, each run's loss off it by a seeded 1% log-normal noise.
+DEFAULT_SIMULATED_LAW = {"E": BESIROGLU.E, "A": BESIROGLU.A, "B": BESIROGLU.B, "alpha": BESIROGLU.alpha,
+                         "beta": BESIROGLU.beta, "noise": 0.01}
 
 
 def simulate_isoflop(

@@ -17,10 +17,12 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from flops_fit.data.sample import SAMPLE_NAME
 from flops_fit.errors import PlanError
+
+if TYPE_CHECKING:
+    from flops_fit.planning.config import PlanConfig
 
 BUILTIN_DIR = Path(__file__).parents[1] / "recipes"
 #: The file a sweep or a tune run keeps its recipe in.
@@ -124,19 +126,9 @@ def rule_text(base_lr: float, lr_exponent: float, lr_n_ref: float, lr_batch_ref:
     return text + (f"·(B/{lr_batch_ref:.3g} tokens)^{lr_batch_exponent:g}" if lr_batch_ref is not None else "")
 
 
-def setup_of(cfg: Any) -> dict[str, Any]:
-    """A sweep config's ``SETUP_FIELDS`` (read by their flat names). The offline sample's text
-    is the generator's, so it is named with its version: a rate measured on one version of the
-    sample is not measured on the next."""
-    setup = {k: getattr(cfg, k) for k in SETUP_FIELDS}
-    if setup["source"] == "sample":
-        setup["source"] = SAMPLE_NAME
-    return setup
-
-
-def setup_mismatch(recipe: Recipe, cfg: Any) -> str | None:
-    """A note when ``cfg`` trains on another setup than the recipe was measured on, else None."""
-    ours = setup_of(cfg)
+def setup_mismatch(recipe: Recipe, ours: dict[str, Any]) -> str | None:
+    """A note when a sweep's setup (``ours``, its ``SETUP_FIELDS``: ``flops_fit.data.stories.setup_of``)
+    is not the one the recipe was measured on, else None."""
     differ = [k for k, v in recipe.measured_on.items() if k in ours and ours[k] != v]
     if not differ:
         return None
@@ -146,13 +138,12 @@ def setup_mismatch(recipe: Recipe, cfg: Any) -> str | None:
             f"rates are not measured for this setup (--tune measures them on this grid first)")
 
 
-def describe(cfg: Any) -> str:
+def describe(plan_cfg: PlanConfig, setup: dict[str, Any]) -> str:
     """The learning-rate lines of a plan printout: the recipe's summary (and a note when the
-    sweep's setup is not the one it was measured on), or the hand-set rule."""
-    plan_cfg = cfg.plan
+    sweep's ``setup`` is not the one it was measured on), or the hand-set rule."""
     if plan_cfg.recipe is not None:
         rec = load(plan_cfg.recipe)
-        note = setup_mismatch(rec, cfg)
+        note = setup_mismatch(rec, setup)
         return rec.summary() + f"; AdamW beta2 {plan_cfg.beta2:g}" + (f"\n{note}" if note else "")
     rule = {k: getattr(plan_cfg, k) for k in RULE_FIELDS}
     return (f"learning rate: {rule_text(**rule)} "

@@ -19,10 +19,13 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from flops_fit.fitting.budget import RESIDUAL_NOTE_SIGMAS
 from flops_fit.fitting.checks import backtest, exponents_by_count, parametric_a_in_budget_units
-from flops_fit.fitting.isoflop import RESIDUAL_NOTE_SIGMAS, frontier_label, frontier_loss, frontier_noise
+from flops_fit.fitting.compare import Comparison, compare
+from flops_fit.fitting.frontier import frontier_label, frontier_loss, frontier_noise
+from flops_fit.fitting.isoflop import IsoFLOPFit, fit_isoflop
 from flops_fit.fitting.noise import SeedNoise, seed_noise
-from flops_fit.fitting.parametric import Comparison, IsoFLOPFit, ParametricFit, compare, fit_isoflop, fit_parametric
+from flops_fit.fitting.parametric import ParametricFit, fit_parametric
 from flops_fit.models.gpt_spec import PARAM_COUNTS
 from flops_fit.results import table as results_io
 from flops_fit.results.check import check_table

@@ -13,7 +13,7 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
-from flops_fit.fitting.isoflop import LAW
+from flops_fit.fitting.frontier import LAW
 
 if TYPE_CHECKING:
     from flops_fit.planning.grid import TrialSpec
