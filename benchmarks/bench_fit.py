@@ -83,7 +83,7 @@ def calibration(seeds: int, n_boot: int, which: str = "both", a3_method: str = "
 
     from flops_fit.fitting.isoflop import fit_isoflop
     from flops_fit.fitting.parametric import fit_parametric
-    from flops_fit.fitting.synthetic import ASYMMETRIC, CHINCHILLA, calibrate
+    from flops_fit.fitting.synthetic import ASYMMETRIC, CHINCHILLA, interval_coverage
 
     def approach2(t):
         f = fit_isoflop(t.budget, t.n, t.loss, t.tokens, n_boot=n_boot)
@@ -101,7 +101,7 @@ def calibration(seeds: int, n_boot: int, which: str = "both", a3_method: str = "
         for law_name, law in (("Chinchilla", CHINCHILLA), ("asymmetric", ASYMMETRIC)):
             for budgets in (5, 7):
                 for off in (0.0, math.log10(3)):
-                    c = calibrate(est, law, np.logspace(18, 22, budgets), seeds, centre_offset=off)
+                    c = interval_coverage(est, law, np.logspace(18, 22, budgets), seeds, centre_offset=off)
                     rows.append({"approach": name, "law": law_name, "budgets": budgets,
                                  "grid": "3x off-centre" if off else "centred", "bias": round(c.bias, 4),
                                  "coverage": round(c.coverage, 3), "width_ratio": round(c.width_ratio, 3)})

@@ -16,7 +16,7 @@ from flops_fit.fitting.frontier import frontier_label
 from flops_fit.fitting.isoflop import fit_isoflop
 from flops_fit.fitting.noise import seed_noise
 from flops_fit.fitting.parametric import fit_parametric
-from flops_fit.fitting.synthetic import ASYMMETRIC, CHINCHILLA, SPAN_16X, ScalingLaw, calibrate, simulate_isoflop
+from flops_fit.fitting.synthetic import ASYMMETRIC, CHINCHILLA, SPAN_16X, ScalingLaw, interval_coverage, simulate_isoflop
 from flops_fit.planning.grid import plan
 from flops_fit.results import table as results_io
 from flops_fit.results.result import Result
@@ -331,7 +331,7 @@ def test_approach2_intervals_are_calibrated_on_asymmetric_laws():
 
     failures = []
     for law_name, law, k, off in DESIGNS:
-        c = calibrate(estimate, law, np.logspace(18, 22, k), seeds=100, centre_offset=off)
+        c = interval_coverage(estimate, law, np.logspace(18, 22, k), seeds=100, centre_offset=off)
         name = f"Approach 2, {law_name}, {k} budgets, {'3x off-centre' if off else 'centred'}"
         _print_calibration(name, c)
         if not (abs(c.bias) < 0.01 and 0.85 <= c.coverage <= 0.95 and c.width_ratio <= 1.3):
@@ -348,7 +348,7 @@ def test_approach3_intervals_are_calibrated_off_centre():
         f = fit_parametric(t.n, t.tokens, t.loss, n_boot=100)
         return f.a, f.interval(lambda g: g.a)
 
-    c = calibrate(estimate, ASYMMETRIC, np.logspace(18, 22, 7), seeds=40, centre_offset=math.log10(3))
+    c = interval_coverage(estimate, ASYMMETRIC, np.logspace(18, 22, 7), seeds=40, centre_offset=math.log10(3))
     _print_calibration("Approach 3, asymmetric, 7 budgets, 3x off-centre", c)
     assert abs(c.bias) < 0.01
     assert 0.85 <= c.coverage <= 0.95

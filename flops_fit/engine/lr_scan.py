@@ -37,7 +37,7 @@ from flops_fit.planning.recipe import Recipe, SizeOptimum, fit_rule, locate_opti
 from flops_fit.results.table import TRAINED_STATUSES
 
 #: A sweep's own tune stage (``sweep(tune=True)``) lives in this subdirectory.
-TUNE_DIR = "tune"
+LR_SCAN_DIR = "tune"
 #: Peak learning rates scanned, as multiples of the configured rule's (a factor of 2 apart).
 LR_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
 #: Seeds per rate in the check. One is not enough: on the tiny grid the largest size (104x2,
@@ -72,7 +72,7 @@ def _loss(row: dict[str, Any]) -> float | None:
     return row["loss"] if row["status"] in TRAINED_STATUSES else None
 
 
-def tune(config: SweepConfig | None = None, *, backend: Backend, preset: str | None = None,
+def scan_learning_rates(config: SweepConfig | None = None, *, backend: Backend, preset: str | None = None,
          workload: Any = None, progress: bool = True, lr_multipliers: Sequence[float] = LR_MULTIPLIERS,
          **overrides: Any) -> Recipe:
     """Scan, fit and check the learning-rate rule for ``config``'s grid on ``backend``; writes
@@ -119,8 +119,8 @@ def tune_first(cfg: SweepConfig, backend: Backend, workload: Any = None, progres
     trial's rate and the sweep's manifest, comes out the same), and return the config that
     sweeps with it."""
     run_dir = prepare_storage(cfg)
-    tune(cfg.replace(storage_path=str(run_dir), name=TUNE_DIR), backend=backend, workload=workload, progress=progress)
-    return cfg.replace(recipe=str(run_dir / TUNE_DIR), tune=False)
+    scan_learning_rates(cfg.replace(storage_path=str(run_dir), name=LR_SCAN_DIR), backend=backend, workload=workload, progress=progress)
+    return cfg.replace(recipe=str(run_dir / LR_SCAN_DIR), tune=False)
 
 
 def _command() -> str:

@@ -163,7 +163,7 @@ class Calibration:
                 f"({np.isnan(self.estimates).sum()} NaN)")
 
 
-def calibrate(estimate, law: ScalingLaw, budgets: Sequence[float], seeds: int, points_per_budget: int = 7,
+def interval_coverage(estimate, law: ScalingLaw, budgets: Sequence[float], seeds: int, points_per_budget: int = 7,
               noise: float = 0.01, centre_offset: float = 0.0, span: float = SPAN_16X) -> Calibration:
     """Run ``estimate(table) -> (a, (lo, hi))`` on ``seeds`` simulated sweeps of ``law``."""
     est, ivs = [], []

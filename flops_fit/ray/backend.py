@@ -101,7 +101,7 @@ class TuneBackend:
         started_ray = _ensure_ray(cfg)
         self.adaptive = None
         try:
-            grid = self._fit(cfg, specs, workload, run_dir, resuming, progress)
+            grid = self._run_tuner(cfg, specs, workload, run_dir, resuming, progress)
         finally:
             if started_ray == "private":  # and its /tmp/ray/session_* directory with it
                 shutdown_private_ray()
@@ -120,7 +120,7 @@ class TuneBackend:
             raise SweepInterrupted(reports)
         return reports
 
-    def _fit(self, cfg: SweepConfig, specs: list[TrialSpec], workload: Any, run_dir: Path, resuming: bool,
+    def _run_tuner(self, cfg: SweepConfig, specs: list[TrialSpec], workload: Any, run_dir: Path, resuming: bool,
              progress: bool) -> Any:
         from ray import tune
 
@@ -209,10 +209,10 @@ def sweep(config: SweepConfig | None = None, *, preset: str | None = None, progr
 def tune(config: SweepConfig | None = None, *, preset: str | None = None, progress: bool = True,
          workload: Any = None, **overrides: Any):
     """``flops-fit tune`` on Ray: scan, fit and check the learning-rate rule on the grid's sizes
-    (:func:`flops_fit.engine.lr_scan.tune`); returns the recipe, written to the tune directory."""
-    from flops_fit.engine.lr_scan import tune as tune_on
+    (:func:`flops_fit.engine.lr_scan.scan_learning_rates`); returns the recipe, written to the tune directory."""
+    from flops_fit.engine.lr_scan import scan_learning_rates
 
-    return tune_on(config, backend=TuneBackend(), preset=preset, workload=workload, progress=progress, **overrides)
+    return scan_learning_rates(config, backend=TuneBackend(), preset=preset, workload=workload, progress=progress, **overrides)
 
 
 def reuse_actors_for(cfg: SweepConfig) -> bool:
