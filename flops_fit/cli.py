@@ -106,14 +106,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from flops_fit.data.stories import setup_of
     from flops_fit.engine.sweep import default_workload
     from flops_fit.planning.grid import format_plan
-    from flops_fit.planning.recipe import describe
+    from flops_fit.planning.rules import TrainingRules
     from flops_fit.trainer.throughput import local_gpu_bytes
 
     cfg = config_from_args(args)
     specs = default_workload(cfg).plan(cfg.plan)
     rule = cfg.resource_rule(local_gpu_bytes)
     print(format_plan(specs, resources=rule.describe))
-    print(describe(cfg.plan, setup_of(cfg)))
+    print(TrainingRules(cfg.plan).describe(setup_of(cfg)))
     if cfg.tune:
         from flops_fit.engine.lr_scan import CHECK_SEEDS, LR_MULTIPLIERS
 

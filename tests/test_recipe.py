@@ -85,16 +85,17 @@ def test_a_recipe_file_sets_the_rule_and_a_hand_given_rate_replaces_it(tmp_path)
 
 def test_a_sweep_on_another_setup_than_its_recipe_was_measured_on_is_told_so(tmp_path):
     from flops_fit.data.stories import setup_of
-    from flops_fit.planning.recipe import describe, setup_mismatch
+    from flops_fit.planning.recipe import setup_mismatch
+    from flops_fit.planning.rules import TrainingRules
 
     tiny = preset("tiny")
     assert load("tiny").measured_on == setup_of(tiny)  # the built-in recipe matches its preset: no note
-    assert "note:" not in describe(tiny.plan, setup_of(tiny))
+    assert "note:" not in TrainingRules(tiny.plan).describe(setup_of(tiny))
     other = tiny.replace(source=str(tmp_path / "stories.txt"), seq_len=256)
     note = setup_mismatch(load("tiny"), setup_of(other))
     assert note.startswith("note: recipe tiny was measured with source='sample:synthetic-v1', seq_len=128; this sweep "
                            "has source=")
-    assert "seq_len=256" in note and "not measured for this setup" in note and note in describe(other.plan, setup_of(other))
+    assert "seq_len=256" in note and "not measured for this setup" in note and note in TrainingRules(other.plan).describe(setup_of(other))
     old = Recipe(base_lr=4e-3, lr_exponent=0.2, lr_n_ref=5e4)  # written before measured_on: nothing to compare
     save(old, tmp_path)
     assert setup_mismatch(load(str(tmp_path)), setup_of(other)) is None

@@ -29,6 +29,7 @@ from flops_fit.engine.storage import check_manifest, driver_lock, manifest, prep
 from flops_fit.errors import PlanError, SweepInterrupted
 from flops_fit.planning import recipe
 from flops_fit.planning.grid import TrialSpec, format_plan
+from flops_fit.planning.rules import TrainingRules
 from flops_fit.results.table import FINISHED_STATUSES, RESULTS_FILENAME, SCHEMA, STATUSES, write_results
 from flops_fit.workloads.base import Workload
 
@@ -123,7 +124,7 @@ def _run_locked(cfg: SweepConfig, backend: Backend, workload: Workload, specs: l
     resuming = check_manifest(run_dir, manifest(specs, workload, cfg))
     out = sys.stdout if progress else open(os.devnull, "w")
     print(format_plan(specs), file=out)
-    print(recipe.describe(cfg.plan, setup_of(cfg)), file=out)
+    print(TrainingRules(cfg.plan).describe(setup_of(cfg)), file=out)
     if cfg.plan.recipe is not None:  # the rule, its scan and its fit travel with the results
         recipe.save(recipe.load(cfg.plan.recipe), run_dir)
     if cfg.plan.adapt:

@@ -26,15 +26,6 @@ import numpy as np
 from scipy.optimize import minimize
 
 from flops_fit.fitting.bootstrap import Bootstrap, interval, one_blas_thread, positive, resample
-from flops_fit.fitting.budget import BudgetOptimum
-
-# Approach 2, the bootstrap and the comparison live in their own modules; the public names
-# stay importable from flops_fit.fitting.parametric (scripts import them from here).
-from flops_fit.fitting.compare import AGREE_MAX_WIDTH, Comparison, compare
-from flops_fit.fitting.isoflop import IsoFLOPFit, fit_isoflop
-
-__all__ = ["fit_isoflop", "fit_parametric", "compare", "IsoFLOPFit", "BudgetOptimum", "ParametricFit",
-           "Comparison", "AGREE_MAX_WIDTH", "LawFrontier", "Bootstrap", "one_blas_thread", "huber_objective"]
 
 HUBER_DELTA = 1e-3
 #: Why every parameter of a fit with no optimum is undetermined.

@@ -17,12 +17,9 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from flops_fit.errors import PlanError
-
-if TYPE_CHECKING:
-    from flops_fit.planning.config import PlanConfig
 
 BUILTIN_DIR = Path(__file__).parents[1] / "recipes"
 #: The file a sweep or a tune run keeps its recipe in.
@@ -136,18 +133,6 @@ def setup_mismatch(recipe: Recipe, ours: dict[str, Any]) -> str | None:
     now = ", ".join(f"{k}={ours[k]!r}" for k in differ)
     return (f"note: recipe {recipe.source or 'given'} was measured with {then}; this sweep has {now}: its learning "
             f"rates are not measured for this setup (--tune measures them on this grid first)")
-
-
-def describe(plan_cfg: PlanConfig, setup: dict[str, Any]) -> str:
-    """The learning-rate lines of a plan printout: the recipe's summary (and a note when the
-    sweep's ``setup`` is not the one it was measured on), or the hand-set rule."""
-    if plan_cfg.recipe is not None:
-        rec = load(plan_cfg.recipe)
-        note = setup_mismatch(rec, setup)
-        return rec.summary() + f"; AdamW beta2 {plan_cfg.beta2:g}" + (f"\n{note}" if note else "")
-    rule = {k: getattr(plan_cfg, k) for k in RULE_FIELDS}
-    return (f"learning rate: {rule_text(**rule)} "
-            f"(set by hand, not measured on this grid: `flops-fit tune` measures it); AdamW beta2 {plan_cfg.beta2:g}")
 
 
 def load(name_or_path: str) -> Recipe:

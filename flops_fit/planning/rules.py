@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from flops_fit.planning import recipe
 from flops_fit.planning.config import PlanConfig
@@ -85,3 +86,15 @@ class TrainingRules:
         0.95 costs loss at small batches and a higher beta2 essential there; every batch of the
         CPU presets is 2-32 sequences."""
         return self.cfg.beta2
+
+    def describe(self, setup: dict[str, Any]) -> str:
+        """The learning-rate lines of a plan printout: the recipe's summary (and a note when the
+        sweep's ``setup``, ``flops_fit.data.stories.setup_of``, is not the one it was measured
+        on), or the hand-set rule."""
+        cfg = self.cfg
+        if cfg.recipe is not None:
+            rec = recipe.load(cfg.recipe)
+            note = recipe.setup_mismatch(rec, setup)
+            return rec.summary() + f"; AdamW beta2 {self.beta2():g}" + (f"\n{note}" if note else "")
+        return (f"learning rate: {recipe.rule_text(**self.lr_rule)} "
+                f"(set by hand, not measured on this grid: `flops-fit tune` measures it); AdamW beta2 {self.beta2():g}")
