@@ -1,4 +1,4 @@
-"""How does the best learning rate move with the batch? (the recipe's batch term, issue 11 item 1)
+"""How does the best learning rate move with the batch? (the recipe's batch term)
 
 Takes one size of one budget of a preset's plan (default: the largest budget's central size)
 and trains it on the same tokens at several batches and several peak learning rates, each a

@@ -1,4 +1,4 @@
-"""What only a GPU can show (issue 12): for trials of the GPU preset, the peak memory against
+"""What only a GPU can show: for trials of the GPU preset, the peak memory against
 ``flops_fit.planning.resources``'s model, MFU, the torch.compile time of a new shape, and how long a
 checkpoint write blocks the training loop.
 

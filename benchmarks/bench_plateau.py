@@ -1,4 +1,4 @@
-"""When does a trial leave the initial loss plateau? (issue 11 item 2)
+"""When does a trial leave the initial loss plateau?
 
 Takes the largest model of chosen budgets of a preset's plan (the runs the tiny demo recorded
 ``undertrained``), and trains each at its planned step count and at longer ones, with the

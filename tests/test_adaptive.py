@@ -1,4 +1,4 @@
-"""The adaptive grid (issue 11 items 3-4): the pure decisions (flops_fit.planning.adaptive), and simulated
+"""The adaptive grid: the pure decisions (flops_fit.planning.adaptive), and simulated
 sweeps on real Ray whose tokens-per-parameter prior is 10x off, so the first grid misses the
 optimum: the adaptive sweep ends bracketed, the fixed one does not, and a driver interrupted
 in the middle resumes to the same trials without training a finished one again."""

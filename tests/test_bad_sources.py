@@ -1,4 +1,4 @@
-"""Local sources that used to end in tracebacks or lose stories silently (issue 13, items 5-6):
+"""Local sources that used to end in tracebacks or lose stories silently:
 each is refused in one line naming the file and the fix, or trains with the loss stated.
 Real ``datasets`` loading on real files; no Ray."""
 

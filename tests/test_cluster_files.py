@@ -347,7 +347,7 @@ def test_readme_has_the_commands():
 
 
 #: The GPUs the shipped files request: (compute capability, memory GB). sm80+ for bf16 and
-#: flash attention (issue 12 item 10: a T4 is sm75).
+#: flash attention (a T4 is sm75).
 _GPU_KINDS = {"g5.": ((8, 6), 24), "nvidia-l4": ((8, 9), 24)}
 
 

@@ -360,7 +360,7 @@ def test_scaling_rejects_shape_overrides_and_bad_counts():
 
 
 def test_chunked_head_loss_and_gradient_match_the_full_logits(model):
-    """Issue 12 item 1: chunks of the head + cross-entropy (recomputed in backward) give the
+    """Chunks of the head + cross-entropy (recomputed in backward) give the
     loss and gradients of the full (N, V) logits; tolerance 1e-6 relative (fp32 sums reordered)."""
     from flops_fit.models.gpt import chunked_cross_entropy
 
@@ -379,7 +379,7 @@ def test_chunked_head_loss_and_gradient_match_the_full_logits(model):
 
 @pytest.mark.parametrize("vocab", [512, 4096, 50257])
 def test_shapes_from_256_wide_are_tensor_core_aligned_and_exactly_counted(vocab):
-    """Issue 12 item 7: from accounting.ALIGN_FROM on, head_dim 64, d_model % 64 == 0 and
+    """From gpt_spec.ALIGN_FROM on, head_dim 64, d_model % 64 == 0 and
     d_ff % 128 == 0; targets stay within the documented 10%; the built model's count equals
     the closed form exactly."""
     import numpy as np

@@ -1,4 +1,4 @@
-"""Issue 12: the GPU path, shown on CPU with stand-ins (no GPU in CI): the memory model's
+"""The GPU path, shown on CPU with stand-ins (no GPU in CI): the memory model's
 arithmetic, slot counting from GPUs, the dtype by compute capability, the GPU preset against
 TinyStories' real size, and the actor-reuse policy. What only a GPU can show (peak memory
 against the model, MFU, compile time, checkpoint stall) is measured by
@@ -50,7 +50,7 @@ def test_micro_batch_is_the_largest_fitting_divisor():
     assert gpt_spec.micro_batch_for(SHAPE, 48, T, fits_32) == 24  # always a divisor of the batch
     assert gpt_spec.micro_batch_for(SHAPE, 24, T, gpt_spec.training_bytes(SHAPE, 8, T)) == 6
     # 1e18's largest trial (372M, 512 x 512 tokens a step) does not fit an 80 GB GPU at its full
-    # batch (the issue's failure); its micro-batch does
+    # batch (an out-of-memory error hours in); its micro-batch does
     cfg = preset("tinystories-gpu").replace(budgets=(1e18,), span=16.0)
     big = max(default_workload(cfg).plan(cfg.plan), key=lambda s: s.n)
     from flops_fit.models.gpt_spec import gpt_shape
@@ -160,7 +160,7 @@ def _preflight_epochs(cfg, monkeypatch) -> float:
 def test_gpu_preset_passes_preflight_against_tinystories_real_size(monkeypatch):
     cfg = preset("tinystories-gpu")
     assert _preflight_epochs(cfg, monkeypatch) <= cfg.max_epochs
-    old = cfg.replace(budgets=(1e16, 3e16, 1e17, 3e17, 1e18), span=16.0)  # the preset before issue 12
+    old = cfg.replace(budgets=(1e16, 3e16, 1e17, 3e17, 1e18), span=16.0)  # the preset's earlier budgets
     with pytest.raises(PlanError, match="dataset too small"):
         _preflight_epochs(old, monkeypatch)
 

@@ -118,7 +118,7 @@ def test_step_hooks_see_every_step_once(spec):
     assert seen == list(range(spec.steps))
 
 
-# --- issue 12: the GPU path, CPU stand-ins -------------------------------------------------
+# --- the GPU path, CPU stand-ins ----------------------------------------------------------
 
 
 def test_micro_batches_give_the_gradient_and_update_of_one_batch(spec):

@@ -1,4 +1,4 @@
-"""Issue 11 item 2: a run that ends on the initial plateau is recorded ``undertrained``,
+"""A run that ends on the initial plateau is recorded ``undertrained``,
 kept in the table and left out of the fits with a note; the plateau level comes from the
 text itself (halfway from its unigram to its bigram cross-entropy)."""
 

@@ -1,4 +1,4 @@
-"""``--verify`` (issue 11 item 5): one more trial above the largest budget, measured against the
+"""``--verify``: one more trial above the largest budget, measured against the
 fits' prediction; recorded in fits.json, never retrained on a rerun."""
 
 from __future__ import annotations

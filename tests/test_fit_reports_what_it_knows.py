@@ -1,4 +1,4 @@
-"""Fits that say what they know (issue 10): local Approach 2 minima, an Approach 3 that
+"""Fits that say what they know: local Approach 2 minima, an Approach 3 that
 reports what the data do not determine, agreement only when it means something, seed
 noise, backtests, and no traceback on a valid table. numpy/pandas only, no Ray."""
 
@@ -16,7 +16,14 @@ from flops_fit.fitting.frontier import frontier_label
 from flops_fit.fitting.isoflop import fit_isoflop
 from flops_fit.fitting.noise import seed_noise
 from flops_fit.fitting.parametric import fit_parametric
-from flops_fit.fitting.synthetic import ASYMMETRIC, CHINCHILLA, SPAN_16X, ScalingLaw, interval_coverage, simulate_isoflop
+from flops_fit.fitting.synthetic import (
+    ASYMMETRIC,
+    CHINCHILLA,
+    SPAN_16X,
+    ScalingLaw,
+    interval_coverage,
+    simulate_isoflop,
+)
 from flops_fit.planning.grid import plan
 from flops_fit.results import table as results_io
 from flops_fit.results.result import Result
@@ -313,7 +320,7 @@ def _print_calibration(name, c):
     print(f"\n{name}: {c.summary()}")
 
 
-#: Every design of the issue's target: two laws with α ≠ β, 5 and 7 budgets, grids centred
+#: Every design of the calibration target: two laws with α ≠ β, 5 and 7 budgets, grids centred
 #: and 3x off-centre (the optimum an eighth of a decade inside the smallest size).
 DESIGNS = [(law_name, law, k, off) for law_name, law in (("Chinchilla", CHINCHILLA), ("asymmetric", ASYMMETRIC))
            for k in (5, 7) for off in (0.0, math.log10(3))]
@@ -322,7 +329,7 @@ DESIGNS = [(law_name, law, k, off) for law_name, law in (("Chinchilla", CHINCHIL
 @pytest.mark.slow
 def test_approach2_intervals_are_calibrated_on_asymmetric_laws():
     """100 seeds of each of the 8 designs, 16x grids of 7 sizes, 1% noise, 200 resamples:
-    |bias| < 0.01, coverage 85-95%, width <= 1.3x the seeds' spread (the issue's targets).
+    |bias| < 0.01, coverage 85-95%, width <= 1.3x the seeds' spread (the targets in docs/fitting.md).
     Before the curvature was pooled, the 3x off-centre designs had bias up to +0.016 and
     widths 1.4-1.6x; ~25 s."""
     def estimate(t):

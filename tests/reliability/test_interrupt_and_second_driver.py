@@ -1,4 +1,5 @@
-"""Issue 13 faults 1 and 3 with real processes: Ctrl-C to the real CLI, two real drivers."""
+"""Faults with real processes: Ctrl-C to the real CLI writes partial results; a second driver on
+one sweep directory is refused."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Issue 13 (what survives what, round two): degenerate tables, refused options, damaged
-records, plain-text errors. Each test failed before its fix (see the issue's items)."""
+"""What survives what: degenerate tables, refused options, damaged finished-trial records,
+plain-text errors, the driver lock."""
 
 from __future__ import annotations
 
