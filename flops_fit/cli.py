@@ -11,10 +11,13 @@ import argparse
 import dataclasses
 import sys
 import typing
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from flops_fit.config import DEFAULT_VERIFY_FACTOR, FLAT_FIELDS, PRESETS
 from flops_fit.errors import PlanError
+
+if TYPE_CHECKING:
+    from flops_fit.results.result import Prediction
 
 #: Fields set through dedicated flags, or not from the command line at all: the law has its
 #: own flags, the driver fills in the tokenizer and threads, step hooks are Python callables.
@@ -126,7 +129,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(ADAPTIVE_NOTE.replace("the first budget runs as above", "the first budget runs as above (later "
                                     "budgets shown on the prior)"))
     if cfg.verify is not None:
-        print(f"then one verification run at C={cfg.verify * max(cfg.budgets):.3g} ({cfg.verify:g}x the largest "
+        print(f"then one verification run at C={cfg.verify * max(cfg.plan.budgets):.3g} ({cfg.verify:g}x the largest "
               "budget) at the fitted N_opt")
     if args.estimate:
         import os
@@ -146,8 +149,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 for stage, copies in (("tune scan", len(LR_MULTIPLIERS)), ("tune check", 2 * CHECK_SEEDS - 1)):
                     stage_specs = [s for s in picked for _ in range(copies)]
                     print(f"{stage}: " + format_estimate(estimate_sweep_seconds(
-                        stage_specs, cfg.cpus_per_trial, slots, compile=cfg.compile)))
-            print(format_estimate(estimate_sweep_seconds(specs, cfg.cpus_per_trial, slots, compile=cfg.compile)))
+                        stage_specs, cfg.cpus_per_trial, slots, compile=cfg.train.compile)))
+            print(format_estimate(estimate_sweep_seconds(specs, cfg.cpus_per_trial, slots, compile=cfg.train.compile)))
         except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
             print(f"estimate failed: {' '.join(str(exc).split())[:200]}; plan without --estimate, "
                   "or pass --max-batch-size to probe smaller batches", file=sys.stderr)
@@ -196,7 +199,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _format_prediction(flops: float, p: Any) -> str:
+def _format_prediction(flops: float, p: Prediction) -> str:
     get = p.get if isinstance(p, dict) else lambda k, d=None: getattr(p, k, d)
     parts = [f"C={flops:.3g}:"]
     for key, label in (("n", "N"), ("d", "D"), ("loss", "loss")):

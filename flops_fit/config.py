@@ -83,7 +83,7 @@ def _default_plan() -> PlanConfig:
     return PlanConfig(budgets=(1e12, 3e12, 1e13))
 
 
-#: ``--verify`` alone: the verification run at 3x the largest swept budget (issue 11's default).
+#: ``--verify`` alone: the verification run at 3x the largest swept budget.
 DEFAULT_VERIFY_FACTOR = 3.0
 
 #: Experiment trackers a sweep can log to (optional extras: pip install "flops-fit[mlflow]" etc.).
@@ -257,7 +257,7 @@ def tiny() -> SweepConfig:
         checkpoint_every_s=20.0,
         name="tiny",
         n_boot=100,
-        replicates=2,  # six cheap smallest-budget runs measure the seed noise the fits use (issue 10 item 6)
+        replicates=2,  # six cheap smallest-budget runs measure the seed noise the fits use
     )
 
 

@@ -3,7 +3,7 @@
 Training a language model from scratch first drops the loss from ln V to about the unigram
 entropy (it learns token frequencies) and often stalls there before it uses context: the
 initial plateau. A run that ends before it is well on the way to the bigram level has not
-measured its size's loss at this budget, only how few steps it had (issue 11: on the tiny
+measured its size's loss at this budget, only how few steps it had (on the tiny
 demo the largest model of each budget ended at 4.1-4.2 nats where the budget's best run
 reached 1.0-2.7; unigram 5.18, bigram 2.79). ``plateau_level`` is the line between the two:
 halfway from the unigram to the bigram cross-entropy of the validation text, both estimated

@@ -49,7 +49,7 @@ def estimate_sweep_seconds(specs: Sequence[TrialSpec], cpus_per_trial: float = 1
     in ``launch_order`` onto ``slots`` slots (default: CPUs // cpus_per_trial), the order the
     driver launches by, so the makespan is the LPT schedule's. ``tokens_per_s`` may supply
     measured rates keyed by (ModelShape, batch_size, seq_len) to skip probing. ``compile``:
-    trials that compile (``accelerator.compile_pays``) also pay ``COMPILE_S``.
+    trials that compile (``flops_fit.trainer.accelerator.compile_pays``) also pay ``COMPILE_S``.
     """
     from flops_fit.models.gpt_spec import gpt_shape
     from flops_fit.trainer.accelerator import compile_pays  # torch: only when costing

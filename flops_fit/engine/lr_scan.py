@@ -25,7 +25,7 @@ import math
 import os
 import statistics
 import sys
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from flops_fit.config import SweepConfig
 from flops_fit.data.stories import setup_of
@@ -35,6 +35,9 @@ from flops_fit.errors import PlanError
 from flops_fit.planning.grid import TrialSpec, format_plan, plan
 from flops_fit.planning.recipe import Recipe, SizeOptimum, fit_rule, locate_optimum, save
 from flops_fit.results.table import TRAINED_STATUSES
+
+if TYPE_CHECKING:
+    from flops_fit.workloads.base import Workload
 
 #: A sweep's own tune stage (``sweep(tune=True)``) lives in this subdirectory.
 LR_SCAN_DIR = "tune"
@@ -73,7 +76,7 @@ def _loss(row: dict[str, Any]) -> float | None:
 
 
 def scan_learning_rates(config: SweepConfig | None = None, *, backend: Backend, preset: str | None = None,
-         workload: Any = None, progress: bool = True, lr_multipliers: Sequence[float] = LR_MULTIPLIERS,
+         workload: Workload | None = None, progress: bool = True, lr_multipliers: Sequence[float] = LR_MULTIPLIERS,
          **overrides: Any) -> Recipe:
     """Scan, fit and check the learning-rate rule for ``config``'s grid on ``backend``; writes
     and returns the recipe (``flops_fit.ray.tune`` runs it on Ray). ``lr_multipliers``: the
@@ -113,7 +116,8 @@ def scan_learning_rates(config: SweepConfig | None = None, *, backend: Backend, 
     return recipe
 
 
-def tune_first(cfg: SweepConfig, backend: Backend, workload: Any = None, progress: bool = True) -> SweepConfig:
+def tune_first(cfg: SweepConfig, backend: Backend, workload: Workload | None = None,
+               progress: bool = True) -> SweepConfig:
     """``sweep(tune=True)``: measure the rule on this sweep's own grid as its first stage, in
     ``<sweep>/tune/`` (a rerun resumes it, so nothing trains twice and the rule, hence every
     trial's rate and the sweep's manifest, comes out the same), and return the config that

@@ -19,7 +19,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flops_fit.config import SweepConfig
 from flops_fit.config import preset as get_preset
@@ -32,6 +32,10 @@ from flops_fit.planning.grid import TrialSpec, format_plan
 from flops_fit.planning.rules import TrainingRules
 from flops_fit.results.table import FINISHED_STATUSES, RESULTS_FILENAME, SCHEMA, STATUSES, write_results
 from flops_fit.workloads.base import Workload
+
+if TYPE_CHECKING:
+    from flops_fit.engine.verify import RunTrial
+    from flops_fit.results.result import Result
 
 RESULT_COLUMNS = frozenset(SCHEMA.names)
 ADAPTIVE_NOTE = ("adaptive grid: the first budget runs as above; each later budget is re-centred on the frontier "
@@ -108,7 +112,7 @@ def planned(cfg: SweepConfig, run_dir: Path, specs: list[TrialSpec]) -> tuple[li
     return log if log is not None else (specs if not cfg.plan.adapt else [], {}, [])
 
 
-def run_sweep(cfg: SweepConfig, backend: Backend, workload: Workload | None = None, progress: bool = True):
+def run_sweep(cfg: SweepConfig, backend: Backend, workload: Workload | None = None, progress: bool = True) -> Result:
     """Plan, check, run on ``backend``, record and fit; returns a :class:`flops_fit.results.result.Result`."""
     workload = workload or default_workload(cfg)
     workload.prepare(cfg.plan)
@@ -169,12 +173,13 @@ def run_experiment(cfg: SweepConfig, backend: Backend, workload: Workload, specs
     return rows
 
 
-def finish(run_dir: Path, cfg: SweepConfig, out, workload: Workload | None = None, run_trial: Any = None) -> Any:
+def finish(run_dir: Path, cfg: SweepConfig, out, workload: Workload | None = None,
+           run_trial: RunTrial | None = None) -> Result:
     """Fit, print the compute-optimal table, run the ``--verify`` trial when asked (the
     workload's, with ``run_trial``: flops_fit.engine.verify), write table/fits/plots beside the results."""
     from flops_fit.results.result import Result
 
-    result = Result.from_path(run_dir, n_boot=cfg.n_boot, seed=cfg.seed)
+    result = Result.from_path(run_dir, n_boot=cfg.n_boot, seed=cfg.plan.seed)
     verifying = cfg.verify is not None and run_trial is not None and workload is not None
     if verifying:  # an earlier run's record is replaced by this one's, printed after the table
         result.verification = None

@@ -8,7 +8,7 @@ trial's real (N, D) (whole optimizer steps, a real shape):
 
 - Approach 3's law L(N, D) when it is determined (``Result.law_known``), its bootstrap interval;
 - else the Approach 2 frontier of the budgets' IsoFLOP minimum losses, ln(L* - E) = u + v ln C
-  (``flops_fit.fitting.isoflop.frontier_loss``: E is Approach 3's irreducible loss when the data
+  (``flops_fit.fitting.frontier.frontier_loss``: E is Approach 3's irreducible loss when the data
   determine E even though the law as a whole is not, else 0, Kaplan et al. 2020's pure power
   law), with a prediction interval from its residuals (the seed noise, when measured, as a
   floor) that spans E's interval;
@@ -28,7 +28,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from flops_fit.atomic import atomic_write_text
 from flops_fit.errors import PlanError
@@ -37,11 +37,17 @@ from flops_fit.planning.rules import TrainingRules
 from flops_fit.results.table import FINISHED_STATUSES, RESULTS_FILENAME, read_results, write_results
 from flops_fit.results.verification import RECORD, RECORD_KEYS, VERIFY_DIR, make_record
 
+if TYPE_CHECKING:
+    from flops_fit.config import SweepConfig
+    from flops_fit.planning.sizes import SizeTable
+    from flops_fit.results.result import Result
+    from flops_fit.workloads.base import Workload
+
 RunTrial = Callable[[TrialSpec, Path], dict[str, Any]]
 """Runs one trial as its own experiment in the given directory; returns its results row."""
 
 
-def plan_verification(result: Any, cfg: Any, sizes: Any) -> tuple[TrialSpec, str]:
+def plan_verification(result: Result, cfg: SweepConfig, sizes: SizeTable) -> tuple[TrialSpec, str]:
     """The verification trial at C_v and the fitted N_opt, and where its N came from. With no
     usable fit N is the plan's tokens-per-parameter prior (the size the grid is centred on)."""
     budget = cfg.verify * max(cfg.plan.budgets)
@@ -61,7 +67,7 @@ def plan_verification(result: Any, cfg: Any, sizes: Any) -> tuple[TrialSpec, str
     return dataclasses.replace(spec, trial_id="verify_" + spec.trial_id), n_source
 
 
-def _in_size_count(sizes: Any, n_total: float) -> float:
+def _in_size_count(sizes: SizeTable, n_total: float) -> float:
     """The fits speak N = all parameters; ``pick`` takes a target in the plan's ``size_count``."""
     count, target = sizes.cfg.size_count, n_total
     for _ in range(3 if count != "n" else 0):  # the count's share of N changes slowly with size
@@ -71,7 +77,8 @@ def _in_size_count(sizes: Any, n_total: float) -> float:
     return target
 
 
-def run_verification(result: Any, cfg: Any, workload: Any, run_dir: Path, run_trial: RunTrial) -> dict[str, Any]:
+def run_verification(result: Result, cfg: SweepConfig, workload: Workload, run_dir: Path,
+                     run_trial: RunTrial) -> dict[str, Any]:
     """Plan, run (or reuse) and record the verification trial; sets ``result.verification``."""
     budget = cfg.verify * max(cfg.plan.budgets)
     try:

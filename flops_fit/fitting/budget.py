@@ -12,16 +12,16 @@ from typing import Any
 import numpy as np
 
 #: Runs within this many nats of ln L (about 22% in L) above the budget's best run feed its
-#: parabola. Chosen on synthetic asymmetric laws (docs/fitting.md): 0.1 left too few points at
-#: 1% noise; 0.5 or the whole grid biased a by up to 0.02 at a 3x off-centre grid.
+#: parabola. Chosen on synthetic asymmetric laws (docs/fitting.md): a narrower window leaves
+#: too few points at realistic noise; a wider one (or the whole grid) biases a on off-centre grids.
 LOSS_WINDOW = 0.2
 #: A run this many noise-σ off its budget's curve is excluded as an outlier (with a note).
 OUTLIER_SIGMAS = 4.0
 #: A budget's largest residual beyond this many σ is a note (the curve misses its points).
 RESIDUAL_NOTE_SIGMAS = 3.0
 #: A vertex up to this many grid steps past the last run still feeds the frontier (noted).
-#: Measured on 3x off-centre grids (docs/fitting.md): 0 biased a by +0.011, 0.5 by +0.007,
-#: 1 by +0.003, 2 by -0.002 with coverage down to 83% (far extrapolations are noisy).
+#: Chosen on off-centre grids (docs/fitting.md): fewer steps bias a, more lower the intervals'
+#: coverage (far extrapolations are noisy).
 EDGE_STEPS = 1.0
 
 
@@ -215,8 +215,8 @@ def interp_extended(xv: float | np.ndarray, x: np.ndarray, y: np.ndarray) -> Any
 
 def d_at(xv: float | np.ndarray, x: np.ndarray, log_d: np.ndarray | None, budget: float) -> Any:
     """D at ln N = xv from the budget's own (N, D) pairs: piecewise linear in log-log, exact at
-    every run under any FLOPs convention (a straight line through all of them is not:
-    residuals 0.11-0.24 in ln D under the attention and non-embedding conventions)."""
+    every run under any FLOPs convention (a straight line through all of them is not, under
+    the attention and non-embedding conventions: docs/fitting.md)."""
     if log_d is None:
         return budget / (6.0 * np.exp(xv))
     with np.errstate(over="ignore"):

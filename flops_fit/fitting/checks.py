@@ -5,7 +5,7 @@ the exponent under each parameter count. numpy and pandas only; each takes the p
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -15,8 +15,11 @@ from flops_fit.fitting.frontier import LAW
 from flops_fit.fitting.isoflop import fit_isoflop
 from flops_fit.models.gpt_spec import PARAM_COUNTS
 
+if TYPE_CHECKING:
+    from flops_fit.fitting.parametric import ParametricFit
 
-def parametric_a_in_budget_units(data: pd.DataFrame, param_count: str) -> Callable[[Any], float] | None:
+
+def parametric_a_in_budget_units(data: pd.DataFrame, param_count: str) -> Callable[[ParametricFit], float] | None:
     """Approach 3's frontier exponent under the budgets' own FLOPs convention, or None when
     that convention is C = 6·N·D with N = ``param_count`` (the closed form then applies).
 
@@ -38,7 +41,7 @@ def parametric_a_in_budget_units(data: pd.DataFrame, param_count: str) -> Callab
     grid = np.linspace(np.log(n.min()) - math.log(10), np.log(n.max()) + math.log(10), 801)
     ln_fg = interp_extended(grid, np.log(n), np.log(fpt))
 
-    def exponent(fit: Any) -> float:
+    def exponent(fit: ParametricFit) -> float:
         if len(budgets) < 2:
             return math.nan
         opt = []

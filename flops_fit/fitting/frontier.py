@@ -40,8 +40,8 @@ def frontier_loss(isoflop: IsoFLOPFit | None, flops: float | np.ndarray, level: 
     E + K·C^(-αβ/(α+β)) (Hoffmann et al. 2022, eq. 2 at eq. 4's N_opt and D_opt): a power law in
     C above E, as Henighan et al. 2020 fit L(C) = L_inf + (C_0/C)^γ. With E = 0 it is Kaplan et
     al. 2020's pure power law (their Fig. 1), which holds while L* is far above its floor and
-    predicts too low a loss as L* nears it (docs/fitting.md: +4.0% at 3x on real prose, -0.17%
-    above Approach 3's E). The interval spans the line's intervals at E, lo and hi."""
+    predicts too low a loss as L* nears it (docs/fitting.md measures the difference against a
+    known law and on real runs). The interval spans the line's intervals at E, lo and hi."""
     points = _frontier_points(isoflop)
     if len({c for c, _ in points}) < 2:
         return None

@@ -6,17 +6,17 @@ in ln L) through the runs *near the budget's best run* only: the contiguous runs
 ln L lies within ``LOSS_WINDOW`` of the best (at least three sizes). Real IsoFLOP curves are
 asymmetric (L = E + A/N^α + B/D^β with α ≠ β rises faster on one side), and an undertrained
 or diverged run far from the minimum pulls a whole-grid parabola's vertex far below every
-run (the ``tiny`` demo's 1e12 budget: vertex 0.70 nats against a best run of 1.03). The
-window keeps the quadratic where a quadratic is a good local model; the window width was
-chosen by measurement (docs/fitting.md). D_opt is interpolated from the runs' own
-(N, D) pairs, so it holds under any FLOPs convention; then N_opt ∝ C^a and D_opt ∝ C^b.
+run (docs/fitting.md shows one on the ``tiny`` demo). The window keeps the quadratic where
+a quadratic is a good local model; the window width was chosen by measurement
+(docs/fitting.md). D_opt is interpolated from the runs' own (N, D) pairs, so it holds
+under any FLOPs convention; then N_opt ∝ C^a and D_opt ∝ C^b.
 
 The parabolas' curvature is pooled across budgets (a weighted straight line in ln C through
 the budgets' own curvatures, from three budgets up): the curvature of ln L in ln N varies
-slowly with C (for the law above it falls ~2.5x over four decades, linear in ln C to ±3%),
-while a vertex with runs on one side only is x0 − c1/(2·c2), whose error grows with the
-noise of its own c2 times its distance from the runs. On grids 3x off-centre that noise,
-acting on the shallow valleys of the largest budgets, biased a by +0.015; pooled, +0.003.
+slowly with C (nearly linearly in ln C for the law above), while a vertex with runs on one
+side only is x0 − c1/(2·c2), whose error grows with the noise of its own c2 times its
+distance from the runs. On off-centre grids that noise, acting on the shallow valleys of the
+largest budgets, biases a; pooling removes most of that bias (measured in docs/fitting.md).
 
 A shape-agnostic cross-check (Porian et al. 2024, "Resolving Discrepancies in
 Compute-Optimal Scaling of Language Models", who located IsoFLOP minima by Akima
@@ -26,10 +26,11 @@ Intervals: a fixed-design residual bootstrap (Davison & Hinkley 1997, Alg. 6.3: 
 residuals r/√(1−h), pooled over budgets, added back to the fitted curves), or, when the
 run-to-run noise σ was measured from replicate seeds, a parametric one (ln L + σ·z). Both
 keep the grid of sizes, which is what a rerun of the sweep would keep; resampling runs
-within a budget instead drops end sizes and extrapolates the vertex (the intervals were
-1.3-2.2x too wide). Each draw repeats the whole estimator, pooling and edge rule included
+within a budget instead drops end sizes and extrapolates the vertex, which makes the
+intervals too wide. Each draw repeats the whole estimator, pooling and edge rule included
 (a draw's vertex past the edge leaves that draw's frontier, as it would leave the point
-estimate's): keeping such vertices made the intervals 1.2-1.6x too wide. numpy and scipy only.
+estimate's): keeping such vertices also makes the intervals too wide (both measured in
+docs/fitting.md). numpy and scipy only.
 """
 
 from __future__ import annotations
@@ -136,11 +137,10 @@ def _locate_all(designs: list[_Design]) -> np.ndarray:
 
 def _frontier(c: np.ndarray, n: np.ndarray, d: np.ndarray) -> tuple[float, float, float, float]:
     """ln N_opt and ln D_opt against ln C by least squares (Hoffmann et al. 2022, §3.2).
-    Measured alternatives, no better on 3x off-centre grids (docs/fitting.md): weights from
-    each vertex's delta-method variance (bias 0.013 -> 0.030: a vertex pulled towards the
-    grid's centre has the smaller variance; with pooled curvature, weights c2²/var(c1) still
-    gave +0.009 against +0.003), and one joint fit of all budgets' runs with the vertices tied
-    to the line (bias 0.016 -> 0.021, 6x slower)."""
+    Alternatives measured no better on off-centre grids (docs/fitting.md): weights from each
+    vertex's delta-method variance (more bias: a vertex pulled towards the grid's centre has
+    the smaller variance, so the larger weight; with pooled curvature too), and one joint fit
+    of all budgets' runs with the vertices tied to the line (more bias, and slower)."""
     ok = np.isfinite(n) & np.isfinite(d) & (n > 0) & (d > 0)
     if np.unique(c[ok]).size < 2:
         return (math.nan,) * 4

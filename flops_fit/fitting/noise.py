@@ -22,8 +22,7 @@ class SeedNoise:
     groups: int  # (budget, size) pairs run with more than one seed
     budgets: tuple[float, ...] = ()  # the budgets those pairs belong to, ascending
     """Where σ was measured. One σ serves every budget, yet seed noise falls as runs get longer
-    (on the offline sample 2.5% of the loss at 1e11, 0.43% at 3e12: docs/fitting.md), so the
-    budget is said wherever σ is."""
+    (docs/fitting.md measures it on the offline sample), so the budget is said wherever σ is."""
 
     @property
     def measured(self) -> bool:

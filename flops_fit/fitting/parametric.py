@@ -156,7 +156,7 @@ class ParametricFit(LawFrontier):
     def floor(self) -> tuple[float, float, float] | None:
         """(E, lo, hi): the irreducible loss and its interval when the data determine E (a
         converged fit with a bootstrap, E off its bounds), else None, whatever A, B, α, β are:
-        the loss frontier stands on it (``flops_fit.fitting.isoflop.frontier_loss``)."""
+        the loss frontier stands on it (``flops_fit.fitting.frontier.frontier_loss``)."""
         if not self.converged or self.bootstrap is None or len(self.bootstrap.draws) < 2 or "E" in self.undetermined():
             return None
         lo, hi = self.interval(lambda f: f.E)
@@ -316,14 +316,14 @@ def fit_parametric(
     ln L to the fitted ln L. "normal" (default) draws it Gaussian with the σ of the fit's
     residuals, inflated by √(n/(n−5)) for the five fitted parameters; "residual" resamples
     those residuals; "seed" uses the run-to-run σ measured from replicates; "resample" draws
-    runs with replacement (the classic pairs bootstrap, which on a fixed IsoFLOP design gave
-    intervals 1.2-1.3x too wide). Why not "residual": with δ = 1e-3, far below 1% noise, the
+    runs with replacement (the classic pairs bootstrap, whose intervals on a fixed IsoFLOP
+    design are too wide). Why not "residual": with δ = 1e-3, far below 1% noise, the
     Huber fit is nearly least absolute deviations and passes close to several runs, so its
     residuals pile up near 0; resampled, they make an L1-type fit look steadier than it is
     (the unsmoothed residual bootstrap is a poor guide for L1 regression: De Angelis, Hall &
-    Young 1993). Measured on 8 synthetic designs (docs/fitting.md): "residual" 0.86-0.93x the
-    ideal width, coverage 81-87%; "normal" 0.98-1.15x, 88-93% (200 resamples). ``reduction="mean"`` and
-    ``lbfgs_options`` exist to demonstrate (tests) why Chinchilla sums.
+    Young 1993). On synthetic designs (docs/fitting.md) "residual" intervals come out too
+    narrow and cover the truth too rarely; "normal" ones are about the right width.
+    ``reduction="mean"`` and ``lbfgs_options`` exist to demonstrate (tests) why Chinchilla sums.
     """
     if reduction not in ("sum", "mean"):
         raise ValueError("reduction must be 'sum' (Chinchilla) or 'mean'")

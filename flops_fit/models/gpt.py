@@ -252,7 +252,7 @@ class GPT(nn.Module):
         }
 
     def flops_per_token(self, seq_len: int, convention: str = gpt_spec.DEFAULT_FLOPS_CONVENTION) -> float:
-        """Training FLOPs per token (forward + backward), from ``accounting``:
+        """Training FLOPs per token (forward + backward), from ``gpt_spec.flops_per_token``:
 
         - ``6n``: 6·N, N = n() (Chinchilla's C = 6·N·D; the default);
         - ``6n_non_embedding``: 6·N_non_embedding (Kaplan et al. 2020; no table, no head);

@@ -6,13 +6,13 @@ function of the finished results, and every decision is written to ``adaptive.js
 sweep directory (atomically) before any of its trials runs, so a restarted driver replays the
 same plan and finished trials replay their records instead of training again.
 
-- Centring (issue 11 item 3): budgets are released smallest first; each is centred on the best
+- Centring: budgets are released smallest first; each is centred on the best
   current estimate of N_opt: the tokens-per-parameter prior for the first, then the frontier
   of the budgets already finished: one budget's best run moved along N ∝ C^0.5 (the slope a
   fixed D/N prior implies; Hoffmann et al. 2022 find a ≈ 0.5), two or more: Approach 2's
   frontier through their minima (``flops_fit.fitting.isoflop.fit_isoflop``). The span keeps its
-  meaning (largest/smallest size) and the floor rule of ``plan.grid_targets``.
-- Additions (item 4): a budget whose best run has fewer than two sizes on one side gets one or
+  meaning (largest/smallest size) and the floor rule of ``flops_fit.planning.grid.grid_targets``.
+- Additions: a budget whose best run has fewer than two sizes on one side gets one or
   two more sizes past that edge at the grid's log spacing; where the edge cannot move (the
   smallest model, or ``min_steps`` at the budget's batch) the gap between the best run and its
   neighbour on that side is halved instead (``densify``). Two points each side pin both arms of

@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flops_fit.config import SweepConfig, TrainOptions
 from flops_fit.engine.estimate import expected_cost
@@ -25,6 +25,11 @@ from flops_fit.planning.resources import AUTO, ResourceRule
 from flops_fit.ray.compat import init_loopback_only, set_restored_callbacks, ship_by_value, shutdown_private_ray
 from flops_fit.results.table import FINISHED_STATUSES
 from flops_fit.trainer.throughput import local_gpu_bytes
+
+if TYPE_CHECKING:
+    from flops_fit.planning.recipe import Recipe
+    from flops_fit.results.result import Result
+    from flops_fit.workloads.base import Workload
 
 
 def _ensure_ray(cfg: SweepConfig) -> str | None:
@@ -95,7 +100,7 @@ def trial_name(trial: Any) -> str:
 class TuneBackend:
     """Runs a sweep's trials as one Tune experiment under ``<storage_path>/<name>``."""
 
-    def run(self, cfg: SweepConfig, specs: list[TrialSpec], workload: Any, run_dir: Path, resuming: bool,
+    def run(self, cfg: SweepConfig, specs: list[TrialSpec], workload: Workload, run_dir: Path, resuming: bool,
             progress: bool) -> list[TrialReport]:
         ship_by_value(*cfg.train.step_hooks)
         started_ray = _ensure_ray(cfg)
@@ -110,7 +115,7 @@ class TuneBackend:
 
                 ray.shutdown()
         # A trial Tune never started has no config; one still running when Ctrl-C came has no
-        # final status. Either means Tune caught SIGINT and returned early (issue 13, fault 1).
+        # final status. Either means Tune caught SIGINT and returned early.
         reports = [TrialReport(spec=r.config["spec"], metrics=dict(r.metrics or {}),
                                error=None if r.error is None else str(r.error)) for r in grid if r.config]
         planned = len(specs) if self.adaptive is None else len(self.adaptive.planned())
@@ -120,7 +125,7 @@ class TuneBackend:
             raise SweepInterrupted(reports)
         return reports
 
-    def _run_tuner(self, cfg: SweepConfig, specs: list[TrialSpec], workload: Any, run_dir: Path, resuming: bool,
+    def _run_tuner(self, cfg: SweepConfig, specs: list[TrialSpec], workload: Workload, run_dir: Path, resuming: bool,
              progress: bool) -> Any:
         from ray import tune
 
@@ -184,7 +189,7 @@ class TuneBackend:
 
 
 def sweep(config: SweepConfig | None = None, *, preset: str | None = None, progress: bool = True,
-          workload: Any = None, **overrides: Any):
+          workload: Workload | None = None, **overrides: Any) -> Result:
     """Run an IsoFLOP sweep on Ray and fit it; returns a :class:`flops_fit.results.result.Result`.
 
     ``sweep(preset="tiny")``, ``sweep(budgets=[1e12, 3e12, 1e13], points_per_budget=5)`` or
@@ -207,7 +212,7 @@ def sweep(config: SweepConfig | None = None, *, preset: str | None = None, progr
 
 
 def tune(config: SweepConfig | None = None, *, preset: str | None = None, progress: bool = True,
-         workload: Any = None, **overrides: Any):
+         workload: Workload | None = None, **overrides: Any) -> Recipe:
     """``flops-fit tune`` on Ray: scan, fit and check the learning-rate rule on the grid's sizes
     (:func:`flops_fit.engine.lr_scan.scan_learning_rates`); returns the recipe, written to the tune directory."""
     from flops_fit.engine.lr_scan import scan_learning_rates

@@ -1,9 +1,9 @@
 """A Tune callback that prints one line per trial event: done/running/pending, losses, ETA.
 
 The ETA schedules the work left onto the sweep's slots: each trial's expected cost
-(``engine.expected_cost``: FLOPs plus per-step overhead) at the speed one slot has measured
-(cost of the trials trained so far over their wall time, so this machine's speed and the
-slots' contention are in it). A running trial holds its slot for what is left of its
+(``flops_fit.engine.estimate.expected_cost``: FLOPs plus per-step overhead) at the speed one
+slot has measured (cost of the trials trained so far over their wall time, so this machine's
+speed and the slots' contention are in it). A running trial holds its slot for what is left of its
 expected time; the trials not started yet go, in the order the sweep expects to launch them,
 to the slot that frees first; the ETA is when the last slot frees. Dividing the work left by
 the aggregate rate instead assumes every slot stays busy to the end, and read about half the

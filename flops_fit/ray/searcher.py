@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray.tune.search import Searcher
 
@@ -22,6 +22,10 @@ from flops_fit.engine.estimate import launch_order
 from flops_fit.engine.sweep import SPEC_ID
 from flops_fit.planning.adaptive import LOG, AdaptivePlan
 from flops_fit.planning.resources import trial_slots
+
+if TYPE_CHECKING:
+    from flops_fit.planning.grid import TrialSpec
+    from flops_fit.workloads.base import Workload
 
 
 class AdaptiveSearcher(Searcher):
@@ -74,7 +78,7 @@ def cluster_slots(cfg: SweepConfig) -> int:
                        cfg.max_concurrent_trials)
 
 
-def adaptive_tune_config(cfg: Any, specs: list, workload: Any, run_dir: Path,
+def adaptive_tune_config(cfg: SweepConfig, specs: list[TrialSpec], workload: Workload, run_dir: Path,
                          progress: bool) -> tuple[dict[str, Any], AdaptivePlan]:
     """``TuneConfig`` keywords (``search_alg``, ``num_samples``) for an adaptive sweep, and its plan."""
     plan = AdaptivePlan(workload.size_table(cfg.plan), specs, Path(run_dir) / LOG, order=launch_order,

@@ -15,10 +15,13 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flops_fit.config import SweepConfig
 from flops_fit.errors import PlanError
+
+if TYPE_CHECKING:
+    from flops_fit.results.result import Result
 
 _EXTRA = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb"), "tensorboard": ("tensorboardX", "tensorboard")}
 
@@ -104,7 +107,7 @@ def _fit_metrics(fits: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def log_sweep(cfg: SweepConfig, run_dir: Path, result: Any) -> None:
+def log_sweep(cfg: SweepConfig, run_dir: Path, result: Result) -> None:
     """After the fits: each trial's curve, and the fits (with report.html and fits.json) as a run."""
     if cfg.tracker == "mlflow":
         _log_mlflow(cfg, run_dir, result)
@@ -114,7 +117,7 @@ def log_sweep(cfg: SweepConfig, run_dir: Path, result: Any) -> None:
         _log_tensorboard(run_dir, result)
 
 
-def _log_wandb(cfg: SweepConfig, run_dir: Path, result: Any) -> None:
+def _log_wandb(cfg: SweepConfig, run_dir: Path, result: Result) -> None:
     """One more run, ``fits``: every trial's curve as one table (trial, tokens, train loss:
     W&B plots it grouped by trial), the fits as its summary, fits.json and report.html saved.
     The trials' own runs (Tune's callback) finished with the sweep and cannot be appended to."""
@@ -135,7 +138,7 @@ def _log_wandb(cfg: SweepConfig, run_dir: Path, result: Any) -> None:
         run.finish()
 
 
-def _log_tensorboard(run_dir: Path, result: Any) -> None:
+def _log_tensorboard(run_dir: Path, result: Result) -> None:
     """Each trial's curve as ``curve_train_loss`` against tokens in ``<trial dir>/curve`` (beside
     Tune's own events, which hold only what the trial reported live), the fits in ``fits/``."""
     from tensorboardX import SummaryWriter
@@ -151,7 +154,7 @@ def _log_tensorboard(run_dir: Path, result: Any) -> None:
             writer.add_scalar(key, value, 0)
 
 
-def _log_mlflow(cfg: SweepConfig, run_dir: Path, result: Any) -> None:
+def _log_mlflow(cfg: SweepConfig, run_dir: Path, result: Result) -> None:
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 

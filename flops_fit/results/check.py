@@ -1,4 +1,4 @@
-"""Check a results table before any fit reads it (issue 13, item 8).
+"""Check a results table before any fit reads it.
 
 The fits (Approach 2's per-budget parabolas, Approach 3's L-BFGS; Hoffmann et al. 2022,
 sec. 3.2-3.3) assume numeric, finite, positive budgets, N, tokens and losses, and enough

@@ -14,7 +14,7 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,9 @@ from flops_fit.models.gpt_spec import PARAM_COUNTS
 from flops_fit.results import table as results_io
 from flops_fit.results.check import check_table
 from flops_fit.results.text import PRIMARY_LABELS, format_summary
+
+if TYPE_CHECKING:
+    from flops_fit.fitting.bootstrap import Bootstrap
 
 #: Past this many decades beyond the largest swept budget, predict() warns.
 EXTRAPOLATION_WARN_DECADES = 3.0
@@ -230,16 +233,17 @@ class Result:
 
     def loss_frontier(self, flops: float | np.ndarray) -> tuple[Any, list[Any] | None, str] | None:
         """Approach 2's loss frontier at ``flops`` (a float, or an array for a curve), above
-        Approach 3's E when the data determine it (``isoflop.frontier_loss``): (loss, interval or
-        None, what it stands on), or None with fewer than two usable budgets' minima. What
-        ``--verify``, the backtest and loss_frontier.png predict with when the law is undetermined."""
+        Approach 3's E when the data determine it (``flops_fit.fitting.frontier.frontier_loss``):
+        (loss, interval or None, what it stands on), or None with fewer than two usable budgets'
+        minima. What ``--verify``, the backtest and loss_frontier.png predict with when the law
+        is undetermined."""
         floor = self._floor()
         front = frontier_loss(self.isoflop, flops, self.level, self.noise, floor)
         return None if front is None else (*front, frontier_label(floor))
 
     def frontier_noise(self, flops: float) -> float | None:
         """How far one run at ``flops`` may miss ``loss_frontier`` by seed noise alone (a
-        fraction of the loss, one standard deviation; ``isoflop.frontier_noise``)."""
+        fraction of the loss, one standard deviation; ``flops_fit.fitting.frontier.frontier_noise``)."""
         return frontier_noise(self.isoflop, flops, self.noise, self._floor())
 
     def _floor(self) -> tuple[float, float, float] | None:
@@ -365,7 +369,7 @@ def _quietly(notes: list[str], name: str, fit: Any) -> Any:
         return None
 
 
-def _failed_note(name: str, boot: Any) -> str:
+def _failed_note(name: str, boot: Bootstrap) -> str:
     return (f"{name}: {boot.n_failed} of {boot.n_boot} bootstrap refits failed; intervals use "
             f"the other {boot.n_boot - boot.n_failed}")
 

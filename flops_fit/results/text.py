@@ -5,11 +5,15 @@ notes. ``Result.format_table`` calls it; pure formatting over a fitted ``Result`
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from flops_fit.fitting.checks import describe_backtest
 from flops_fit.fitting.parametric import E_FLOOR_FRACTION
 from flops_fit.results.verification import verification_lines
+
+if TYPE_CHECKING:
+    from flops_fit.fitting.isoflop import IsoFLOPFit
+    from flops_fit.fitting.parametric import ParametricFit
 
 PRIMARY_LABELS = {"isoflop": "Approach 2 (IsoFLOP parabolas)", "parametric": "Approach 3 (parametric law)"}
 
@@ -73,7 +77,7 @@ def format_summary(result: Any, budgets: Iterable[float] | None = None) -> str:
     return "\n".join(lines)
 
 
-def _ivs(fit: Any, name: str) -> tuple[float, float]:
+def _ivs(fit: IsoFLOPFit | ParametricFit, name: str) -> tuple[float, float]:
     iv = fit.interval(lambda f: getattr(f, name))
     return iv if iv is not None else (math.nan, math.nan)
 

@@ -13,6 +13,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from flops_fit.models.gpt import GPTConfig
+    from flops_fit.models.gpt_spec import ModelShape
     from flops_fit.planning.grid import TrialSpec
 
 
@@ -51,7 +53,7 @@ def matmul_peak_flops(threads: int | None = None, dtype: Any = None, *, n: int |
     return 2.0 * n**3 / best
 
 
-def _shape_of(spec_or_shape: Any):
+def _shape_of(spec_or_shape: TrialSpec | ModelShape | GPTConfig):
     """A reference-GPT TrialSpec, a ModelShape or a GPTConfig -> (GPTConfig, default batch, default seq_len)."""
     from flops_fit.models.gpt import GPTConfig
     from flops_fit.models.gpt_spec import ModelShape, gpt_shape
@@ -62,7 +64,7 @@ def _shape_of(spec_or_shape: Any):
     return GPTConfig.from_shape(shape), getattr(spec_or_shape, "batch_size", None), shape.max_seq_len
 
 
-def probe_tokens_per_s(spec_or_shape: Any, batch_size: int | None = None, seq_len: int | None = None, *,
+def probe_tokens_per_s(spec_or_shape: TrialSpec | ModelShape | GPTConfig, batch_size: int | None = None, seq_len: int | None = None, *,
                        steps: int = 6, warmup: int = 2, threads: int | None = None,
                        device: str | None = None, compile: bool = False, detail: bool = False):
     """Training tokens/s of one model shape: ``steps`` timed AdamW steps on random tokens,

@@ -25,7 +25,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -45,6 +45,14 @@ from flops_fit.trainer.accelerator import (
 from flops_fit.trainer.batches import BatchOrder, BatchStream
 
 CHECKPOINT_FILE = checkpoint.CHECKPOINT_FILE
+
+
+class _ModelAndData(Protocol):
+    """What a trial needs of its workload (``flops_fit.workloads.base.TrainedWorkload``; the
+    workloads layer sits above this one, so the trainer names only these two methods)."""
+
+    def build_model(self, spec: TrialSpec) -> torch.nn.Module: ...
+    def open_data(self, spec: TrialSpec) -> tuple[Any, Any]: ...
 
 
 @dataclass
@@ -170,7 +178,7 @@ class _Trial:
     scaler: Any = None
 
 
-def _setup(spec: TrialSpec, workload: Any, options: TrainOptions) -> _Trial:
+def _setup(spec: TrialSpec, workload: _ModelAndData, options: TrainOptions) -> _Trial:
     if options.threads:
         torch.set_num_threads(options.threads)
     device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -317,7 +325,7 @@ def undertrained(loss: float, plateau: float | None) -> str | None:
 
 def run_trial(
     spec: TrialSpec,
-    workload: Any,
+    workload: _ModelAndData,
     options: TrainOptions | None = None,
     *,
     resume_from: str | os.PathLike[str] | None = None,

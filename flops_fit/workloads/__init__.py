@@ -4,5 +4,5 @@
 - ``user.UserModel``: a user's model class and dataset (``flops_fit.find_optimal``);
 - ``simulated.SimulatedLaw``: a known scaling law instead of training (design a sweep in seconds).
 
-``stories.StoryData`` is the TinyStories data half the first two share.
+``flops_fit.data.stories.StoryData`` is the TinyStories data half the first two share.
 """

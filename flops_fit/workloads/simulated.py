@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from flops_fit.planning.config import PlanConfig
     from flops_fit.planning.grid import TrialSpec
     from flops_fit.planning.sizes import SizeTable
+    from flops_fit.workloads.base import SaveCheckpoint
 
 
 @dataclass
@@ -59,7 +60,7 @@ class SimulatedLaw:
         return {"simulate": self.law, "size_param": self.size_param}
 
     def run_trial(self, spec: "TrialSpec", options: "TrainOptions", *,
-                  resume_from: str | os.PathLike[str] | None = None, save_checkpoint: Any = None,
+                  resume_from: str | os.PathLike[str] | None = None, save_checkpoint: SaveCheckpoint | None = None,
                   checkpoint_root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """The law's loss at this trial's (N, D); instant, so checkpoints are never needed."""
         import numpy as np
