@@ -26,6 +26,7 @@ from flops_fit.fitting.synthetic import (
 )
 from flops_fit.planning.grid import plan
 from flops_fit.results import table as results_io
+from flops_fit.results.fits import parametric_notes
 from flops_fit.results.result import Result
 
 BUDGETS = np.logspace(18, 22, 5)
@@ -147,9 +148,9 @@ def test_a_fit_with_no_optimum_prints_no_law_and_a_bootstrap_with_no_interval_de
     result.parametric.bootstrap = Bootstrap(20, 19, 0.9, 0, [result.parametric])
     line = next(x for x in result.format_table().splitlines() if x.startswith("Approach 3:"))
     assert "NOT determined" in line and "E undetermined, A undetermined" in line and "nan" not in line, line
-    result._note_parametric()  # the notes were written from the real bootstrap: again from this one
+    notes = parametric_notes(result.parametric)  # the notes were written from the real bootstrap: again from this one
     assert ("the data do not determine E, A, B, alpha, beta (1 of 20 bootstrap refits converged: no interval); "
-            "its law, frontier and irreducible loss are not reported as known") in result.notes[-1]
+            "its law, frontier and irreducible loss are not reported as known") in notes[-1]
 
 
 def test_a_well_posed_law_is_determined():

@@ -1,16 +1,9 @@
-"""``Result``: a sweep's results table, both scaling-law fits, and what they predict.
-
-Which approach is primary: Approach 2 (IsoFLOP parabolas) gives N_opt and D_opt; it assumes
-no functional form for the loss, reads D from the recorded tokens (so it holds under any
-FLOPs convention), and Besiroglu et al. 2024 found Approach 3's fit fragile enough to have
-been misreported in Hoffmann et al. 2022. Approach 3 (the parametric law) gives the loss,
-which Approach 2 cannot, and is the fallback for N and D when Approach 2 has < 2 usable
-budgets. ``compare`` flags when the two disagree beyond their intervals.
-"""
+"""``Result``: a sweep's results table, both scaling-law fits (``flops_fit.results.fits``:
+which runs feed them and which approach is primary), and what they predict. Its text is
+``results.text``, its plots ``results.plots``, its files ``results.files``."""
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
@@ -19,20 +12,18 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 import pandas as pd
 
-from flops_fit.fitting.budget import RESIDUAL_NOTE_SIGMAS
-from flops_fit.fitting.checks import backtest, exponents_by_count, parametric_a_in_budget_units
-from flops_fit.fitting.compare import Comparison, compare
+from flops_fit.fitting.checks import backtest, exponents_by_count
 from flops_fit.fitting.frontier import frontier_label, frontier_loss, frontier_noise
-from flops_fit.fitting.isoflop import IsoFLOPFit, fit_isoflop
-from flops_fit.fitting.noise import SeedNoise, seed_noise
-from flops_fit.fitting.parametric import ParametricFit, fit_parametric
 from flops_fit.models.gpt_spec import PARAM_COUNTS
 from flops_fit.results import table as results_io
-from flops_fit.results.check import check_table
+from flops_fit.results.fits import fit_table, quietly
 from flops_fit.results.text import PRIMARY_LABELS, format_summary
 
 if TYPE_CHECKING:
-    from flops_fit.fitting.bootstrap import Bootstrap
+    from flops_fit.fitting.compare import Comparison
+    from flops_fit.fitting.isoflop import IsoFLOPFit
+    from flops_fit.fitting.noise import SeedNoise
+    from flops_fit.fitting.parametric import ParametricFit
 
 #: Past this many decades beyond the largest swept budget, predict() warns.
 EXTRAPOLATION_WARN_DECADES = 3.0
@@ -66,41 +57,18 @@ class Result:
         missing = [c for c in ("budget", "tokens", "loss", "status", param_count) if c not in results]
         if missing:
             raise ValueError(f"results table lacks columns {missing}")
-        self.results, self.notes, fittable = check_table(results, param_count)
+        fits = fit_table(results, param_count, n_boot, seed, level)
+        self.results: pd.DataFrame = fits.results
+        self.notes: list[str] = fits.notes
+        self.fit_data: pd.DataFrame = fits.fit_data
+        self.noise: SeedNoise = fits.noise
+        self.isoflop: IsoFLOPFit | None = fits.isoflop
+        self.parametric: ParametricFit | None = fits.parametric
+        self.comparison: Comparison | None = fits.comparison
+        self.law_known: bool = fits.law_known
+        self.primary: str | None = fits.primary
         self.param_count, self.n_boot, self.seed, self.level = param_count, n_boot, seed, level
         self.path = None if path is None else Path(path)
-        self.fit_data = self._select_runs()
-        if not fittable:  # a malformed or degenerate table never reaches the fits
-            self.fit_data = self.fit_data.iloc[0:0]
-        d = self.fit_data
-        self.noise: SeedNoise = seed_noise(d, param_count)
-        sigma = self.noise.sigma if self.noise.measured else None
-        self.isoflop: IsoFLOPFit | None = None
-        self.parametric: ParametricFit | None = None
-        if len(d):
-            names = d["trial_id"].astype(str).tolist() if "trial_id" in d else None
-            self.isoflop = _quietly(self.notes, "Approach 2", lambda: fit_isoflop(
-                d["budget"], d[param_count], d["loss"], tokens=d["tokens"], n_boot=n_boot, level=level,
-                seed=seed, sigma=sigma, names=names))
-            if self.isoflop is not None:
-                self._note_isoflop()
-        if len(d) >= 5:
-            self.parametric = _quietly(self.notes, "Approach 3", lambda: fit_parametric(
-                d[param_count], d["tokens"], d["loss"], n_boot=n_boot, level=level, seed=seed))
-            if self.parametric is not None:
-                self._note_parametric()
-        elif fittable:
-            self.notes.append(f"Approach 3 not fitted: {len(d)} usable runs (needs at least 5)")
-        self.comparison: Comparison | None = None
-        if self.isoflop is not None and self.parametric is not None:
-            in_units = parametric_a_in_budget_units(d, param_count)
-            conventions = sorted(set(d.get("flops_convention", pd.Series(["6n"])).dropna()))
-            units = "C = 6ND" if in_units is None else f"C under {'/'.join(conventions)}, N = {param_count}"
-            self.comparison = compare(self.isoflop, self.parametric, in_units, units)
-        self.law_known = (self.parametric is not None and self.parametric.converged
-                          and self.parametric.determined is not False)
-        self.primary = ("isoflop" if self.isoflop is not None and self.isoflop.usable else
-                        "parametric" if self.law_known else None)
         #: The ``--verify`` run's record (flops_fit.engine.verify), kept in the sweep directory.
         self.verification: dict[str, Any] | None = None
         if self.path is not None:
@@ -113,73 +81,6 @@ class Result:
         """Read ``results.parquet`` (or a sweep directory holding it) and fit."""
         p = results_io.results_path(path)
         return cls(results_io.read_results(p), path=p, **kwargs)
-
-    # --- what feeds the fits, and what did not ----------------------------------------
-    def _select_runs(self) -> pd.DataFrame:
-        r = self.results
-        reasons = pd.Series("", index=r.index)
-        for col in ("loss", self.param_count, "tokens"):
-            values = pd.to_numeric(r[col], errors="coerce").astype(float)
-            reasons[~(np.isfinite(values) & (values > 0))] = f"no valid {col}"
-        status = r["status"].astype(str)
-        reasons[status != "ok"] = status
-        if "error" in r:
-            err = r["error"].where(r["error"].notna(), "").astype(str).str.slice(0, 60)
-            reasons = reasons.where((status == "ok") | (err == ""), reasons + ": " + err)
-        bad = reasons != ""
-        if (status == "undertrained").any():
-            self.notes.append("undertrained: a run whose validation loss ended above the plateau level (halfway "
-                              "from the text's unigram to its bigram cross-entropy) never left the initial loss "
-                              "plateau; its loss measures its step count, not its size, so it is not fitted")
-        if bad.any():
-            ids = r["trial_id"].astype(str) if "trial_id" in r else r.index.astype(str)
-            listed = [f"{i} ({why})" for i, why in zip(ids[bad], reasons[bad])]
-            more = f", and {len(listed) - 10} more" if len(listed) > 10 else ""
-            self.notes.append(f"excluded {int(bad.sum())} of {len(r)} runs from the fits: "
-                              + ", ".join(listed[:10]) + more)
-        return r[~bad].reset_index(drop=True)
-
-    def _note_isoflop(self) -> None:
-        fit = self.isoflop
-        sigma = self.noise.sigma if self.noise.measured else fit.sigma
-        for o in fit.optima:
-            if not o.used:
-                self.notes.append(f"Approach 2: budget {o.budget:.3g} left out of the exponent fit ({o.flag})")
-            if o.excluded:
-                self.notes.append(f"Approach 2: budget {o.budget:.3g} fitted without " + ", ".join(o.excluded))
-            if o.note:
-                self.notes.append(f"Approach 2: budget {o.budget:.3g}: {o.note}")
-            if o.used and math.isfinite(sigma) and sigma > 0 and o.max_residual > RESIDUAL_NOTE_SIGMAS * sigma:
-                self.notes.append(f"Approach 2: budget {o.budget:.3g}'s parabola misses a run by "
-                                  f"{o.max_residual / sigma:.1f}σ (σ = {sigma:.3g} in ln L, {fit.sigma_source})")
-        iv = fit.interval(lambda f: f.a)
-        if fit.usable and iv is not None and math.isfinite(fit.a_interp) and not iv[0] <= fit.a_interp <= iv[1]:
-            self.notes.append(f"Approach 2: the shape-agnostic Akima cross-check gives a = {fit.a_interp:.3f}, outside "
-                              f"the parabolas' interval [{iv[0]:.3f}, {iv[1]:.3f}]: the curves' shape matters here")
-        if not fit.usable:
-            self.notes.append("Approach 2 unusable: fewer than 2 budgets with a located minimum")
-        elif fit.bootstrap is not None and fit.bootstrap.n_failed:
-            self.notes.append(_failed_note("Approach 2", fit.bootstrap))
-        elif self.n_boot and fit.bootstrap is None:
-            self.notes.append("Approach 2: no intervals (too few runs beyond three per budget to measure the noise)")
-
-    def _note_parametric(self) -> None:
-        fit = self.parametric
-        if not fit.converged:  # its numbers are where L-BFGS stopped, not an optimum: none is printed
-            self.notes.append("Approach 3: L-BFGS converged from none of its starts; no law, frontier or "
-                              "irreducible loss from these runs")
-            return
-        if fit.bootstrap is not None and fit.bootstrap.n_failed:
-            self.notes.append(_failed_note("Approach 3", fit.bootstrap))
-        missing = fit.undetermined()
-        if missing:
-            known = ("its law and frontier are not reported as known (E is: the loss frontier stands on it)"
-                     if "E" not in missing else "its law, frontier and irreducible loss are not reported as known")
-            by_reason: dict[str, list[str]] = {}  # one reason, said once for the parameters it covers
-            for name, why in missing.items():
-                by_reason.setdefault(why, []).append(name)
-            self.notes.append("Approach 3: the data do not determine " + "; ".join(
-                f"{', '.join(names)} ({why})" for why, names in by_reason.items()) + "; " + known)
 
     # --- predictions ----------------------------------------------------------------------
     def predict(self, flops: float) -> Prediction:
@@ -271,7 +172,7 @@ class Result:
     def backtest(self) -> dict[str, Any] | None:
         """Refit without the largest budget and set its prediction there beside the measurement."""
         if not hasattr(self, "_backtest"):
-            self._backtest = _quietly(self.notes, "backtest", lambda: backtest(self))
+            self._backtest = quietly(self.notes, "backtest", lambda: backtest(self))
         return self._backtest
 
     def exponents_by_count(self) -> dict[str, float]:
@@ -279,7 +180,7 @@ class Result:
         if not hasattr(self, "_by_count"):
             names = self.fit_data["trial_id"].astype(str).tolist() if "trial_id" in self.fit_data else None
             sigma = self.noise.sigma if self.noise.measured else None  # the main fit's outliers, left out here too
-            self._by_count = ((_quietly(self.notes, "exponents by count",
+            self._by_count = ((quietly(self.notes, "exponents by count",
                                         lambda: exponents_by_count(self.fit_data, names, sigma)) or {})
                               if len(self.fit_data) else {})
         return self._by_count
@@ -345,33 +246,9 @@ class Result:
 
     def save(self, out_dir: str | Path | None = None) -> list[Path]:
         """Write table.txt, table.csv, fits.json, the plots and report.html (default: beside the table)."""
-        out = self._out_dir(out_dir)
-        written = [results_io.atomic_write_text(out / "table.txt", self.format_table() + "\n")]
-        if self.primary is not None:
-            written.append(results_io.atomic_write_text(out / "table.csv", self.table().to_csv(index=False)))
-        written.append(results_io.atomic_write_text(out / "fits.json", json.dumps(self.to_dict(), indent=2) + "\n"))
-        if not self.fit_data.empty:
-            written += self.plot(out)
-        from flops_fit.results.html import write_html
+        from flops_fit.results.files import save_result
 
-        written.append(write_html(self, out, written))
-        return written
-
-
-def _quietly(notes: list[str], name: str, fit: Any) -> Any:
-    """Run one fit; a numerical failure on a valid table becomes a note, never a traceback
-    that would throw away a finished sweep's table and plots."""
-    try:
-        with np.errstate(all="ignore"):
-            return fit()
-    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
-        notes.append(f"{name} failed on this table ({type(exc).__name__}: {exc}); it is left out")
-        return None
-
-
-def _failed_note(name: str, boot: Bootstrap) -> str:
-    return (f"{name}: {boot.n_failed} of {boot.n_boot} bootstrap refits failed; intervals use "
-            f"the other {boot.n_boot - boot.n_failed}")
+        return save_result(self, self._out_dir(out_dir))
 
 
 def _jsonable(obj: Any) -> Any:
