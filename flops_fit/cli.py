@@ -107,15 +107,19 @@ def config_from_args(args: argparse.Namespace):
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from flops_fit.data.stories import setup_of
-    from flops_fit.engine.sweep import default_workload
+    from flops_fit.engine.sweep import SIMULATED_RESOURCES, default_workload
     from flops_fit.planning.grid import format_plan
     from flops_fit.planning.rules import TrainingRules
     from flops_fit.trainer.throughput import local_gpu_bytes
 
     cfg = config_from_args(args)
-    specs = default_workload(cfg).plan(cfg.plan)
+    workload = default_workload(cfg)
+    specs = workload.plan(cfg.plan)
     rule = cfg.resource_rule(local_gpu_bytes)
-    print(format_plan(specs, resources=rule.describe))
+    print(format_plan(specs, resources=rule.describe, resources_label="resources" if workload.trial_cpus is None
+                      else "real sweep"))
+    if workload.trial_cpus is not None:
+        print(SIMULATED_RESOURCES.format(cpus=workload.trial_cpus))
     print(TrainingRules(cfg.plan).describe(setup_of(cfg)))
     if cfg.tune:
         from flops_fit.engine.lr_scan import CHECK_SEEDS, LR_MULTIPLIERS

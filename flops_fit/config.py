@@ -109,6 +109,9 @@ class SweepConfig:
     """GPU memory (GB) for gpus_per_trial=auto (default: the local GPU's, or on a cluster one GPU worker's)."""
     max_concurrent_trials: int | None = None
     """At most this many trials at once (None: as many as resources allow)."""
+    placement_timeout: float = 600.0
+    """Seconds to wait for an autoscaling cluster to add a node that can hold the largest trial
+    (a cluster without an autoscaler, or the private Ray, refuses such a trial at once)."""
     max_failures: int = 2
     """Retries of a trial whose worker or node died, each from its last checkpoint."""
     tune: bool = False
@@ -145,6 +148,8 @@ class SweepConfig:
                             f"got {self.gpus_per_trial}")
         if self.gpu_memory_gb is not None and self.gpu_memory_gb <= 0:
             raise PlanError(f"gpu_memory_gb must be positive, got {self.gpu_memory_gb}")
+        if not (self.placement_timeout > 0 and math.isfinite(self.placement_timeout)):
+            raise PlanError(f"placement_timeout must be a positive number of seconds, got {self.placement_timeout!r}")
         if self.max_failures < 0:
             raise PlanError(f"max_failures must be >= 0, got {self.max_failures}")
         if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:

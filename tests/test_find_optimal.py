@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from flops_fit.api import find_optimal
-from flops_fit.planning.grid import PlanError
+from flops_fit.errors import PlanError
 from flops_fit.workloads.user import count_sizes
 
 SEQ, VOCAB = 16, 32

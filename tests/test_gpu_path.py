@@ -166,10 +166,12 @@ def test_gpu_preset_passes_preflight_against_tinystories_real_size(monkeypatch):
 
 
 def test_gpu_sweeps_do_not_reuse_actors():
+    from flops_fit.planning.resources import ResourceRule
     from flops_fit.ray.backend import reuse_actors_for
 
-    assert reuse_actors_for(preset("tiny")) is True
-    assert reuse_actors_for(preset("tinystories-gpu")) is False
+    assert reuse_actors_for(ResourceRule(cpus=1.0)) is True
+    assert reuse_actors_for(ResourceRule(cpus=4.0, gpus=1.0)) is False
+    assert reuse_actors_for(ResourceRule(cpus=4.0, gpus="auto", gpu_bytes=80 * 10**9)) is False
 
 
 def test_compile_only_where_it_pays():

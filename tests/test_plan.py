@@ -10,10 +10,11 @@ import sys
 import pytest
 
 from flops_fit.config import preset
+from flops_fit.errors import PlanError
 from flops_fit.models import gpt_spec as accounting
 from flops_fit.models.gpt_spec import gpt_shape
 from flops_fit.planning.config import PlanConfig
-from flops_fit.planning.grid import PlanError, TrialSpec, format_plan, plan, smallest_feasible_budget
+from flops_fit.planning.grid import TrialSpec, format_plan, plan, smallest_feasible_budget
 
 
 @pytest.mark.parametrize("convention", accounting.FLOPS_CONVENTIONS)

@@ -8,7 +8,8 @@ import math
 import pytest
 
 from flops_fit.config import preset
-from flops_fit.planning.grid import PlanError, plan
+from flops_fit.errors import PlanError
+from flops_fit.planning.grid import plan
 from flops_fit.results.table import TRAINED_STATUSES, read_results
 
 

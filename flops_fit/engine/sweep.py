@@ -41,6 +41,9 @@ RESULT_COLUMNS = frozenset(SCHEMA.names)
 ADAPTIVE_NOTE = ("adaptive grid: the first budget runs as above; each later budget is re-centred on the frontier "
                  "of the budgets finished before it, and trials are added where a budget's best run lacks two "
                  "sizes on a side (--no-adapt: the fixed grid above)")
+#: Under a simulated design's plan: what its trials ask Ray for, and what the column shows.
+SIMULATED_RESOURCES = ("simulated: each trial asks Ray for {cpus:g} CPU and no GPU (it evaluates the law); the "
+                       "'real sweep' column is what each trial would take if it trained")
 #: Key under which a trial reports its id (Tune, like other backends, owns ``trial_id``).
 SPEC_ID = "spec_id"
 
@@ -127,7 +130,15 @@ def _run_locked(cfg: SweepConfig, backend: Backend, workload: Workload, specs: l
                 progress: bool):
     resuming = check_manifest(run_dir, manifest(specs, workload, cfg))
     out = sys.stdout if progress else open(os.devnull, "w")
-    print(format_plan(specs), file=out)
+    if workload.trial_cpus is None:
+        print(format_plan(specs), file=out)
+    else:  # a design: the resources the real sweep's trials would take, and what these take
+        try:
+            real = cfg.resource_rule().describe
+        except PlanError:  # --gpus-per-trial auto without --gpu-memory-gb: no GPU to size by
+            real = None
+        print(format_plan(specs, resources=real, resources_label="real sweep"), file=out)
+        print(SIMULATED_RESOURCES.format(cpus=workload.trial_cpus), file=out)
     print(TrainingRules(cfg.plan).describe(setup_of(cfg)), file=out)
     if cfg.plan.recipe is not None:  # the rule, its scan and its fit travel with the results
         recipe.save(recipe.load(cfg.plan.recipe), run_dir)

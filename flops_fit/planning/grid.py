@@ -214,11 +214,13 @@ def replicate_specs(specs: Sequence[TrialSpec], k: int) -> list[TrialSpec]:
             for r in range(1, k + 1) for s in central]
 
 
-def format_plan(specs: Sequence[TrialSpec], resources: Callable[[TrialSpec], str] | None = None) -> str:
+def format_plan(specs: Sequence[TrialSpec], resources: Callable[[TrialSpec], str] | None = None,
+                resources_label: str = "resources") -> str:
     """The grid as a table a person can read, with the total FLOPs; ``resources(spec)``
-    adds what each trial asks Ray for (``1c/0.25g``: one CPU, a quarter of a GPU)."""
+    adds what each trial asks Ray for (``1c/0.25g``: one CPU, a quarter of a GPU), under
+    ``resources_label`` ("real sweep" when a simulated design shows what training would take)."""
     header = f"{'budget':>9} {'N':>11} {'N_non_emb':>10} {'size':>9} {'D tokens':>11} {'D/N':>7} {'steps':>6} {'batch':>5} {'lr':>8} {'FLOPs':>9} {'seed':>4}"
-    header += f" {'resources':>10}" if resources else ""
+    header += f" {resources_label:>10}" if resources else ""
     lines = [header, "-" * len(header)]
     for s in specs:
         lines.append(

@@ -91,3 +91,29 @@ def trial_slots(cpus: float, cpus_per_trial: float, gpus: float = 0, gpus_per_tr
         slots = min(slots, int(gpus // gpus_per_trial + 1e-9))
     slots = max(1, slots)
     return min(slots, max_concurrent) if max_concurrent else slots
+
+
+def _fits(request: dict[str, float], node: dict[str, float]) -> bool:
+    return all(node.get(k, 0.0) + 1e-9 >= v for k, v in request.items())
+
+
+def placement_problem(rule: ResourceRule, specs: Iterable[TrialSpec], nodes: list[dict[str, float]]) -> str | None:
+    """One line naming a trial no node can ever hold (its request against the largest node,
+    and the flag that fixes it), or None when every trial fits some node. Ray would queue
+    such a trial forever, warning once a minute that nothing runs."""
+    largest = max(nodes, key=lambda n: (n.get("GPU", 0.0), n.get("CPU", 0.0)), default={})
+    for spec in specs:
+        request = rule.for_spec(spec)
+        if any(_fits(request, node) for node in nodes):
+            continue
+        cpus, gpus = largest.get("CPU", 0.0), largest.get("GPU", 0.0)
+        fixes = []
+        if request.get("CPU", 0.0) > max((n.get("CPU", 0.0) for n in nodes), default=0.0):
+            fixes.append(f"--cpus-per-trial {cpus:g} or less")
+        if request.get("GPU", 0.0) > max((n.get("GPU", 0.0) for n in nodes), default=0.0):
+            fixes.append("--gpus-per-trial 0 to train on CPUs" if not gpus else f"--gpus-per-trial {gpus:g} or less")
+        if not fixes:  # each fits some node, not both on one
+            fixes.append(f"--cpus-per-trial {cpus:g} or less (the node with the most GPUs has {cpus:g} CPUs)")
+        return (f"trial {spec.trial_id} asks Ray for {rule.describe(spec)} (CPUs/GPUs), and no node of this cluster "
+                f"has that much (the largest: {cpus:g} CPUs, {gpus:g} GPUs); use {' and '.join(fixes)}")
+    return None

@@ -22,7 +22,14 @@ from flops_fit.engine.sweep import TrialReport, resolve_config, run_sweep
 from flops_fit.errors import PlanError, SweepInterrupted
 from flops_fit.planning.grid import TrialSpec
 from flops_fit.planning.resources import AUTO, ResourceRule
-from flops_fit.ray.compat import init_loopback_only, set_restored_callbacks, ship_by_value, shutdown_private_ray
+from flops_fit.ray.compat import (
+    autoscaler_running,
+    init_loopback_only,
+    set_restored_callbacks,
+    ship_by_value,
+    shutdown_private_ray,
+)
+from flops_fit.ray.placement import ensure_placeable
 from flops_fit.results.table import FINISHED_STATUSES
 from flops_fit.trainer.throughput import local_gpu_bytes
 
@@ -106,7 +113,12 @@ class TuneBackend:
         started_ray = _ensure_ray(cfg)
         self.adaptive = None
         try:
-            grid = self._run_tuner(cfg, specs, workload, run_dir, resuming, progress)
+            rule = trial_request(cfg, workload)
+            if progress and workload.trial_cpus is None and cfg.gpus_per_trial == AUTO:
+                print(describe_shares(rule, specs), flush=True)
+            ensure_placeable(rule, specs, cfg.placement_timeout, say=lambda line: print(line, flush=True),
+                             autoscaling=(lambda: False) if started_ray == "private" else autoscaler_running)
+            grid = self._run_tuner(cfg, rule, specs, workload, run_dir, resuming, progress)
         finally:
             if started_ray == "private":  # and its /tmp/ray/session_* directory with it
                 shutdown_private_ray()
@@ -125,7 +137,7 @@ class TuneBackend:
             raise SweepInterrupted(reports)
         return reports
 
-    def _run_tuner(self, cfg: SweepConfig, specs: list[TrialSpec], workload: Workload, run_dir: Path, resuming: bool,
+    def _run_tuner(self, cfg: SweepConfig, rule: ResourceRule, specs: list[TrialSpec], workload: Workload, run_dir: Path, resuming: bool,
              progress: bool) -> Any:
         from ray import tune
 
@@ -142,9 +154,6 @@ class TuneBackend:
         # trials a snapshot is milliseconds, so the warning is noise.
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         options: TrainOptions = dataclasses.replace(cfg.train, threads=max(1, int(cfg.cpus_per_trial)))
-        rule = cfg.resource_rule(local_gpu_bytes, cluster_gpu_bytes)
-        if progress and cfg.gpus_per_trial == AUTO:
-            print(describe_shares(rule, specs), flush=True)
         trainable = tune.with_resources(
             tune.with_parameters(run_trial_on_worker, workload=workload, train_options=options,
                                  record_dir=str(run_dir / FINISHED_DIR), resources=rule),
@@ -153,7 +162,7 @@ class TuneBackend:
         from flops_fit.ray.trackers import tracker_callbacks
 
         tune_dir = str(run_dir)
-        tune_config = dict(max_concurrent_trials=cfg.max_concurrent_trials, reuse_actors=reuse_actors_for(cfg),
+        tune_config = dict(max_concurrent_trials=cfg.max_concurrent_trials, reuse_actors=reuse_actors_for(rule),
                            trial_name_creator=trial_name, trial_dirname_creator=trial_name)
         if cfg.plan.adapt:
             # Not Tuner.restore: the plan replays its decision log (adaptive.json) and finished
@@ -220,11 +229,19 @@ def tune(config: SweepConfig | None = None, *, preset: str | None = None, progre
     return scan_learning_rates(config, backend=TuneBackend(), preset=preset, workload=workload, progress=progress, **overrides)
 
 
-def reuse_actors_for(cfg: SweepConfig) -> bool:
+def trial_request(cfg: SweepConfig, workload: Workload) -> ResourceRule:
+    """What each trial asks Ray for: the sweep's resources, or a simulated workload's small
+    CPU share and no GPU (``Workload.trial_cpus``)."""
+    if workload.trial_cpus is not None:
+        return ResourceRule(cpus=workload.trial_cpus)
+    return cfg.resource_rule(local_gpu_bytes, cluster_gpu_bytes)
+
+
+def reuse_actors_for(rule: ResourceRule) -> bool:
     """Reuse workers on CPU: a fresh one per trial pays torch + dynamo imports and actor start
     (18 s -> 4.5 s fixed cost per trial; efficiency 0.88 -> 0.97, benchmarks/RESULTS.md). Not
     on GPU: Ray's docs warn GPU tasks may not release device memory (why Ray does not reuse
     GPU workers by default), and each trial is a new shape, so Dynamo's compiled graphs pile
     up per actor past its recompile limit and fall back to eager. A few seconds of actor
     start is small next to a GPU trial's minutes."""
-    return not cfg.gpus_per_trial
+    return not rule.gpus

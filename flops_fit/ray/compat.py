@@ -111,3 +111,38 @@ def shutdown_private_ray() -> None:
         latest = os.path.join(os.path.dirname(session), "session_latest")
         if os.path.islink(latest) and not os.path.exists(latest):
             os.unlink(latest)
+
+
+def autoscaler_running() -> bool:
+    """Whether the attached cluster has an autoscaler that can add nodes: one launched by
+    ``ray up`` from ``cluster/*.yaml`` (named node types), or KubeRay's v2 autoscaler.
+
+    Internals touched: the GCS key ``ray._private.ray_constants.DEBUG_AUTOSCALING_STATUS``
+    (read through ``ray.experimental.internal_kv._internal_kv_get``), where the head's monitor
+    writes the status ``ray status`` prints, and ``ray.autoscaler.v2.utils.is_autoscaler_v2``.
+    Every Ray head runs a monitor, even ``ray start`` or ``ray.init()`` alone: there it mirrors
+    the existing nodes as read-only node types named ``node_<node id>`` and can add none. A
+    cluster whose node types carry other names was launched from a config that can grow. No
+    public API says whether a cluster can grow (``ray.autoscaler.sdk`` only sends requests)."""
+    import ast
+    import json
+
+    import ray
+    from ray._private import ray_constants
+    from ray.experimental import internal_kv
+
+    check_version()
+    if not ray.is_initialized() or not internal_kv._internal_kv_initialized():
+        return False
+    try:
+        from ray.autoscaler.v2.utils import is_autoscaler_v2
+
+        if is_autoscaler_v2(fetch_from_server=True):
+            return True
+        raw = internal_kv._internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+        report = json.loads(raw or "{}").get("autoscaler_report")
+        report = ast.literal_eval(report) if isinstance(report, str) else report
+        mapping = (report or {}).get("node_type_mapping") or {}
+        return any(kind != f"node_{node}" for node, kind in mapping.items())
+    except Exception:  # an unreadable or older status: no autoscaler we can see, so refuse rather than hang
+        return False

@@ -35,6 +35,10 @@ SaveCheckpoint = Callable[[Path, dict[str, Any]], None]
 
 class Workload(Protocol):
     kind: str
+    trial_cpus: float | None
+    """None: a trial holds the sweep's resources (``--cpus-per-trial``, ``--gpus-per-trial``);
+    a number: the workload's trials compute no model (a simulated law) and ask Ray for just
+    this share of a CPU and no GPU, whatever the real sweep would take."""
 
     def prepare(self, plan: "PlanConfig") -> None: ...
     def size_table(self, plan: "PlanConfig") -> "SizeTable": ...
@@ -51,6 +55,7 @@ class TrainedWorkload:
     """A workload whose trials really train: ``run_trial`` is ``flops_fit.trainer.trial.run_trial``
     with this workload's ``build_model`` and ``open_data``."""
 
+    trial_cpus: float | None = None
     plateau_loss: float | None = None
     """A finished run whose validation loss is above this is recorded ``undertrained``
     (None: no such check; the reference GPT's preflight sets it from its text, flops_fit.data.baselines)."""

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from flops_fit.workloads.base import SaveCheckpoint
 
 
+#: What a simulated trial asks Ray for (``Workload.trial_cpus``); measured in benchmarks/RESULTS.md.
+SIMULATED_TRIAL_CPUS = 0.25
+
+
 @dataclass
 class SimulatedLaw:
     law: dict[str, float]
@@ -38,6 +42,9 @@ class SimulatedLaw:
     seq_len: int | None = None
     """A user's model: the sequence length of its data (None: the plan's)."""
     kind = "simulated"
+    #: A simulated trial evaluates one formula: a quarter CPU and no GPU, so a design of the GPU
+    #: preset runs on a laptop, and its actors are reused (Tune reuses no GPU trial's actor).
+    trial_cpus = SIMULATED_TRIAL_CPUS
 
     def prepare(self, plan_cfg: "PlanConfig") -> None:
         pass  # nothing to prepare: no tokenizer, no data

@@ -13,14 +13,14 @@ import math
 import pytest
 
 from flops_fit.config import preset
-from flops_fit.planning.grid import PlanError
+from flops_fit.errors import PlanError
 
 
 @pytest.fixture
 def no_ray(monkeypatch):
     import importlib
 
-    sweep_mod = importlib.import_module("flops_fit.ray.sweep")  # (flops_fit.ray.sweep is also the function)
+    sweep_mod = importlib.import_module("flops_fit.ray.backend")
 
     def refuse(cfg):
         raise AssertionError("a bad input reached Ray: trials would have started")

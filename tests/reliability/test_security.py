@@ -79,7 +79,7 @@ def test_hostile_names_cannot_write_outside_the_cache_through_sweep(tmp_path, mo
     """sweep(source="../../x", tokenizer_name="../../x") refuses before any trial, and
     writes nothing outside storage_path/name and the cache directory."""
     from flops_fit.config import preset
-    from flops_fit.planning.grid import PlanError
+    from flops_fit.errors import PlanError
     from flops_fit.ray import sweep
 
     work = tmp_path / "a" / "b"
