@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 #: What a simulated trial asks Ray for (``Workload.trial_cpus``); measured in benchmarks/RESULTS.md.
-SIMULATED_TRIAL_CPUS = 0.25
+SIMULATED_TRIAL_CPUS = 0.5
 
 
 @dataclass
@@ -42,7 +42,7 @@ class SimulatedLaw:
     seq_len: int | None = None
     """A user's model: the sequence length of its data (None: the plan's)."""
     kind = "simulated"
-    #: A simulated trial evaluates one formula: a quarter CPU and no GPU, so a design of the GPU
+    #: A simulated trial evaluates one formula: half a CPU and no GPU, so a design of the GPU
     #: preset runs on a laptop, and its actors are reused (Tune reuses no GPU trial's actor).
     trial_cpus = SIMULATED_TRIAL_CPUS
 
