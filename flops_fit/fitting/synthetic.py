@@ -124,6 +124,42 @@ def simulate_isoflop(
     return pd.DataFrame(rows)
 
 
+def simulate_branches(
+    budgets: Sequence[float],
+    points_per_budget: int = 7,
+    noise: float = 0.01,
+    seed: int | None = 0,
+    law: ScalingLaw = BESIROGLU,
+    span: float = 16.0,
+    centre_offset: float = 0.0,
+    cooldown_fraction: float = 0.2,
+) -> pd.DataFrame:
+    """Warmup-stable-decay branch rows drawn from ``law``: one geometric ladder of sizes shared
+    by every budget (ratio ``span^(1/(points_per_budget-1))``), each budget taking the
+    ``points_per_budget`` rungs nearest its optimum (shifted by ``centre_offset`` decades), and
+    each size one stem whose branches are its (N, C/6N) points. Shaped like the results table
+    (``schedule``, ``stem``, ``cooldown_tokens`` included)."""
+    if points_per_budget < 3:
+        raise ValueError("points_per_budget must be >= 3")
+    rng = np.random.default_rng(seed)
+    step = math.log(span) / (points_per_budget - 1)
+    rows = []
+    for i, budget in enumerate(float(c) for c in budgets):
+        centre = math.log(law.n_opt(budget)) + centre_offset * math.log(10)
+        first = round(centre / step - (points_per_budget - 1) / 2)
+        for rung in range(first, first + points_per_budget):
+            n = int(round(math.exp(rung * step)))
+            tokens = int(round(budget / (6.0 * n)))
+            layers = max(1, round((n / (12.0 * ASPECT_RATIO**2)) ** (1.0 / 3.0)))
+            rows.append({"trial_id": f"sim_{i:02d}_r{rung}", "budget": budget, "n": n, "n_non_embedding": n,
+                         "n_matmul": n, "d_model": ASPECT_RATIO * layers, "num_layers": layers, "tokens": tokens,
+                         "flops": 6.0 * n * tokens, "flops_convention": "6n",
+                         "loss": float(law.loss(n, tokens, rng=rng, noise=noise)), "status": "ok", "seed": seed,
+                         "schedule": "wsd", "stem": f"stem_r{rung}",
+                         "cooldown_tokens": int(round(cooldown_fraction * tokens))})
+    return pd.DataFrame(rows)
+
+
 #: A second law for calibration, more asymmetric than Chinchilla's (α = 0.45 vs β = 0.25:
 #: the IsoFLOP valley rises much faster on the small-N side).
 ASYMMETRIC = ScalingLaw(E=1.5, A=800.0, B=1200.0, alpha=0.45, beta=0.25)
