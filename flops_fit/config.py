@@ -195,15 +195,16 @@ class SweepConfig:
             raise PlanError(f"unknown option(s) {sorted(unknown)}")
         if "recipe" not in changes and set(changes) & {"base_lr", "lr_exponent", "lr_n_ref", "lr_batch_ref", "lr_batch_exponent"}:
             changes = {**changes, "recipe": None}  # a learning rate given by hand replaces the preset's recipe
+        if changes.get("recipe") is not None:  # a recipe's rule is read now (a bad one refused in one line) and
+            # shows in the config's own fields: cfg.base_lr is the rate the trials get (TrainingRules applies it)
+            rule = recipe_rule(changes["recipe"])
+            changes = {**changes, **{k: None if v is None else float(v) for k, v in rule.items()}}
         top = {k: v for k, v in changes.items() if k not in _GROUP_OF}
         for group in _GROUPS:
             sub = {k: v for k, v in changes.items() if _GROUP_OF.get(k) == group}
             if sub:
                 top[group] = dataclasses.replace(top.get(group, getattr(self, group)), **sub)
-        out = dataclasses.replace(self, **top)
-        if changes.get("recipe") is not None:  # a recipe that cannot be read is refused now, in one line
-            recipe_rule(changes["recipe"])
-        return out
+        return dataclasses.replace(self, **top)
 
     @classmethod
     def of(cls, **flat: Any) -> "SweepConfig":

@@ -115,15 +115,19 @@ def test_plan_shows_each_trials_resources_and_auto_needs_the_gpu_size(capsys):
 
 def test_fractional_gpu_trials_get_their_own_share_through_tune(ray_session, tmp_path, capsys):
     """Real Tune scheduling on the session's one logical GPU: under auto each trial asks for
-    its own share (the per-trial resource callable), and records what Ray gave it."""
+    its own share (the per-trial resource callable), and records what Ray gave it. Real smoke
+    trials (they train on the CPU: Ray's GPU here is logical), since a simulated trial asks for
+    no GPU at all."""
     from flops_fit.ray import sweep
 
-    base = SweepConfig.of(budgets=(1e16,), points_per_budget=3, vocab_size=32000, seq_len=1024,
-                          simulate={"E": 1.8, "A": 482.0, "B": 2085.0, "alpha": 0.35, "beta": 0.37, "noise": 0.0},
-                          storage_path=str(tmp_path), name="gpus", n_boot=0)
-    specs = default_workload(base).plan(base.plan)
+    base = preset("smoke").replace(storage_path=str(tmp_path), cache_dir=str(tmp_path / "cache"), name="gpus",
+                                   budgets=(1e10,), n_boot=0)
+    workload = default_workload(base)
+    workload.prepare(base.plan)
+    specs = workload.plan(base.plan)
     needs = sorted(gpt_spec.training_bytes(gpt_shape(s.model), s.batch_size, s.seq_len) for s in specs)
-    gpu_gb = 4 * needs[len(needs) // 2] / 1e9  # the smaller half fits in a quarter GPU, the rest do not
+    assert needs[0] < needs[1] < needs[2]
+    gpu_gb = 4 * needs[1] / 1e9  # the two smaller fit in a quarter GPU, the largest does not
     result = sweep(base.replace(gpus_per_trial="auto", gpu_memory_gb=gpu_gb), progress=True)
     rule = resources.ResourceRule(cpus=1, gpus="auto", gpu_bytes=int(gpu_gb * 1e9))
     rows = result.results.set_index("trial_id")
