@@ -84,12 +84,13 @@ class EnvelopeFit:
                 "bootstrap": None if self.bootstrap is None else self.bootstrap.summary()}
 
 
-def curves(n: np.ndarray, tokens: np.ndarray, loss: np.ndarray) -> dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Size -> (ln C, mean ln L at that C, row indices' group ids) for sizes with >= 2 token counts."""
+def curves(n: np.ndarray, flops: np.ndarray, loss: np.ndarray) -> dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Size -> (distinct ln C, mean ln L at each, the size's row indices) for sizes trained to
+    two or more compute values."""
     out = {}
     for size in np.unique(n):
         rows = np.flatnonzero(n == size)
-        ln_c = np.log(6.0 * size * tokens[rows])
+        ln_c = np.log(flops[rows])
         keys, group = np.unique(np.round(ln_c, 9), return_inverse=True)
         if keys.size < 2:
             continue
@@ -141,14 +142,23 @@ def _curve_sigma(ln_c: list[np.ndarray], ln_l: list[np.ndarray]) -> float:
     return math.sqrt(ss / dof) if dof else math.nan
 
 
-def fit_envelope(n: Sequence[float], tokens: Sequence[float], loss: Sequence[float], *, n_boot: int = 200,
-                 level: float = 0.9, seed: int | None = 0, sigma: float | None = None,
-                 grid_points: int = GRID_POINTS) -> EnvelopeFit:
-    """Approach 1 on runs (N, D, loss); ``sigma``: the measured seed noise of ln L (None: the
-    residual σ of the sizes' curves). Raises ValueError(NOT_AVAILABLE) when fewer than three
-    sizes have two or more token counts."""
+def available(n: Sequence[float], tokens: Sequence[float]) -> bool:
+    """Whether at least three sizes were trained to two or more token counts."""
+    pairs = {(float(a), float(b)) for a, b in zip(n, tokens)}
+    sizes = [size for size in {a for a, _ in pairs} if sum(a == size for a, _ in pairs) >= 2]
+    return len(sizes) >= 3
+
+
+def fit_envelope(n: Sequence[float], tokens: Sequence[float], loss: Sequence[float], *,
+                 flops: Sequence[float] | None = None, n_boot: int = 200, level: float = 0.9,
+                 seed: int | None = 0, sigma: float | None = None, grid_points: int = GRID_POINTS) -> EnvelopeFit:
+    """Approach 1 on runs (N, D, loss). C is ``flops`` (the runs' own FLOPs under the budgets'
+    convention, so the exponent is in Approach 2's units) or 6·N·D. ``sigma``: the measured seed
+    noise of ln L (None: the residual σ of the sizes' curves). Raises ValueError(NOT_AVAILABLE)
+    when fewer than three sizes have two or more token counts."""
     n_arr, d_arr, l_arr = positive(n, "n"), positive(tokens, "tokens"), positive(loss, "loss")
-    by_size = curves(n_arr, d_arr, l_arr)
+    c_arr = 6.0 * n_arr * d_arr if flops is None else positive(flops, "flops")
+    by_size = curves(n_arr, c_arr, l_arr)
     if len(by_size) < 3:
         raise ValueError(NOT_AVAILABLE)
     sizes = np.array(sorted(by_size))
@@ -163,8 +173,8 @@ def fit_envelope(n: Sequence[float], tokens: Sequence[float], loss: Sequence[flo
             noise, source = _curve_sigma(ln_c, ln_l), "residuals of the sizes' curves"
         fit = EnvelopeFit(a, log_k, points, len(sizes), noise, source)
         if n_boot and math.isfinite(a) and math.isfinite(noise) and noise > 0:
-            counts = [np.bincount(np.unique(np.round(np.log(6.0 * s * d_arr[by_size[s][2]]), 9),
-                                            return_inverse=True)[1]) for s in sizes]
+            counts = [np.bincount(np.unique(np.round(np.log(c_arr[by_size[s][2]]), 9), return_inverse=True)[1])
+                      for s in sizes]
 
             def refit(rng: np.random.Generator) -> EnvelopeFit:
                 # a mean of m runs' ln L carries σ/√m

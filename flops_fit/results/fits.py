@@ -24,7 +24,8 @@ import pandas as pd
 from flops_fit.fitting.bootstrap import Bootstrap
 from flops_fit.fitting.budget import RESIDUAL_NOTE_SIGMAS
 from flops_fit.fitting.checks import parametric_a_in_budget_units
-from flops_fit.fitting.compare import Comparison, compare
+from flops_fit.fitting.compare import Comparison, compare, judge
+from flops_fit.fitting.envelope import NOT_AVAILABLE, EnvelopeFit, available, fit_envelope
 from flops_fit.fitting.isoflop import IsoFLOPFit, fit_isoflop
 from flops_fit.fitting.noise import SeedNoise, seed_noise
 from flops_fit.fitting.parametric import ParametricFit, fit_parametric
@@ -46,6 +47,10 @@ class TableFits:
     """Approach 3 converged and the data determine its law."""
     primary: str | None
     """Which approach gives N and D: "isoflop", "parametric" or None (nothing determined)."""
+    envelope: EnvelopeFit | None = None
+    """Approach 1, where sizes were trained to several token counts."""
+    envelope_agreement: dict[str, Any] | None = None
+    """Approach 1's a beside Approach 2's: {"agree": True/False/None, "note": the line}."""
 
 
 def fit_table(results: pd.DataFrame, param_count: str, n_boot: int, seed: int | None, level: float) -> TableFits:
@@ -72,6 +77,7 @@ def fit_table(results: pd.DataFrame, param_count: str, n_boot: int, seed: int | 
             notes += parametric_notes(parametric)
     elif fittable:
         notes.append(f"Approach 3 not fitted: {len(d)} usable runs (needs at least 5)")
+    envelope, envelope_agreement = fit_approach_1(d, param_count, n_boot, seed, level, sigma, isoflop, notes)
     comparison = None
     if isoflop is not None and parametric is not None:
         in_units = parametric_a_in_budget_units(d, param_count)
@@ -80,7 +86,38 @@ def fit_table(results: pd.DataFrame, param_count: str, n_boot: int, seed: int | 
         comparison = compare(isoflop, parametric, in_units, units)
     law_known = parametric is not None and parametric.converged and parametric.determined is not False
     primary = ("isoflop" if isoflop is not None and isoflop.usable else "parametric" if law_known else None)
-    return TableFits(table, notes, d, noise, isoflop, parametric, comparison, law_known, primary)
+    return TableFits(table, notes, d, noise, isoflop, parametric, comparison, law_known, primary, envelope,
+                     envelope_agreement)
+
+
+def fit_approach_1(d: pd.DataFrame, param_count: str, n_boot: int, seed: int | None, level: float,
+                   sigma: float | None, isoflop: IsoFLOPFit | None,
+                   notes: list[str]) -> tuple[EnvelopeFit | None, dict[str, Any] | None]:
+    """Approach 1 where at least three sizes have several token counts (else one note saying it
+    is not available), in the budgets' FLOPs units, and its a judged beside Approach 2's."""
+    if not len(d):
+        return None, None
+    if not available(d[param_count], d["tokens"]):
+        notes.append(NOT_AVAILABLE)
+        return None, None
+    flops = d["flops"] if "flops" in d and (pd.to_numeric(d["flops"], errors="coerce") > 0).all() else None
+    envelope = quietly(notes, "Approach 1", lambda: fit_envelope(
+        d[param_count], d["tokens"], d["loss"], flops=flops, n_boot=n_boot, level=level, seed=seed, sigma=sigma))
+    if envelope is None:
+        return None, None
+    if not envelope.usable:
+        notes.append("Approach 1 unusable: the envelope's best size sat at an edge of the sizes at every compute "
+                     "value (no interior minimum to read N_opt from)")
+        return envelope, None
+    if isoflop is None or not isoflop.usable:
+        return envelope, None
+    conventions = sorted(set(d.get("flops_convention", pd.Series(["6n"])).dropna()))
+    units = "C = 6ND" if conventions == ["6n"] and param_count == "n" else f"C under {'/'.join(conventions)}"
+    agree, note = judge(("Approach 1", envelope.a, envelope.interval(lambda f: f.a)),
+                        ("Approach 2", isoflop.a, isoflop.interval(lambda f: f.a)), units, level,
+                        "the sizes' loss curves (Approach 1) and the IsoFLOP parabolas (Approach 2) see different "
+                        "optima; check the runs of the budgets' edges")
+    return envelope, {"agree": agree, "note": note}
 
 
 def select_runs(r: pd.DataFrame, param_count: str, notes: list[str]) -> pd.DataFrame:

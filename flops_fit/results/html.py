@@ -27,7 +27,7 @@ TRIAL_COLUMNS = ("trial_id", "status", "budget", "n", "tokens", "flops", "loss",
 
 _STYLE = """body{font:14px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
-pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:12.5px}
+pre{background:#f6f6f6;padding:.8em;white-space:pre-wrap;overflow-wrap:anywhere;font-size:12.5px}
 table{border-collapse:collapse;font-size:12.5px}td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}
 th{background:#f0f0f0}img{max-width:100%;border:1px solid #eee;margin:.4em 0}
 .notes li{color:#8a4b00}"""
@@ -72,6 +72,29 @@ def curve_svg(curve_json: Any, width: int = 160, height: int = 36) -> str:
             f"<title>train loss {ys[0]:.3g} → {ys[-1]:.3g}</title></svg>")
 
 
+#: The fits shown in full (``Result.to_dict``'s keys).
+FIT_KEYS = ("isoflop", "parametric", "envelope", "comparison")
+APPROACH_COLUMNS = ("approach", "a (N_opt ∝ C^a)", "interval", "b (D_opt ∝ C^b)", "stands on")
+
+
+def approaches(result: Any) -> list[dict[str, Any]]:
+    """One row per Chinchilla approach: its exponents and interval, or why it has none."""
+
+    def row(name: str, fit: Any, stands_on: str, missing: str) -> dict[str, Any]:
+        if fit is None or not math.isfinite(getattr(fit, "a", math.nan)):
+            return {"approach": name, "a (N_opt ∝ C^a)": missing, "stands on": stands_on}
+        iv = fit.interval(lambda f: f.a)
+        return {"approach": name, "a (N_opt ∝ C^a)": f"{fit.a:.3f}", "b (D_opt ∝ C^b)": f"{fit.b:.3f}",
+                "interval": "" if iv is None else f"[{iv[0]:.3f}, {iv[1]:.3f}]", "stands on": stands_on}
+
+    par = result.parametric
+    law = par if par is not None and par.converged and par.determined is not False else None
+    return [row("1: envelope", result.envelope, "the lowest loss at each C across sizes' loss curves",
+                "not available (one token count per size)" if result.envelope is None else "unusable"),
+            row("2: IsoFLOP", result.isoflop, "each budget's parabola minimum", "unusable"),
+            row("3: parametric", law, "L = E + A/N^α + B/D^β", "undetermined" if par is not None else "not fitted")]
+
+
 def _image(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"></figure>'
@@ -85,12 +108,13 @@ def render_html(result: Any, plots: Iterable[Path] = (), title: str | None = Non
     if result.primary is not None:
         t = result.table()
         parts += ["<h2>Compute-optimal table</h2>", _table(t.to_dict(orient="records"), t.columns)]
+    parts += ["<h2>Three approaches, side by side</h2>", _table(approaches(result), APPROACH_COLUMNS)]
     images = [_image(Path(p)) for p in plots if Path(p).suffix == ".png" and Path(p).is_file()]
     if images:
         parts += ["<h2>Plots</h2>", *images]
     fits = result.to_dict()
     parts += ["<h2>Fits (with intervals)</h2>",
-              f"<pre>{html.escape(json.dumps({k: fits[k] for k in ('isoflop', 'parametric', 'comparison')}, indent=1))}</pre>"]
+              f"<pre>{html.escape(json.dumps({k: fits[k] for k in FIT_KEYS}, indent=1))}</pre>"]
     if result.notes:
         parts += ["<h2>Notes</h2>", '<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
                   + "</ul>"]

@@ -6,6 +6,8 @@
    bands (Hoffmann et al. 2022, Fig. 3 centre/right; Fig. A5 compares approaches).
 3. ``loss_frontier.png``: predicted compute-optimal loss vs C with the runs (Approach 3's law, or
    when it is undetermined the minima's loss frontier that ``--verify`` predicts with).
+4. ``envelope.png`` (when sizes have several token counts): each size's loss against C and the
+   envelope's minima (Approach 1; Hoffmann et al. 2022, Fig. 2 left).
 
 Each function takes a ``flops_fit.results.result.Result`` and a path, and returns the path.
 """
@@ -26,7 +28,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
 #: Approach colours used across figures (colour-blind-safe pair from matplotlib's tab10).
-C_ISO, C_PAR = "#1f77b4", "#d62728"
+C_ISO, C_PAR, C_ENV = "#1f77b4", "#d62728", "#2ca02c"
 #: How far past the largest swept budget the frontier figures extend (decades).
 EXTEND_DECADES = 2.0
 DPI = 160
@@ -131,7 +133,8 @@ def plot_frontier(result: Any, path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharex=True)
     for ax, what, label in ((axes[0], "n", "N_opt"), (axes[1], "d", "D_opt")):
         shown: list[float] = []  # every y drawn: a log axis with no positive one cannot be laid out
-        for fit, colour, name, ls in ((iso, C_ISO, "Approach 2", "-"), (par, C_PAR, "Approach 3", "--")):
+        for fit, colour, name, ls in ((iso, C_ISO, "Approach 2", "-"), (par, C_PAR, "Approach 3", "--"),
+                                      (result.envelope, C_ENV, "Approach 1", ":")):
             if fit is None or not np.isfinite(getattr(fit, "a", np.nan)) or getattr(fit, "determined", None) is False:
                 continue
             fn = (lambda f: f.n_opt(cs)) if what == "n" else (lambda f: f.d_opt(cs))
@@ -222,10 +225,38 @@ def loss_frontier_curve(result: Any, cs: np.ndarray) -> tuple[np.ndarray, tuple 
     return mean, None if band is None else tuple(band), f"loss frontier: {source}"
 
 
+def plot_envelope(result: Any, path: Path) -> Path:
+    data, env = result.fit_data, result.envelope
+    sizes = np.array(sorted(data[result.param_count].unique()), dtype=float)
+    colour, mappable = _budget_colours(sizes)
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    c_of = data["flops"] if "flops" in data else 6.0 * data[result.param_count] * data["tokens"]
+    for n in sizes:
+        rows = data[result.param_count] == n
+        c, y = c_of[rows].to_numpy(float), data.loc[rows, "loss"].to_numpy(float)
+        order = np.argsort(c)
+        ax.plot(c[order], y[order], color=colour(n), lw=1.0, marker="o", ms=3, alpha=0.85, zorder=2)
+    if env is not None and env.points:
+        ax.plot([p[0] for p in env.points], [p[2] for p in env.points], color="black", lw=1.6, zorder=3,
+                label="envelope (lowest loss at each C)")
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs C")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title("Loss against compute, one line a model size (Approach 1)")
+    ax.grid(True, which="major", alpha=0.3)
+    fig.colorbar(mappable, ax=ax, label=_n_label(result))
+    if env is not None and env.points:
+        ax.legend(fontsize=8, loc="upper right", frameon=False)
+    return _save(fig, path)
+
+
 def plot_all(result: Any, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
-    return [
+    paths = [
         plot_isoflop(result, out_dir / "isoflop.png"),
         plot_frontier(result, out_dir / "frontier.png"),
         plot_loss_frontier(result, out_dir / "loss_frontier.png"),
     ]
+    if getattr(result, "envelope", None) is not None:
+        paths.append(plot_envelope(result, out_dir / "envelope.png"))
+    return paths

@@ -21,6 +21,7 @@ from flops_fit.results.text import PRIMARY_LABELS, format_summary
 
 if TYPE_CHECKING:
     from flops_fit.fitting.compare import Comparison
+    from flops_fit.fitting.envelope import EnvelopeFit
     from flops_fit.fitting.isoflop import IsoFLOPFit
     from flops_fit.fitting.noise import SeedNoise
     from flops_fit.fitting.parametric import ParametricFit
@@ -67,6 +68,8 @@ class Result:
         self.comparison: Comparison | None = fits.comparison
         self.law_known: bool = fits.law_known
         self.primary: str | None = fits.primary
+        self.envelope: EnvelopeFit | None = fits.envelope
+        self.envelope_agreement: dict[str, Any] | None = fits.envelope_agreement
         self.param_count, self.n_boot, self.seed, self.level = param_count, n_boot, seed, level
         self.path = None if path is None else Path(path)
         #: The ``--verify`` run's record (flops_fit.engine.verify), kept in the sweep directory.
@@ -198,6 +201,8 @@ class Result:
             "isoflop": None if self.isoflop is None else self.isoflop.to_dict(),
             "parametric": None if self.parametric is None else self.parametric.to_dict(),
             "comparison": None if self.comparison is None else vars(self.comparison),
+            "envelope": None if self.envelope is None else {**self.envelope.to_dict(),
+                                                            "agreement": self.envelope_agreement},
             "table": self.table().to_dict(orient="records") if self.primary else [],
             "seed_noise": self.noise.to_dict(),
             "exponents_by_count": self.exponents_by_count(),

@@ -1,5 +1,5 @@
 """The sweep's printed summary: the compute-optimal table, one line per fit (Approach 2,
-Approach 3, their agreement, seed noise, parameter counts, backtest, verification) and the
+Approach 3, Approach 1 where sizes have several token counts, their agreement, seed noise, parameter counts, backtest, verification) and the
 notes. ``Result.format_table`` calls it; pure formatting over a fitted ``Result``."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from flops_fit.fitting.parametric import E_FLOOR_FRACTION
 from flops_fit.results.verification import verification_lines
 
 if TYPE_CHECKING:
+    from flops_fit.fitting.envelope import EnvelopeFit
     from flops_fit.fitting.isoflop import IsoFLOPFit
     from flops_fit.fitting.parametric import ParametricFit
 
@@ -64,8 +65,16 @@ def format_summary(result: Any, budgets: Iterable[float] | None = None) -> str:
         else:
             lines.append(f"Approach 3: L = E + A/N^α + B/D^β with {law}; "
                          f"N_opt ∝ C^{_iv(p.a, *_ivs(p, 'a'), '.3f')}")
+    if result.envelope is not None and result.envelope.usable:
+        f = result.envelope
+        method = f", {f.bootstrap.method} bootstrap" if f.bootstrap is not None else ""
+        lines.append(f"Approach 1: N_opt ∝ C^{_iv(f.a, *_ivs(f, 'a'), '.3f')}, D_opt ∝ "
+                     f"C^{_iv(f.b, *_ivs(f, 'b'), '.3f')} (envelope of {f.sizes} sizes' loss curves, read at "
+                     f"{len(f.points)} compute values{method})")
     if result.comparison is not None:
         lines.append(result.comparison.note)
+    if result.envelope_agreement is not None:
+        lines.append(result.envelope_agreement["note"])
     lines.append(result.noise.describe())
     by_count = result.exponents_by_count()
     if len(by_count) > 1:
@@ -77,7 +86,7 @@ def format_summary(result: Any, budgets: Iterable[float] | None = None) -> str:
     return "\n".join(lines)
 
 
-def _ivs(fit: IsoFLOPFit | ParametricFit, name: str) -> tuple[float, float]:
+def _ivs(fit: IsoFLOPFit | ParametricFit | EnvelopeFit, name: str) -> tuple[float, float]:
     iv = fit.interval(lambda f: getattr(f, name))
     return iv if iv is not None else (math.nan, math.nan)
 
