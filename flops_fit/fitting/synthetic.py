@@ -101,27 +101,19 @@ def simulate_isoflop(
     for i, budget in enumerate(float(c) for c in budgets):
         centre = math.log10(law.n_opt(budget)) + centre_offset
         for j, log_n in enumerate(np.linspace(centre - span, centre + span, points_per_budget)):
-            n = int(round(10**log_n))
-            tokens = int(round(budget / (6.0 * n)))
-            layers = max(1, round((n / (12.0 * ASPECT_RATIO**2)) ** (1.0 / 3.0)))
-            rows.append(
-                {
-                    "trial_id": f"sim_{i:02d}_{j:02d}",
-                    "budget": budget,
-                    "n": n,
-                    "n_non_embedding": n,
-                    "n_matmul": n,
-                    "d_model": ASPECT_RATIO * layers,
-                    "num_layers": layers,
-                    "tokens": tokens,
-                    "flops": 6.0 * n * tokens,
-                    "flops_convention": "6n",
-                    "loss": float(law.loss(n, tokens, rng=rng, noise=noise)),
-                    "status": "ok",
-                    "seed": seed,
-                }
-            )
+            rows.append(_row(f"sim_{i:02d}_{j:02d}", budget, int(round(10**log_n)), law, rng, noise, seed))
     return pd.DataFrame(rows)
+
+
+def _row(trial_id: str, budget: float, n: int, law: ScalingLaw, rng: np.random.Generator, noise: float,
+         seed: int | None) -> dict:
+    """One simulated run of ``n`` parameters at ``budget`` (D = C / 6N) as a results row."""
+    tokens = int(round(budget / (6.0 * n)))
+    layers = max(1, round((n / (12.0 * ASPECT_RATIO**2)) ** (1.0 / 3.0)))
+    return {"trial_id": trial_id, "budget": budget, "n": n, "n_non_embedding": n, "n_matmul": n,
+            "d_model": ASPECT_RATIO * layers, "num_layers": layers, "tokens": tokens, "flops": 6.0 * n * tokens,
+            "flops_convention": "6n", "loss": float(law.loss(n, tokens, rng=rng, noise=noise)), "status": "ok",
+            "seed": seed}
 
 
 def simulate_branches(
@@ -148,15 +140,9 @@ def simulate_branches(
         centre = math.log(law.n_opt(budget)) + centre_offset * math.log(10)
         first = round(centre / step - (points_per_budget - 1) / 2)
         for rung in range(first, first + points_per_budget):
-            n = int(round(math.exp(rung * step)))
-            tokens = int(round(budget / (6.0 * n)))
-            layers = max(1, round((n / (12.0 * ASPECT_RATIO**2)) ** (1.0 / 3.0)))
-            rows.append({"trial_id": f"sim_{i:02d}_r{rung}", "budget": budget, "n": n, "n_non_embedding": n,
-                         "n_matmul": n, "d_model": ASPECT_RATIO * layers, "num_layers": layers, "tokens": tokens,
-                         "flops": 6.0 * n * tokens, "flops_convention": "6n",
-                         "loss": float(law.loss(n, tokens, rng=rng, noise=noise)), "status": "ok", "seed": seed,
-                         "schedule": "wsd", "stem": f"stem_r{rung}",
-                         "cooldown_tokens": int(round(cooldown_fraction * tokens))})
+            row = _row(f"sim_{i:02d}_r{rung}", budget, int(round(math.exp(rung * step))), law, rng, noise, seed)
+            rows.append({**row, "schedule": "wsd", "stem": f"stem_r{rung}",
+                         "cooldown_tokens": int(round(cooldown_fraction * row["tokens"]))})
     return pd.DataFrame(rows)
 
 
