@@ -195,6 +195,8 @@ class SweepConfig:
             raise PlanError(f"unknown option(s) {sorted(unknown)}")
         if "recipe" not in changes and set(changes) & {"base_lr", "lr_exponent", "lr_n_ref", "lr_batch_ref", "lr_batch_exponent"}:
             changes = {**changes, "recipe": None}  # a learning rate given by hand replaces the preset's recipe
+        if "rules_valid_to" not in changes and set(changes) & RULE_FLAGS:
+            changes = {**changes, "rules_valid_to": None}  # rules set by hand: the preset's measured range is not theirs
         if changes.get("recipe") is not None:  # a recipe's rule is read now (a bad one refused in one line) and
             # shows in the config's own fields: cfg.base_lr is the rate the trials get (TrainingRules applies it)
             rule = recipe_rule(changes["recipe"])
@@ -211,6 +213,9 @@ class SweepConfig:
         """A config from flat field names over the defaults: ``SweepConfig.of(budgets=[1e12, 1e13])``."""
         return cls().replace(**flat)
 
+
+#: The flags that set a training rule by hand (they lift the preset's ``rules_valid_to``).
+RULE_FLAGS = {"max_batch_size", "recipe", "base_lr", "lr_exponent", "lr_n_ref", "lr_batch_ref", "lr_batch_exponent"}
 
 #: Group field name -> its dataclass; every flat name belongs to exactly one group.
 _GROUPS = {"plan": PlanConfig, "data": DataOptions, "train": TrainOptions}
@@ -258,6 +263,7 @@ def tiny() -> SweepConfig:
         # 0.764 at 4 and 8, but 0.796-0.803 at its 32 (rates 0.5-1x the rule's; README).
         max_batch_size=16,
         recipe="tiny",  # the learning-rate rule flops-fit tune measured on this grid (flops_fit/recipes/tiny.json)
+        rules_valid_to=3e12,  # the recipe was scanned at 1e11-1e12 and the batch cap measured at 3e12
         val_tokens=32_768,
         cpus_per_trial=1.0,
         checkpoint_every_s=20.0,

@@ -70,7 +70,7 @@ def fake_results(plan_: AdaptivePlan, at) -> list[str]:
 def test_caps_bound_the_additions_and_the_plan_is_deterministic():
     import dataclasses
 
-    cfg = dataclasses.replace(preset("tiny").plan, budgets=(1e13, 4e13, 1.6e14), replicates=0)
+    cfg = dataclasses.replace(preset("tiny").plan, budgets=(1e13, 4e13, 1.6e14), replicates=0, rules_valid_to=None)
     base = plan(cfg)
     at = lambda c: math.sqrt(c / 6 / 25)  # noqa: E731  (the optimum at 25 tokens per parameter)
 
@@ -93,7 +93,7 @@ def test_caps_bound_the_additions_and_the_plan_is_deterministic():
 def test_a_free_slot_releases_the_next_budget_rather_than_idle():
     import dataclasses
 
-    cfg = dataclasses.replace(preset("tiny").plan, budgets=(1e13, 4e13), replicates=0)
+    cfg = dataclasses.replace(preset("tiny").plan, budgets=(1e13, 4e13), replicates=0, rules_valid_to=None)
     p = AdaptivePlan(GPTSizes(cfg), plan(cfg))
     first = [p.next() for _ in range(5)]  # the first budget, all running, no result yet
     assert {s.budget for s in first} == {1e13}
@@ -132,7 +132,7 @@ def test_a_table_written_before_the_origin_column_still_loads(tmp_path):
 #: Budgets whose optima sit well above the smallest model, the tiny preset's sizes and span,
 #: and a prior of 2 tokens per parameter: about 10x fewer than this law's optimum (~33).
 LAW = {**{k: getattr(BESIROGLU, k) for k in ("E", "A", "B", "alpha", "beta")}, "noise": 0.0}
-OPTIONS = dict(budgets=(1e13, 4e13, 1.6e14), tokens_per_param=2.0, replicates=0, n_boot=0, simulate=LAW,
+OPTIONS = dict(budgets=(1e13, 4e13, 1.6e14), tokens_per_param=2.0, replicates=0, n_boot=0, simulate=LAW, rules_valid_to=None,
                max_concurrent_trials=1)  # one slot: the decisions do not depend on timing
 
 

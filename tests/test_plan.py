@@ -146,7 +146,25 @@ def test_tiny_past_1e12_keeps_its_batch_below_the_critical_batch_measured_at_3e1
     # than at 4-16 (README, "Learning rate and batch"): tiny caps the batch at 16.
     from flops_fit.planning.rules import TrainingRules, deepseek_batch_tokens
 
-    cfg = preset("tiny").replace(budgets=(1e12, 3e12, 1e13)).plan
+    cfg = preset("tiny").replace(budgets=(1e12, 3e12)).plan
     assert round(deepseek_batch_tokens(3e12) / cfg.seq_len) > 16  # the rule alone would exceed it
     assert TrainingRules(cfg).batch(3e12, 1e8) == 16 and TrainingRules(cfg).batch(1e13, 1e8) == 16
     assert max(s.batch_size for s in plan(cfg)) <= 16
+
+
+def test_budgets_past_what_a_presets_rules_were_measured_on_are_refused_in_one_line(capsys):
+    """tiny's batch cap (16 sequences) and learning-rate recipe (128-token CPU runs) were measured
+    up to 3e12: a 1e19-1e20 plan on them (1.1M optimizer steps for a 456M model) is refused,
+    naming the preset and flags that fix it; setting the rules by hand lifts the limit."""
+    from flops_fit.cli import main
+
+    assert main(["plan", "--budgets", "1e19", "3e19", "1e20", "--seq-len", "2048"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "past what this config's training rules were measured on (up to 3e+12" in err[0]
+    assert "--preset tinystories-gpu" in err[0] and "--max-batch-size" in err[0]
+    assert main(["plan", "--preset", "tinystories-gpu", "--budgets", "1e19", "3e19", "1e20", "--seq-len", "2048"]) == 0
+    rows = [r.split() for r in capsys.readouterr().out.splitlines() if r.startswith(" 1.00e+20")]
+    assert rows and all(int(r[7]) >= 128 for r in rows)  # the DeepSeek batch, uncapped: thousands of steps, not 1.1M
+    assert preset("tiny").replace(budgets=(1e11, 3e12)).plan.rules_valid_to == 3e12  # inside: planned as measured
+    lifted = preset("tiny").replace(budgets=(1e19,), max_batch_size=512, base_lr=1e-3)
+    assert lifted.plan.rules_valid_to is None and lifted.plan.recipe is None

@@ -41,7 +41,7 @@ def test_cli_simulate_then_fit_and_predict_from_the_saved_table(tmp_path):
               "--simulate", "--simulate-noise", "0.003"]
     sessions = lambda: set(glob.glob("/tmp/ray/session_2*"))  # noqa: E731
     before = sessions()
-    done = subprocess.run(run + ["sweep", "--preset", "tiny", *common], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(run + ["sweep", "--preset", "tinystories-gpu", *common], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Compute-optimal" in done.stdout
     # The private runtime removes its /tmp/ray/session_* directory (about 3 MB each) at exit.

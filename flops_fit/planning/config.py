@@ -52,6 +52,10 @@ class PlanConfig:
     """With ``lr_batch_ref``, the rate grows as (tokens per step)^lr_batch_exponent: Adam's
     square-root scaling rule (Malladi et al. 2022, "On the SDEs and Scaling Rules for Adaptive
     Gradient Algorithms"); measured on the tiny grid in docs/fitting.md."""
+    rules_valid_to: float | None = None
+    """The largest budget the training rules (``max_batch_size``, the learning-rate recipe) were
+    measured at; a plan whose budgets go past it is refused in one line (a CPU demo's batch cap
+    and rates do not hold at 1e19). None: no such limit. Setting a rule by hand lifts it."""
     beta2: float = 0.99
     """AdamW's second-moment decay. Porian et al. 2024 ("Resolving Discrepancies in
     Compute-Optimal Scaling", §4) find the usual 0.95 costs loss at small batches and that a
@@ -96,6 +100,12 @@ class PlanConfig:
             )
         if self.size_count not in gpt_spec.PARAM_COUNTS:
             raise PlanError(f"unknown size_count {self.size_count!r}; choose one of {gpt_spec.PARAM_COUNTS}")
+        if self.rules_valid_to is not None and max(budgets) > self.rules_valid_to:
+            raise PlanError(
+                f"budgets up to {max(budgets):.3g} are past what this config's training rules were measured on "
+                f"(up to {self.rules_valid_to:.3g}: batch at most {self.max_batch_size} sequences, learning rates "
+                f"{'of recipe ' + repr(self.recipe) if self.recipe else 'set by hand'}); use --preset tinystories-gpu, "
+                f"or set the rules for this scale (--max-batch-size, --recipe or --base-lr) or --rules-valid-to")
         if not 0 < self.beta2 < 1:
             raise PlanError(f"beta2 must be in (0, 1), got {self.beta2!r}")
         if not (math.isfinite(self.lr_exponent) and abs(self.lr_exponent) < 2):
