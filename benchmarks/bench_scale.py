@@ -35,9 +35,9 @@ def main() -> None:
     ap.add_argument("--gpus-per-trial", type=float, default=1.0, help="what the real sweep would ask for")
     ap.add_argument("--cpus-per-trial", type=float, default=4.0, help="what the real sweep would ask for")
     ap.add_argument("--logical-gpus", type=int, default=64)
-    ap.add_argument("--quick", action="store_true", help="20 trials (the test suite's check)")
+    ap.add_argument("--quick", action="store_true", help="7 trials (the test suite's check)")
     args = ap.parse_args()
-    trials = 20 if args.quick else args.trials
+    trials = 7 if args.quick else args.trials
 
     import ray
 

@@ -40,11 +40,11 @@ def test_without_an_autoscaler_the_refusal_is_immediate_with_one_it_waits_for_a_
         ensure_placeable(ResourceRule(cpus=8.0), SPECS, 60, nodes=lambda: LAPTOP, autoscaling=lambda: False)
     looks, said = iter([LAPTOP, LAPTOP, [{"CPU": 16.0}]]), []
     ensure_placeable(ResourceRule(cpus=8.0), SPECS, 60, say=said.append, nodes=lambda: next(looks),
-                     autoscaling=lambda: True)
+                     autoscaling=lambda: True, poll_s=0.01)
     assert "this cluster autoscales: waiting up to 60 s (--placement-timeout)" in said[0] and "joined" in said[1]
     with pytest.raises(PlanError, match=r"none joined within 0.2 s \(--placement-timeout\)$"):
         ensure_placeable(ResourceRule(cpus=8.0), SPECS, 0.2, say=said.append, nodes=lambda: LAPTOP,
-                         autoscaling=lambda: True)
+                         autoscaling=lambda: True, poll_s=0.01)
 
 
 def _cli(tmp_path, *flags):

@@ -31,7 +31,7 @@ def alive_nodes() -> list[dict[str, float]]:
 
 def ensure_placeable(rule: ResourceRule, specs: Sequence[TrialSpec], timeout_s: float,
                      say: Callable[[str], None] = print, nodes: Callable[[], list[dict[str, float]]] = alive_nodes,
-                     autoscaling: Callable[[], bool] = autoscaler_running) -> None:
+                     autoscaling: Callable[[], bool] = autoscaler_running, poll_s: float = POLL_S) -> None:
     """Return when every trial fits some live node; raise PlanError (one line) when one cannot
     and no autoscaler can add a node that fits within ``timeout_s``."""
     problem = placement_problem(rule, specs, nodes())
@@ -47,7 +47,7 @@ def ensure_placeable(rule: ResourceRule, specs: Sequence[TrialSpec], timeout_s: 
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
-            time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
             problem = placement_problem(rule, specs, nodes())
             if problem is None:
                 say("a node that fits every trial has joined; starting the sweep")
