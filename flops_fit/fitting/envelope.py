@@ -25,6 +25,7 @@ the whole estimator repeated. numpy only.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -85,8 +86,8 @@ class EnvelopeFit:
 
 
 def curves(n: np.ndarray, flops: np.ndarray, loss: np.ndarray) -> dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Size -> (distinct ln C, mean ln L at each, the size's row indices) for sizes trained to
-    two or more compute values."""
+    """Size -> (distinct ln C, mean ln L at each, runs at each) for sizes trained to two or
+    more compute values."""
     out = {}
     for size in np.unique(n):
         rows = np.flatnonzero(n == size)
@@ -94,8 +95,8 @@ def curves(n: np.ndarray, flops: np.ndarray, loss: np.ndarray) -> dict[float, tu
         keys, group = np.unique(np.round(ln_c, 9), return_inverse=True)
         if keys.size < 2:
             continue
-        mean = np.bincount(group, weights=np.log(loss[rows])) / np.bincount(group)
-        out[float(size)] = (keys, mean, rows)
+        runs = np.bincount(group)
+        out[float(size)] = (keys, np.bincount(group, weights=np.log(loss[rows])) / runs, runs)
     return out
 
 
@@ -144,9 +145,8 @@ def _curve_sigma(ln_c: list[np.ndarray], ln_l: list[np.ndarray]) -> float:
 
 def available(n: Sequence[float], tokens: Sequence[float]) -> bool:
     """Whether at least three sizes were trained to two or more token counts."""
-    pairs = {(float(a), float(b)) for a, b in zip(n, tokens)}
-    sizes = [size for size in {a for a, _ in pairs} if sum(a == size for a, _ in pairs) >= 2]
-    return len(sizes) >= 3
+    counts = Counter(size for size, _ in {(float(a), float(b)) for a, b in zip(n, tokens)})
+    return sum(k >= 2 for k in counts.values()) >= 3
 
 
 def fit_envelope(n: Sequence[float], tokens: Sequence[float], loss: Sequence[float], *,
@@ -173,8 +173,7 @@ def fit_envelope(n: Sequence[float], tokens: Sequence[float], loss: Sequence[flo
             noise, source = _curve_sigma(ln_c, ln_l), "residuals of the sizes' curves"
         fit = EnvelopeFit(a, log_k, points, len(sizes), noise, source)
         if n_boot and math.isfinite(a) and math.isfinite(noise) and noise > 0:
-            counts = [np.bincount(np.unique(np.round(np.log(c_arr[by_size[s][2]]), 9), return_inverse=True)[1])
-                      for s in sizes]
+            counts = [by_size[s][2] for s in sizes]
 
             def refit(rng: np.random.Generator) -> EnvelopeFit:
                 # a mean of m runs' ln L carries σ/√m
