@@ -72,9 +72,10 @@ class StoryData:
         return cross_entropies(train.tokens(), val.tokens(), train.vocab_size_actual)
 
     def open(self, spec: "TrialSpec") -> tuple[Any, Any]:
-        """(train, validation) datasets for ``spec``; refuses too many epochs of the split."""
+        """(train, validation) datasets for ``spec``; refuses too many epochs of the split. A
+        WSD branch draws from its stem's tokens (``TrialSpec.stem_tokens``), as all its branches do."""
         o = self.options
-        train = self._split("train", spec.seq_len, spec.tokens)
+        train = self._split("train", spec.seq_len, max(spec.tokens, spec.stem_tokens))
         val = self._split("validation", spec.seq_len, o.val_tokens)
         epochs = spec.tokens / max(1, len(train) * spec.seq_len)
         if epochs > o.max_epochs:
@@ -93,5 +94,6 @@ def setup_of(cfg: SweepConfig) -> dict[str, Any]:
     version of the sample is not measured on the next."""
     source = SAMPLE_NAME if cfg.data.source == "sample" else cfg.data.source
     setup = {"source": source, "tokenizer_name": cfg.data.tokenizer_name, "vocab_size": cfg.plan.vocab_size,
-             "seq_len": cfg.plan.seq_len, "beta2": cfg.plan.beta2, "weight_decay": cfg.train.weight_decay}
+             "seq_len": cfg.plan.seq_len, "beta2": cfg.plan.beta2, "weight_decay": cfg.train.weight_decay,
+             "schedule": cfg.plan.schedule}
     return {k: setup[k] for k in SETUP_FIELDS}

@@ -67,8 +67,11 @@ def scan_sizes(grid: Sequence[TrialSpec]) -> list[TrialSpec]:
 
 
 def _with_lr(spec: TrialSpec, lr: float, tag: str, seed: int | None = None) -> TrialSpec:
-    return dataclasses.replace(spec, lr=lr, trial_id=f"{spec.trial_id}_{tag}",
-                               seed=spec.seed if seed is None else seed)
+    """``spec`` at another rate (and seed): a WSD branch becomes a stem of its own, trained
+    from the start at that rate, as the rule it measures is a stem's constant rate."""
+    trial_id = f"{spec.trial_id}_{tag}"
+    stem = dict(stem=trial_id, stem_start=0, stem_tokens=spec.tokens) if spec.stem else {}
+    return dataclasses.replace(spec, lr=lr, trial_id=trial_id, seed=spec.seed if seed is None else seed, **stem)
 
 
 def _loss(row: dict[str, Any]) -> float | None:

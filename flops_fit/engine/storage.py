@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 MANIFEST = "sweep.json"
 #: Finished trials' final records: a trial restarted after its driver died replays its own.
 FINISHED_DIR = "finished"
+#: WSD stems' kept states (``flops_fit.trainer.checkpoint.StemStore``), one directory a stem.
+STEMS_DIR = "stems"
 LOCK_NAME = "driver.lock"
 LEASE_S = 120.0  # a live driver renews every LEASE_S / 4; a lease this old means its driver is gone
 
@@ -124,14 +126,35 @@ def manifest(specs: list[TrialSpec], workload: Workload, cfg: SweepConfig | None
     return out
 
 
-def check_manifest(run_dir: Path, wanted: dict[str, Any]) -> bool:
-    """True when resuming the same sweep; refuses a different one under the same name."""
+#: What a WSD branch may change when its sweep grows: a longer stem draws from more tokens.
+GROWING_FIELDS = ("stem_tokens", "stem_start")
+
+
+def grows(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether ``wanted`` is ``stored`` with trials added (budgets extended), every stored
+    trial planned the same apart from its stem's growth (``GROWING_FIELDS``)."""
+    if {k: v for k, v in stored.items() if k != "plan"} != {k: v for k, v in wanted.items() if k != "plan"}:
+        return False
+    strip = lambda d: {k: v for k, v in d.items() if k not in GROWING_FIELDS}  # noqa: E731
+    new = {d["trial_id"]: strip(d) for d in wanted["plan"]}
+    return len(new) > len(stored["plan"]) and all(new.get(d["trial_id"]) == strip(d) for d in stored["plan"])
+
+
+def check_manifest(run_dir: Path, wanted: dict[str, Any], extendable: bool = False) -> bool:
+    """True when resuming the same sweep; refuses a different one under the same name. With
+    ``extendable`` (a WSD sweep, whose stems keep their state), a plan that only adds trials
+    resumes as the grown sweep: its finished trials replay, its stems continue."""
     path = run_dir / MANIFEST
     if not path.exists():
         atomic_write_text(path, json.dumps(wanted, indent=1, sort_keys=True))
         return False
     stored = json.loads(path.read_text())
     wanted = json.loads(json.dumps(wanted))
+    if stored != wanted and extendable and grows(stored, wanted):
+        print(f"note: {run_dir}: the sweep grows by {len(wanted['plan']) - len(stored['plan'])} trial(s); "
+              "finished ones replay and the stems continue from their kept states", flush=True)
+        atomic_write_text(path, json.dumps(wanted, indent=1, sort_keys=True))
+        return True
     if stored != wanted:
         changed = [k for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
         raise PlanError(

@@ -84,7 +84,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # Ray colours its tracebacks; the
 
 
 def _failed(spec: TrialSpec, error: str, node_id: Any = None) -> dict[str, Any]:
-    return {**spec.record(), "status": "failed", "loss": None, "tokens": 0, "flops": 0.0,
+    return {**spec.record(), "status": "failed", "loss": None, "tokens": 0, "flops": 0.0, "flops_trained": 0.0,
             "error": _ANSI.sub("", error)[:4000], "node_id": node_id}
 
 
@@ -128,7 +128,7 @@ def run_sweep(cfg: SweepConfig, backend: Backend, workload: Workload | None = No
 
 def _run_locked(cfg: SweepConfig, backend: Backend, workload: Workload, specs: list[TrialSpec], run_dir: Path,
                 progress: bool):
-    resuming = check_manifest(run_dir, manifest(specs, workload, cfg))
+    resuming = check_manifest(run_dir, manifest(specs, workload, cfg), extendable=cfg.plan.schedule == "wsd")
     out = sys.stdout if progress else open(os.devnull, "w")
     if workload.trial_cpus is None:
         print(format_plan(specs), file=out)

@@ -34,7 +34,8 @@ from typing import Any, Callable, Sequence
 from flops_fit.atomic import atomic_write_text
 from flops_fit.errors import PlanError
 from flops_fit.planning.config import PlanConfig
-from flops_fit.planning.grid import TrialSpec, grid_targets, plan_budget, plan_trial, replicate_specs
+from flops_fit.planning.grid import TrialSpec, grid_targets, ladder, plan_budget, plan_trial, replicate_specs
+from flops_fit.planning.schedule import stems_in_order, to_branches
 from flops_fit.planning.sizes import SizeTable
 
 #: The decisions of an adaptive sweep, in the sweep directory beside sweep.json.
@@ -121,8 +122,8 @@ class AdaptivePlan:
     def __init__(self, sizes: SizeTable, base: Sequence[TrialSpec], log_path: Path | None = None,
                  order: Callable[[list[TrialSpec]], list[TrialSpec]] = list,
                  announce: Callable[[str], None] | None = None):
-        self.sizes, self.cfg = sizes, sizes.cfg
         cfg: PlanConfig = sizes.cfg
+        self.sizes, self.cfg = (ladder(sizes) if cfg.schedule == "wsd" else sizes), cfg
         self.order, self.announce, self.log_path = order, announce or (lambda line: None), log_path
         self.ratio = cfg.span ** (1 / (cfg.points_per_budget - 1))
         self.side_min = min_side(cfg.points_per_budget)
@@ -191,6 +192,7 @@ class AdaptivePlan:
         specs = plan_budget(budget, self.cfg, self.sizes, center=center)
         if budget == self.cfg.budgets[0]:
             specs += replicate_specs(specs, self.cfg.replicates)
+        specs = self._as_run(specs)
         targets = grid_targets(budget, self.cfg, self.sizes, center)
         shown = center if center is not None else math.sqrt(targets[0] * targets[-1])  # the prior's centre
         xs = [self._x(s) for s in specs]
@@ -212,7 +214,7 @@ class AdaptivePlan:
 
         def feasible(target: float) -> bool:
             try:
-                spec = plan_trial(budget, target, batch, self.cfg, self.sizes)
+                (spec,) = self._as_run([plan_trial(budget, target, batch, self.cfg, self.sizes)])
             except PlanError:
                 return False  # fewer than min_steps at this budget's batch
             if spec.trial_id in self.specs or any(s.trial_id == spec.trial_id for s in new.values()):
@@ -244,6 +246,13 @@ class AdaptivePlan:
             self.notes[budget] = f"budget {budget:.3g}: best run at an edge no new size can move (floor or min_steps)"
         self.settled.add(budget)
 
+    def _as_run(self, specs: list[TrialSpec]) -> list[TrialSpec]:
+        """The trials as the schedule runs them: WSD branches of the stems planned so far
+        (``flops_fit.planning.schedule.to_branches``), or cosine runs as planned."""
+        if self.cfg.schedule != "wsd":
+            return specs
+        return to_branches(specs, self.cfg, known=self.specs.values())
+
     # --- the log
     def apply(self, event: dict[str, Any]) -> None:
         specs = [TrialSpec.from_dict(d) for d, _ in event["trials"]]
@@ -251,7 +260,7 @@ class AdaptivePlan:
             self.specs[spec.trial_id] = spec
             self.origin[spec.trial_id] = origin
             self.of_budget.setdefault(event["budget"], []).append(spec.trial_id)
-        self.queue += [s.trial_id for s in self.order(specs)]
+        self.queue += [s.trial_id for s in stems_in_order(self.order(specs))]
         self.events.append(event)
 
     def _record(self, event: dict[str, Any]) -> None:

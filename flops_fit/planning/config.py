@@ -14,6 +14,8 @@ from flops_fit.errors import PlanError
 from flops_fit.models import gpt_spec
 from flops_fit.planning.recipe import SQRT_BATCH_RULE
 
+#: The learning-rate schedules a sweep can train with (``PlanConfig.schedule``).
+SCHEDULES = ("cosine", "wsd")
 #: Replicates re-run the smallest budget's this many central sizes with new seeds.
 REPLICATED_SIZES = 3
 
@@ -60,6 +62,13 @@ class PlanConfig:
     """AdamW's second-moment decay. Porian et al. 2024 ("Resolving Discrepancies in
     Compute-Optimal Scaling", §4) find the usual 0.95 costs loss at small batches and that a
     higher beta2 is essential there; every batch of the CPU presets is 2-32 sequences."""
+    schedule: str = "cosine"
+    """``cosine``: every trial its own run, its cosine sized to its length (Hoffmann et al. 2022,
+    §3). ``wsd``: warmup-stable-decay, one constant-rate stem per size on a shared ladder,
+    cooled down at every token count it serves (``flops_fit.planning.schedule``)."""
+    cooldown_fraction: float = 0.2
+    """With ``schedule="wsd"``, the share of a branch's steps spent cooling down (1 - sqrt
+    shape; Hägele et al. 2024 use 0.2, OLMo-core's ladder at least 0.1)."""
     recipe: str | None = None
     """A learning-rate recipe measured by ``flops-fit tune`` (a recipe.json path, or a built-in
     name such as ``tiny``): its rule replaces the ``lr_*`` fields and base_lr
@@ -106,6 +115,11 @@ class PlanConfig:
                 f"(up to {self.rules_valid_to:.3g}: batch at most {self.max_batch_size} sequences, learning rates "
                 f"{'of recipe ' + repr(self.recipe) if self.recipe else 'set by hand'}); use --preset tinystories-gpu, "
                 f"or set the rules for this scale (--max-batch-size, --recipe or --base-lr) or --rules-valid-to")
+        if self.schedule not in SCHEDULES:
+            raise PlanError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
+        if not 0 < self.cooldown_fraction < 1:
+            raise PlanError(f"cooldown_fraction must be in (0, 1) (0.2: Hägele et al. 2024), "
+                            f"got {self.cooldown_fraction!r}")
         if not 0 < self.beta2 < 1:
             raise PlanError(f"beta2 must be in (0, 1), got {self.beta2!r}")
         if not (math.isfinite(self.lr_exponent) and abs(self.lr_exponent) < 2):

@@ -15,83 +15,18 @@ minimum for a parabola fit (Hoffmann et al. 2022, §3.2, Fig. 3).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from collections import defaultdict
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 from flops_fit.errors import PlanError
 from flops_fit.planning.config import REPLICATED_SIZES, PlanConfig
 from flops_fit.planning.rules import TrainingRules
+from flops_fit.planning.schedule import LadderSizes, format_stems, stem_id, to_branches, with_stem_starts
 from flops_fit.planning.sizes import GPTSizes, SizeTable
+from flops_fit.planning.spec import MODEL_COLUMNS, TrialSpec
 
-
-@dataclass(frozen=True)
-class TrialSpec:
-    """One trial: a model and an exact token count for one budget.
-
-    ``model`` is the workload's own description of the model (the reference GPT's shape and
-    size target, or a user model's size value); ``params`` its parameter counts by group
-    (None where a workload cannot know one); ``flops_per_token_by`` its FLOPs per token
-    under every convention it supports.
-    """
-
-    trial_id: str
-    budget: float
-    seq_len: int
-    batch_size: int
-    steps: int
-    lr: float
-    warmup_steps: int
-    flops_convention: str
-    flops_per_token: float
-    n: int
-    seed: int
-    model: dict[str, Any]
-    params: dict[str, int | None]
-    flops_per_token_by: dict[str, float]
-    label: str = ""
-    beta2: float = 0.95
-    """AdamW beta2 (0.95 in plans written before the recipe; the planner sets ``PlanConfig.beta2``)."""
-
-    @property
-    def tokens(self) -> int:
-        return self.steps * self.batch_size * self.seq_len
-
-    @property
-    def flops(self) -> float:
-        return self.tokens * self.flops_per_token
-
-    def flops_columns(self, tokens: int) -> dict[str, float]:
-        """``flops_<convention>`` columns for ``tokens`` trained tokens."""
-        return {k: v * tokens for k, v in self.flops_per_token_by.items()}
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def record(self) -> dict[str, Any]:
-        """The plan-side columns of this trial's results row (no outcome yet)."""
-        return dict(
-            trial_id=self.trial_id,
-            budget=self.budget,
-            **self.params,
-            **{c: self.model.get(c) for c in MODEL_COLUMNS},
-            seq_len=self.seq_len,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            steps=self.steps,
-            seed=self.seed,
-            flops_convention=self.flops_convention,
-            tokens=self.tokens,
-            flops=self.flops,
-            **self.flops_columns(self.tokens),
-        )
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrialSpec":
-        return cls(**d)
-
-
-#: Columns of the results table that describe a model's shape (null for a model without one).
-MODEL_COLUMNS = ("d_model", "num_layers", "num_heads", "d_ff", "vocab_size")
+__all__ = ["MODEL_COLUMNS", "TrialSpec", "plan", "plan_budget", "plan_trial", "grid_targets", "format_plan"]
 
 
 def _prior_optimum(budget: float, sizes: SizeTable) -> float:
@@ -196,8 +131,69 @@ def plan(budgets: Sequence[float] | PlanConfig, points_per_budget: int = 5, *, s
     cfg = budgets if isinstance(budgets, PlanConfig) else PlanConfig(
         budgets=tuple(budgets), points_per_budget=points_per_budget, **options
     )
+    sizes = sizes or GPTSizes(cfg)
+    if cfg.schedule == "wsd":
+        sizes = ladder(sizes)
     specs = [spec for budget in cfg.budgets for spec in plan_budget(budget, cfg, sizes)]
-    return specs + replicate_specs(specs, cfg.replicates)
+    specs += replicate_specs(specs, cfg.replicates)
+    if cfg.schedule != "wsd":
+        return specs
+    # Replicates are the smallest budget's points on new seeds: stems of one branch each, so
+    # they cost what cosine replicates cost (a replicate stem run on to larger budgets would
+    # cost more than all of them together) and measure the seed noise of the same points.
+    branches = to_branches(specs, cfg)
+    return with_stem_starts([*branches, *extra_branches(branches, cfg, sizes)])
+
+
+def ladder(sizes: SizeTable) -> LadderSizes:
+    """The size ladder every budget of a WSD plan shares: the grid's own log spacing
+    (``span^(1/(points-1))``), anchored at the smallest budget's smallest target, so the
+    smallest budget's sizes are the cosine grid's."""
+    cfg = sizes.cfg
+    return LadderSizes(sizes, grid_targets(cfg.budgets[0], cfg, sizes)[0],
+                       cfg.span ** (1 / (cfg.points_per_budget - 1)))
+
+
+def extra_branches(branches: Sequence[TrialSpec], cfg: PlanConfig, sizes: SizeTable) -> list[TrialSpec]:
+    """Points the stems give almost for free: for each budget, the next size up the ladder
+    past its largest one, where that size's stem runs past this budget's token count anyway
+    (it serves a larger budget), so the point costs one cooldown. Taken where it gets
+    ``min_steps`` at the stem's batch; it widens the budget's valley on its large-N side."""
+    ladder_sizes = sizes if isinstance(sizes, LadderSizes) else ladder(sizes)
+    by_stem = defaultdict(list)
+    for b in branches:
+        by_stem[b.stem].append(b)
+    extras = []
+    for budget in sorted({b.budget for b in branches}):
+        mine = [b for b in branches if b.budget == budget and b.seed == cfg.seed]
+        if not mine:
+            continue
+        mine_stems = {b.stem for b in mine}
+        largest = max(mine, key=lambda b: b.n)
+        target = float(largest.params.get(cfg.size_count) or largest.n) * ladder_sizes.ratio
+        try:
+            candidate = plan_trial(budget, ladder_sizes.rung(target), largest.batch_size, cfg, ladder_sizes,
+                                   suffix="_x")
+        except PlanError:
+            continue
+        stem = by_stem.get(stem_id(candidate, cfg.seed), [])
+        if stem_id(candidate, cfg.seed) in mine_stems or not stem or max(s.steps * s.batch_size for s in stem) * cfg.seq_len <= candidate.tokens:
+            continue  # no stem of that size runs past this point: it would cost a run of its own
+        try:
+            (branch,) = to_branches([candidate], cfg, known=stem)
+        except PlanError:
+            continue  # fewer than min_steps at the stem's batch
+        extras.append(branch)
+    return extras
+
+
+def plan_wsd(per_budget: Sequence[TrialSpec], cfg: PlanConfig, sizes: SizeTable) -> list[TrialSpec]:
+    """A whole fixed WSD grid from the ladder-planned cosine points: branches, then the
+    almost-free extra points (:func:`extra_branches`), stem starts over all of them."""
+    branches = to_branches(per_budget, cfg)
+    return with_stem_starts([*branches, *extra_branches(branches, cfg, sizes)])
+
+
 
 
 def replicate_specs(specs: Sequence[TrialSpec], k: int) -> list[TrialSpec]:
@@ -230,7 +226,8 @@ def format_plan(specs: Sequence[TrialSpec], resources: Callable[[TrialSpec], str
         )
     total = sum(s.flops for s in specs)
     lines.append(f"{len(specs)} trials, total {total:.3e} FLOPs ({specs[0].flops_convention if specs else ''} convention)")
-    return "\n".join(lines)
+    stems = format_stems(specs)  # a WSD plan: what its stems train, against separate runs
+    return "\n".join(lines + ([stems] if stems else []))
 
 
 def _count(value: int | None) -> str:

@@ -29,7 +29,7 @@ RULE_FIELDS = ("base_lr", "lr_exponent", "lr_n_ref", "lr_batch_ref", "lr_batch_e
 #: The sweep options a learning-rate optimum depends on besides N and the batch: the text,
 #: its tokenizer, the context, and the optimizer's other settings. A recipe records them
 #: (``measured_on``) and a sweep whose options differ is told its rates are not measured.
-SETUP_FIELDS = ("source", "tokenizer_name", "vocab_size", "seq_len", "beta2", "weight_decay")
+SETUP_FIELDS = ("source", "tokenizer_name", "vocab_size", "seq_len", "beta2", "weight_decay", "schedule")
 #: Adam's square-root batch rule (Malladi et al. 2022), the exponent every recipe states
 #: its rate in; measured on the tiny grid in docs/fitting.md.
 SQRT_BATCH_RULE = 0.5
@@ -126,10 +126,11 @@ def rule_text(base_lr: float, lr_exponent: float, lr_n_ref: float, lr_batch_ref:
 def setup_mismatch(recipe: Recipe, ours: dict[str, Any]) -> str | None:
     """A note when a sweep's setup (``ours``, its ``SETUP_FIELDS``: ``flops_fit.data.stories.setup_of``)
     is not the one the recipe was measured on, else None."""
-    differ = [k for k, v in recipe.measured_on.items() if k in ours and ours[k] != v]
+    measured = {"schedule": "cosine", **recipe.measured_on}  # recipes from before WSD measured cosine runs
+    differ = [k for k, v in measured.items() if k in ours and ours[k] != v]
     if not differ:
         return None
-    then = ", ".join(f"{k}={recipe.measured_on[k]!r}" for k in differ)
+    then = ", ".join(f"{k}={measured[k]!r}" for k in differ)
     now = ", ".join(f"{k}={ours[k]!r}" for k in differ)
     return (f"note: recipe {recipe.source or 'given'} was measured with {then}; this sweep has {now}: its learning "
             f"rates are not measured for this setup (--tune measures them on this grid first)")

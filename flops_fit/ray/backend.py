@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from flops_fit.config import SweepConfig, TrainOptions
 from flops_fit.engine.estimate import expected_cost
-from flops_fit.engine.storage import FINISHED_DIR
+from flops_fit.engine.storage import FINISHED_DIR, STEMS_DIR
 from flops_fit.engine.sweep import TrialReport, resolve_config, run_sweep
 from flops_fit.errors import PlanError, SweepInterrupted
 from flops_fit.planning.grid import TrialSpec
@@ -156,7 +156,8 @@ class TuneBackend:
         options: TrainOptions = dataclasses.replace(cfg.train, threads=max(1, int(cfg.cpus_per_trial)))
         trainable = tune.with_resources(
             tune.with_parameters(run_trial_on_worker, workload=workload, train_options=options,
-                                 record_dir=str(run_dir / FINISHED_DIR), resources=rule),
+                                 record_dir=str(run_dir / FINISHED_DIR), resources=rule,
+                                 stem_dir=str(run_dir / STEMS_DIR)),
             functools.partial(placement_for, rule),
         )
         from flops_fit.ray.trackers import tracker_callbacks
@@ -164,9 +165,10 @@ class TuneBackend:
         tune_dir = str(run_dir)
         tune_config = dict(max_concurrent_trials=cfg.max_concurrent_trials, reuse_actors=reuse_actors_for(rule),
                            trial_name_creator=trial_name, trial_dirname_creator=trial_name)
-        if cfg.plan.adapt:
+        if cfg.plan.adapt or cfg.plan.schedule == "wsd":
             # Not Tuner.restore: the plan replays its decision log (adaptive.json) and finished
-            # trials replay their records, so a resumed adaptive sweep is the same sweep.
+            # trials replay their records, so a resumed adaptive sweep is the same sweep (and a
+            # WSD branch continues its stem's state in the sweep directory).
             from flops_fit.ray.searcher import adaptive_tune_config
 
             search, self.adaptive = adaptive_tune_config(cfg, specs, workload, run_dir, progress)
@@ -177,7 +179,7 @@ class TuneBackend:
         expected = (lambda: specs) if self.adaptive is None else self.adaptive.expected
         costs = lambda: {s.trial_id: expected_cost(s) for s in expected()}  # noqa: E731 - read at every line
         callbacks = ([SweepProgress(costs)] if progress else []) + tracker_callbacks(cfg, run_dir)
-        if resuming and not cfg.plan.adapt and tune.Tuner.can_restore(tune_dir):
+        if resuming and self.adaptive is None and tune.Tuner.can_restore(tune_dir):
             tuner = tune.Tuner.restore(tune_dir, trainable=trainable, resume_errored=True)
             set_restored_callbacks(tuner, callbacks)
         else:

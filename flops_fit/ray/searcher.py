@@ -22,27 +22,61 @@ from flops_fit.engine.estimate import launch_order
 from flops_fit.engine.sweep import SPEC_ID
 from flops_fit.planning.adaptive import LOG, AdaptivePlan
 from flops_fit.planning.resources import trial_slots
+from flops_fit.planning.schedule import StemGate, stems_in_order
 
 if TYPE_CHECKING:
     from flops_fit.planning.grid import TrialSpec
     from flops_fit.workloads.base import Workload
 
 
+class FixedPlan:
+    """A fixed grid behind the searcher's interface (a WSD grid needs the searcher's stem
+    gate; a fixed cosine grid goes to Tune as a plain grid search): every trial up front, in
+    launch order, and nothing decided from results."""
+
+    max_trials = 0
+
+    def __init__(self, specs: list[TrialSpec]):
+        self.specs, self.queue, self.events = list(specs), stems_in_order(launch_order(specs)), []
+
+    def next(self, free_slot: bool = True) -> TrialSpec | None:
+        return self.queue.pop(0) if self.queue else None
+
+    def complete(self, trial_id: str, status: str | None, loss: float | None) -> None:
+        pass
+
+    def finished(self) -> bool:
+        return not self.queue
+
+    def planned(self) -> list[TrialSpec]:
+        return self.specs
+
+    expected = planned
+
+    def apply(self, event: dict[str, Any]) -> None:
+        pass
+
+
 class AdaptiveSearcher(Searcher):
-    def __init__(self, plan: AdaptivePlan, slots: int):
+    def __init__(self, plan: AdaptivePlan | FixedPlan, slots: int):
         # No metric: the plan reads each final record itself, and a Searcher with a metric makes
         # Tune reject the checkpoint reports of a training trial that carry no loss yet.
         super().__init__()
         self.plan = plan
         self.slots = max(1, int(slots))
         self.live: dict[str, str] = {}  # Tune trial id -> spec id, trials suggested and not ended
+        self.gate = StemGate()  # a WSD stem's branches one at a time, shortest first
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if self.plan.finished() and not self.live:
+        if self.plan.finished() and not self.live and not self.gate.held:
             return Searcher.FINISHED
-        spec = self.plan.next(free_slot=len(self.live) < self.slots)
-        if spec is None:
-            return None  # Tune asks again after the next result
+        spec = self.gate.pop_ready()
+        while spec is None:
+            released = self.plan.next(free_slot=len(self.live) < self.slots)
+            if released is None:
+                return None  # Tune asks again after the next result
+            self.gate.push(released)
+            spec = self.gate.pop_ready()
         self.live[trial_id] = spec.trial_id
         return {"spec": spec.to_dict()}
 
@@ -50,6 +84,7 @@ class AdaptiveSearcher(Searcher):
         spec_id = self.live.pop(trial_id, None)
         if spec_id is None:
             return
+        self.gate.done(spec_id)
         result = result or {}
         self.plan.complete(result.get(SPEC_ID, spec_id), None if error else result.get("status"),
                            None if error else result.get("loss"))
@@ -79,8 +114,12 @@ def cluster_slots(cfg: SweepConfig) -> int:
 
 
 def adaptive_tune_config(cfg: SweepConfig, specs: list[TrialSpec], workload: Workload, run_dir: Path,
-                         progress: bool) -> tuple[dict[str, Any], AdaptivePlan]:
-    """``TuneConfig`` keywords (``search_alg``, ``num_samples``) for an adaptive sweep, and its plan."""
+                         progress: bool) -> tuple[dict[str, Any], AdaptivePlan | FixedPlan]:
+    """``TuneConfig`` keywords (``search_alg``, ``num_samples``) for a sweep whose trials the
+    searcher releases (adaptive, or WSD with its stem gate), and its plan."""
+    if not cfg.plan.adapt:
+        fixed = FixedPlan(specs)
+        return {"search_alg": AdaptiveSearcher(fixed, cluster_slots(cfg)), "num_samples": len(specs)}, fixed
     plan = AdaptivePlan(workload.size_table(cfg.plan), specs, Path(run_dir) / LOG, order=launch_order,
                         announce=(lambda line: print(line, flush=True)) if progress else None)
     # An upper bound Tune never reaches first: every budget's grid, the replicates, the additions.

@@ -71,7 +71,7 @@ def read_record(record: Path, trial_id: str) -> dict[str, Any] | None:
 
 
 def run_trial_on_worker(config: dict[str, Any], workload: "Workload", train_options: "TrainOptions",
-                        record_dir: str, resources: "ResourceRule | None" = None) -> None:
+                        record_dir: str, resources: "ResourceRule | None" = None, stem_dir: str | None = None) -> None:
     import ray
 
     spec = TrialSpec.from_dict(config["spec"])
@@ -95,7 +95,7 @@ def run_trial_on_worker(config: dict[str, Any], workload: "Workload", train_opti
     try:
         with checkpoint.as_directory() if checkpoint is not None else contextlib.nullcontext() as resume_dir:
             metrics = workload.run_trial(spec, train_options, resume_from=resume_dir, save_checkpoint=save,
-                                         checkpoint_root=scratch)
+                                         checkpoint_root=scratch, stem_dir=stem_dir)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     context = ray.get_runtime_context()

@@ -166,6 +166,18 @@ class Result:
                          "loss": math.nan if p.loss is None else p.loss, "loss_lo": li[0], "loss_hi": li[1]})
         return pd.DataFrame(rows)
 
+    def compute(self) -> dict[str, Any]:
+        """What the sweep trained (``flops_spent``: whole cosine runs, WSD stems plus cooldowns)
+        beside what its points cost as separate cosine runs (``flops_as_cosine_runs``), both in
+        the budgets' FLOPs convention."""
+        df = self.results
+        points = df["flops"].fillna(0.0)
+        trained = df["flops_trained"].fillna(points) if "flops_trained" in df else points  # older tables
+        wsd = int((df["schedule"] == "wsd").sum()) if "schedule" in df else 0
+        spent, grid = float(trained.sum()), float(points.sum())
+        return {"flops_spent": spent, "flops_as_cosine_runs": grid, "ratio": spent / grid if grid else None,
+                "wsd_branches": wsd, "stems": int(df.loc[df["schedule"] == "wsd", "stem"].nunique()) if wsd else 0}
+
     # --- text, JSON, files ----------------------------------------------------------------
     def format_table(self, budgets: Iterable[float] | None = None) -> str:
         """The compute-optimal table and every fit's summary line and note, as the sweep prints them."""
@@ -205,6 +217,7 @@ class Result:
                                                             "agreement": self.envelope_agreement},
             "table": self.table().to_dict(orient="records") if self.primary else [],
             "seed_noise": self.noise.to_dict(),
+            "compute": self.compute(),
             "exponents_by_count": self.exponents_by_count(),
             "backtest": self.backtest(),
             "verification": self.verification,

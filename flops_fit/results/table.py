@@ -55,6 +55,11 @@ SCHEMA = pa.schema(
         ("lr", pa.float64()),
         ("steps", pa.int64()),
         ("seed", pa.int64()),
+        # the schedule (flops_fit.planning.schedule): a WSD branch is one (N, D) point of its stem
+        ("schedule", pa.string()),  # cosine | wsd
+        ("stem", pa.string()),  # the WSD stem a branch cooled down from (null for a cosine run)
+        ("cooldown_tokens", pa.int64()),  # of `tokens`, those trained in the branch's cooldown
+        ("flops_trained", pa.float64()),  # what this trial trained itself: a branch from its stem's kept state
         # measurements
         ("train_loss", pa.float64()),
         ("tokens_per_s", pa.float64()),
@@ -62,7 +67,7 @@ SCHEMA = pa.schema(
         ("node_id", pa.string()),
         ("gpus", pa.float64()),
         ("epochs", pa.float64()),  # passes over the training data (above 1: repeated data)
-        ("plateau_loss", pa.float64()),  # the loss a trained run gets below (flops_fit.data.baselines)  # GPUs Ray gave the trial (a share of one when trials share a GPU)
+        ("plateau_loss", pa.float64()),  # the loss a trained run gets below (flops_fit.data.baselines)
         ("origin", pa.string()),  # why the trial is in the sweep: grid, recentred, extend-low/-high, densify (flops_fit.planning.adaptive)
         ("error", pa.string()),
         ("curve", pa.string()),  # JSON list of {step, tokens, train_loss}

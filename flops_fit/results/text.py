@@ -76,6 +76,11 @@ def format_summary(result: Any, budgets: Iterable[float] | None = None) -> str:
     if result.envelope_agreement is not None:
         lines.append(result.envelope_agreement["note"])
     lines.append(result.noise.describe())
+    spent = result.compute()
+    if spent["wsd_branches"]:
+        lines.append(f"Compute: {spent['flops_spent']:.3e} FLOPs trained ({spent['stems']} WSD stems, "
+                     f"{spent['wsd_branches']} branches); the same points as separate cosine runs: "
+                     f"{spent['flops_as_cosine_runs']:.3e} ({spent['ratio']:.2f}x)")
     by_count = result.exponents_by_count()
     if len(by_count) > 1:
         lines.append("Approach 2's a by parameter count: " + ", ".join(f"{k} {_iv(v, math.nan, math.nan, '.3f')}" for k, v in by_count.items()))

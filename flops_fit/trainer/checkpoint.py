@@ -96,3 +96,37 @@ class BackgroundWriter:
 
     def close(self) -> None:
         self.poll(wait=True)
+
+
+class StemStore:
+    """A WSD stem's kept state (``flops_fit.planning.schedule``): the state at the cooldown
+    start of its furthest branch so far, ``<sweep>/stems/<stem>/step_<S>.pt``, from which its
+    next branch, a budget added later or an adaptive addition continues instead of training
+    the stem again. One file per stem (16 bytes a parameter with AdamW's moments): a newer one
+    replaces it, so a branch shorter than the kept state (added after a longer one ran)
+    trains its stem from the start."""
+
+    def __init__(self, directory: str | os.PathLike[str]):
+        self.dir = Path(directory)
+
+    def steps(self) -> list[int]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(int(p.stem.split("_")[1]) for p in self.dir.glob("step_*.pt") if p.stem.split("_")[1].isdigit())
+
+    def latest(self, at_most: int) -> tuple[int, Path] | None:
+        """The kept state furthest along but not past step ``at_most``, or None."""
+        usable = [s for s in self.steps() if s <= at_most]
+        return (usable[-1], self.dir / f"step_{usable[-1]:08d}.pt") if usable else None
+
+    def keep(self, state: dict[str, Any], step: int) -> None:
+        """Keep ``state`` as the stem at ``step`` (atomically), unless a state as far along is kept."""
+        if any(s >= step for s in self.steps()):
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".step_{step:08d}.pt.{os.getpid()}.tmp"
+        torch.save(to_host(state), tmp)
+        os.replace(tmp, self.dir / f"step_{step:08d}.pt")
+        for old in self.steps():
+            if old < step:
+                (self.dir / f"step_{old:08d}.pt").unlink(missing_ok=True)

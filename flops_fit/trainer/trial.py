@@ -32,6 +32,7 @@ import torch
 
 from flops_fit.config import TrainOptions
 from flops_fit.planning.grid import TrialSpec
+from flops_fit.planning.schedule import lr_multiplier
 from flops_fit.trainer import checkpoint
 from flops_fit.trainer.accelerator import (
     autocast_for,
@@ -73,12 +74,10 @@ class StepContext:
     """True when this attempt of the trial started from a checkpoint."""
 
 
-def lr_at(step: int, spec: TrialSpec, min_ratio: float = 0.1) -> float:
-    """Linear warmup, then cosine decay to ``min_ratio``·peak exactly at the last step."""
-    if step < spec.warmup_steps:
-        return spec.lr * (step + 1) / spec.warmup_steps
-    progress = (step - spec.warmup_steps) / max(1, spec.steps - spec.warmup_steps)
-    return spec.lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+def lr_at(step: int, spec: TrialSpec) -> float:
+    """The learning rate of optimizer step ``step``: the spec's schedule
+    (``flops_fit.planning.schedule.lr_multiplier``: warmup, then cosine or WSD) times its peak."""
+    return spec.lr * lr_multiplier(spec, step)
 
 
 def pair_batch(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,6 +175,9 @@ class _Trial:
     resumed: bool = False
     micro_batches: int = 1
     scaler: Any = None
+    stem_start: int = 0
+    """The step this trial started training at (a WSD branch: its stem's kept state)."""
+    stems: checkpoint.StemStore | None = None
 
 
 def _setup(spec: TrialSpec, workload: _ModelAndData, options: TrainOptions) -> _Trial:
@@ -193,11 +195,12 @@ def _setup(spec: TrialSpec, workload: _ModelAndData, options: TrainOptions) -> _
                   micro_batches=options.micro_batches or micro_batches_for(spec, device, model), scaler=scaler)
 
 
-def _resume(trial: _Trial, resume_from: str | os.PathLike[str]) -> None:
-    state = torch.load(Path(resume_from) / CHECKPOINT_FILE, map_location=trial.device, weights_only=False)
+def _resume(trial: _Trial, resume_from: str | os.PathLike[str], name: str = CHECKPOINT_FILE) -> None:
+    state = torch.load(Path(resume_from) / name, map_location=trial.device, weights_only=False)
     trial.model.load_state_dict(state["model"])
     trial.optimizer.load_state_dict(state["optimizer"])
     trial.step, trial.curve, trial.wall_before = state["step"], state["curve"], state.get("wall_s", 0.0)
+    trial.stem_start = state.get("stem_start", 0)
     # map_location moved every tensor to the trial's device; the CPU generator takes only a
     # CPU ByteTensor ("RNG state must be a torch.ByteTensor" on every GPU resume otherwise).
     torch.set_rng_state(state["rng_cpu"].to("cpu", torch.uint8))
@@ -215,6 +218,7 @@ def _checkpoint_state(trial: _Trial, wall_s: float) -> dict[str, Any]:
         "wall_s": wall_s,
         "rng_cpu": torch.get_rng_state(),
         "scaler": trial.scaler.state_dict() if trial.scaler is not None else None,
+        "stem_start": trial.stem_start,
     }
 
 
@@ -232,6 +236,8 @@ def _loop(trial: _Trial, t_start: float, save_checkpoint, checkpoint_root) -> st
     status = "ok"
     try:
         while trial.step < spec.steps:
+            if trial.stems is not None and trial.step == spec.cooldown_start:  # WSD: keep the stem here
+                trial.stems.keep(_checkpoint_state(trial, 0.0), trial.step)
             for group in trial.optimizer.param_groups:
                 group["lr"] = lr_at(trial.step, spec)
             x, y = batches.get(trial.step)
@@ -289,6 +295,7 @@ def _record(trial: _Trial, status: str, loss_val: float | None, train_s: float, 
     metrics = spec.record()
     metrics["n"] = count_parameters(trial.model)  # the model contract; equals the planned n (tested)
     metrics.update(
+        flops_trained=(trial.step - trial.stem_start) * spec.batch_size * spec.seq_len * spec.flops_per_token,
         loss=loss_val,
         train_loss=last if last is not None and math.isfinite(last) else None,
         status=status,
@@ -331,6 +338,7 @@ def run_trial(
     resume_from: str | os.PathLike[str] | None = None,
     save_checkpoint: Callable[[Path, dict[str, Any]], None] | None = None,
     checkpoint_root: str | os.PathLike[str] | None = None,
+    stem_dir: str | os.PathLike[str] | None = None,
 ) -> TrialOutcome:
     """Train ``spec`` and return its metrics.
 
@@ -340,7 +348,9 @@ def run_trial(
     ``save_checkpoint`` state. Every ``checkpoint_every_s`` seconds the trial writes its
     state into a fresh directory under ``checkpoint_root`` and hands it to
     ``save_checkpoint(dir, progress_metrics)`` (the Ray layer turns that into
-    ``tune.report(..., checkpoint=...)``).
+    ``tune.report(..., checkpoint=...)``). ``stem_dir``: where WSD stems keep their state
+    (``flops_fit.trainer.checkpoint.StemStore``); a branch without a checkpoint of its own
+    continues its stem from there.
     """
     options = options or TrainOptions()
     t_start = time.perf_counter()
@@ -348,8 +358,13 @@ def run_trial(
         configure_compile(options.threads)
     trial = _setup(spec, workload, options)
     try:
+        if spec.stem and stem_dir is not None:
+            trial.stems = checkpoint.StemStore(Path(stem_dir) / spec.stem)
         if resume_from is not None:
             _resume(trial, resume_from)
+        elif trial.stems is not None and (kept := trial.stems.latest(spec.cooldown_start)) is not None:
+            _resume(trial, kept[1].parent, kept[1].name)  # the stem so far, not this trial's progress
+            trial.stem_start, trial.wall_before, trial.resumed = kept[0], 0.0, False
         step_at_start, t_train = trial.step, time.perf_counter()
         status = _loop(trial, t_start, save_checkpoint, checkpoint_root)
         train_s = time.perf_counter() - t_train

@@ -10,7 +10,8 @@ A workload answers, in the order the engine asks (``flops_fit.engine.sweep.run_s
    are planned over the same table (``flops_fit.planning.grid.plan_trial``);
 3. ``preflight(specs)``: everything checkable before any trial starts (one-line PlanError);
 4. ``identity()``: what, besides the plan, makes two sweeps the same (the resume manifest);
-5. ``run_trial(spec, options, ...)`` on a worker: the trial's results row.
+5. ``run_trial(spec, options, ...)`` on a worker: the trial's results row (a WSD branch
+   continues its stem from the state kept under ``stem_dir``).
 
 The workload object is pickled to the workers after ``prepare``, so it carries what the
 driver prepared (the serialised tokenizer, the measured sizes). Trained workloads
@@ -48,7 +49,8 @@ class Workload(Protocol):
     def run_trial(self, spec: "TrialSpec", options: "TrainOptions", *,
                   resume_from: str | os.PathLike[str] | None = None,
                   save_checkpoint: SaveCheckpoint | None = None,
-                  checkpoint_root: str | os.PathLike[str] | None = None) -> dict[str, Any]: ...
+                  checkpoint_root: str | os.PathLike[str] | None = None,
+                  stem_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]: ...
 
 
 class TrainedWorkload:
@@ -63,8 +65,9 @@ class TrainedWorkload:
     def run_trial(self, spec: "TrialSpec", options: "TrainOptions", *,
                   resume_from: str | os.PathLike[str] | None = None,
                   save_checkpoint: SaveCheckpoint | None = None,
-                  checkpoint_root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+                  checkpoint_root: str | os.PathLike[str] | None = None,
+                  stem_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         from flops_fit.trainer.trial import run_trial  # torch: only on the workers that train
 
         return run_trial(spec, self, options, resume_from=resume_from, save_checkpoint=save_checkpoint,
-                         checkpoint_root=checkpoint_root).metrics
+                         checkpoint_root=checkpoint_root, stem_dir=stem_dir).metrics

@@ -68,7 +68,8 @@ class SimulatedLaw:
 
     def run_trial(self, spec: "TrialSpec", options: "TrainOptions", *,
                   resume_from: str | os.PathLike[str] | None = None, save_checkpoint: SaveCheckpoint | None = None,
-                  checkpoint_root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+                  checkpoint_root: str | os.PathLike[str] | None = None,
+                  stem_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """The law's loss at this trial's (N, D); instant, so checkpoints are never needed."""
         import numpy as np
 
