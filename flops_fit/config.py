@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from flops_fit.errors import PlanError
 from flops_fit.planning.config import PlanConfig
+from flops_fit.planning.recipe import for_schedule as recipe_for_schedule
 from flops_fit.planning.resources import AUTO, ResourceRule, resource_rule
 from flops_fit.planning.rules import recipe_rule
 
@@ -197,6 +198,12 @@ class SweepConfig:
             changes = {**changes, "recipe": None}  # a learning rate given by hand replaces the preset's recipe
         if "rules_valid_to" not in changes and set(changes) & RULE_FLAGS:
             changes = {**changes, "rules_valid_to": None}  # rules set by hand: the preset's measured range is not theirs
+        if "schedule" in changes and "recipe" not in changes and self.plan.recipe is not None:
+            # a built-in recipe follows the schedule (tiny's WSD stems use tiny-wsd's measured rule),
+            # measured over the same range
+            switched = recipe_for_schedule(self.plan.recipe, changes["schedule"])
+            if switched != self.plan.recipe:
+                changes = {**changes, "recipe": switched}
         if changes.get("recipe") is not None:  # a recipe's rule is read now (a bad one refused in one line) and
             # shows in the config's own fields: cfg.base_lr is the rate the trials get (TrainingRules applies it)
             rule = recipe_rule(changes["recipe"])

@@ -136,6 +136,17 @@ def setup_mismatch(recipe: Recipe, ours: dict[str, Any]) -> str | None:
             f"rates are not measured for this setup (--tune measures them on this grid first)")
 
 
+def for_schedule(name: str | None, schedule: str) -> str | None:
+    """The built-in recipe measured for ``schedule``: a built-in ``<name>`` has its WSD stems'
+    rule in ``<name>-wsd`` (measured by ``flops-fit tune --schedule wsd``; a stem's constant
+    rate is not cosine's peak). Any other recipe is returned as given."""
+    if name is None or "/" in name or name.endswith(".json"):
+        return name
+    base = name.removesuffix("-wsd")
+    wanted = f"{base}-wsd" if schedule == "wsd" else base
+    return wanted if (BUILTIN_DIR / f"{wanted}.json").exists() and (BUILTIN_DIR / f"{name}.json").exists() else name
+
+
 def load(name_or_path: str) -> Recipe:
     """A built-in recipe by name, or a recipe.json (or a directory holding one) by path."""
     path = Path(name_or_path).expanduser()

@@ -1,0 +1,90 @@
+"""Warmup-stable-decay against cosine on the same budgets: FLOPs spent, wall time, the
+loss of every (N, D) point both trained, and Approach 2's exponent from each.
+
+    python benchmarks/bench_wsd.py                       # tiny settings, 5 budgets 2x apart, f 0.2 and 0.1
+    python benchmarks/bench_wsd.py --fractions 0.2       # one cooldown fraction
+    python benchmarks/bench_wsd.py --quick               # the smoke preset, seconds (tests/test_benchmarks.py)
+
+Every sweep is a fixed grid (``adapt=False``) with the same seeds, run one after another
+on this machine (2 cores: never two timings at once). A point both schedules trained has the
+same trial id (budget and model); its token counts differ only by the rounding to whole
+steps of each one's batch. Agreement is read in ln L against the seed noise each sweep
+measures from its replicates: two runs of one point differ by about sqrt(2)·σ from seeds
+alone. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import _common  # noqa: F401  (offline, quiet: set before Ray is imported)
+
+from flops_fit.config import preset
+from flops_fit.ray import sweep
+
+BUDGETS = (1e11, 2e11, 4e11, 8e11, 1.6e12)
+
+
+def run(base, storage: Path, name: str, **changes) -> tuple[object, float]:
+    cfg = base.replace(storage_path=str(storage), name=name, adapt=False, **changes)
+    t0 = time.perf_counter()
+    result = sweep(cfg, progress=False)
+    return result, time.perf_counter() - t0
+
+
+def summary(result, wall: float) -> dict:
+    fit = result.isoflop
+    return {"wall_s": round(wall, 1), "trials": len(result.results), **result.compute(),
+            "a": None if fit is None or not fit.usable else round(float(fit.a), 4),
+            "a_interval": None if fit is None or not fit.usable or fit.interval(lambda f: f.a) is None
+            else [round(float(v), 4) for v in fit.interval(lambda f: f.a)],
+            "sigma_lnL": None if not result.noise.measured else round(float(result.noise.sigma), 4)}
+
+
+def agreement(cosine, wsd) -> dict:
+    """Branch minus cosine run, for every point both trained with a finite loss."""
+    c = cosine.results.set_index("trial_id")
+    w = wsd.results.set_index("trial_id")
+    both = [t for t in w.index if t in c.index and c.loc[t, "status"] == "ok" and w.loc[t, "status"] == "ok"]
+    diffs = [float(w.loc[t, "loss"] - c.loc[t, "loss"]) for t in both]
+    ln = [math.log(w.loc[t, "loss"] / c.loc[t, "loss"]) for t in both]
+    return {"points": len(both),
+            "loss_diff_mean": round(sum(diffs) / len(diffs), 4) if diffs else None,
+            "loss_diff_max_abs": round(max(map(abs, diffs)), 4) if diffs else None,
+            "lnL_diff_mean": round(sum(ln) / len(ln), 4) if ln else None,
+            "lnL_diff_rms": round(math.sqrt(sum(v * v for v in ln) / len(ln)), 4) if ln else None,
+            "by_point": {t: round(d, 4) for t, d in zip(both, diffs)}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the smoke preset's two budgets (seconds)")
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.2, 0.1])
+    parser.add_argument("--budgets", type=float, nargs="+", default=None)
+    parser.add_argument("--storage", default=None, help="sweep directories (default: a temporary one)")
+    args = parser.parse_args()
+    base = preset("smoke") if args.quick else preset("tiny")
+    budgets = tuple(args.budgets or ((1e10, 2e10) if args.quick else BUDGETS))
+    storage = Path(args.storage or tempfile.mkdtemp(prefix="bench_wsd_"))
+    base = base.replace(budgets=budgets, cache_dir=str(storage / "cache"))
+    cosine, wall = run(base, storage, "cosine", schedule="cosine")
+    out = {"budgets": list(budgets), "preset": "smoke" if args.quick else "tiny", "cosine": summary(cosine, wall)}
+    for f in args.fractions:
+        wsd, wall = run(base, storage, f"wsd_f{f:g}", schedule="wsd", cooldown_fraction=f)
+        key = f"wsd_f{f:g}"
+        out[key] = summary(wsd, wall)
+        out[key]["flops_vs_cosine_grid"] = round(out[key]["flops_spent"] / out["cosine"]["flops_spent"], 4)
+        out[key]["agreement"] = agreement(cosine, wsd)
+        a, b = out["cosine"]["a"], out[key]["a"]
+        out[key]["a_minus_cosine_a"] = None if a is None or b is None else round(b - a, 4)
+    out["machine"], out["load"] = _common.machine(), _common.load()
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
