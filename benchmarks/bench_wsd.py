@@ -3,14 +3,14 @@ loss of every (N, D) point both trained, and Approach 2's exponent from each.
 
     python benchmarks/bench_wsd.py                       # tiny settings, 5 budgets 2x apart, f 0.2 and 0.1
     python benchmarks/bench_wsd.py --fractions 0.2       # one cooldown fraction
-    python benchmarks/bench_wsd.py --quick               # the smoke preset, seconds (tests/test_benchmarks.py)
+    python benchmarks/bench_wsd.py --quick               # the smoke preset, f 0.2, a minute (tests/test_benchmarks.py)
 
 Every sweep is a fixed grid (``adapt=False``) with the same seeds, run one after another
 on this machine (2 cores: never two timings at once). A point both schedules trained has the
 same trial id (budget and model); its token counts differ only by the rounding to whole
 steps of each one's batch. Agreement is read in ln L against the seed noise each sweep
 measures from its replicates: two runs of one point differ by about sqrt(2)·σ from seeds
-alone. Prints one JSON object.
+alone. Prints a table, then one JSON line.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def agreement(cosine, wsd) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the smoke preset's two budgets (seconds)")
-    parser.add_argument("--fractions", type=float, nargs="+", default=[0.2, 0.1])
+    parser.add_argument("--fractions", type=float, nargs="+", default=None, help="cooldown fractions (0.2 0.1)")
     parser.add_argument("--budgets", type=float, nargs="+", default=None)
     parser.add_argument("--storage", default=None, help="sweep directories (default: a temporary one)")
     args = parser.parse_args()
@@ -73,8 +73,9 @@ def main() -> None:
     storage = Path(args.storage or tempfile.mkdtemp(prefix="bench_wsd_"))
     base = base.replace(budgets=budgets, cache_dir=str(storage / "cache"))
     cosine, wall = run(base, storage, "cosine", schedule="cosine")
-    out = {"budgets": list(budgets), "preset": "smoke" if args.quick else "tiny", "cosine": summary(cosine, wall)}
-    for f in args.fractions:
+    out = {"quick": args.quick, "budgets": list(budgets), "preset": "smoke" if args.quick else "tiny",
+           "cosine": summary(cosine, wall)}
+    for f in args.fractions or ([0.2] if args.quick else [0.2, 0.1]):
         wsd, wall = run(base, storage, f"wsd_f{f:g}", schedule="wsd", cooldown_fraction=f)
         key = f"wsd_f{f:g}"
         out[key] = summary(wsd, wall)
@@ -82,8 +83,15 @@ def main() -> None:
         out[key]["agreement"] = agreement(cosine, wsd)
         a, b = out["cosine"]["a"], out[key]["a"]
         out[key]["a_minus_cosine_a"] = None if a is None or b is None else round(b - a, 4)
-    out["machine"], out["load"] = _common.machine(), _common.load()
-    print(json.dumps(out, indent=1))
+    out["machine"], out["load_end"] = _common.machine(), _common.load()
+    print(f"{'sweep':>10} {'trials':>6} {'FLOPs spent':>12} {'vs cosine':>9} {'wall s':>7} {'a':>7} "
+          f"{'mean dL':>8} {'max |dL|':>8}")
+    for key in [k for k in out if k == "cosine" or k.startswith("wsd_")]:
+        r, agree = out[key], out[key].get("agreement", {})
+        print(f"{key:>10} {r['trials']:6d} {r['flops_spent']:12.3e} {r.get('flops_vs_cosine_grid', 1.0):9.3f} "
+              f"{r['wall_s']:7.1f} {r['a'] if r['a'] is not None else float('nan'):7.3f} "
+              f"{agree.get('loss_diff_mean') or 0.0:8.4f} {agree.get('loss_diff_max_abs') or 0.0:8.4f}")
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ CASES = {
     "bench_batch_lr.py": ["rows", "best", "batch_exponent"],
     "bench_sweep.py": ["efficiency", "efficiency_tune_span", "fixed_cost_per_trial_s", "driver_s", "sum_wall_s", "estimate"],
     "bench_cost.py": ["estimate_total_flops", "estimate_makespan_s", "actual_total_flops", "actual_driver_s"],
+    "bench_wsd.py": ["cosine", "wsd_f0.2", "budgets"],
     "bench_scale.py": ["trials", "wall_s", "s_per_trial", "tune_state_bytes_per_trial", "driver_peak_rss_mb",
                        "trainable_actors"],
 }
@@ -53,6 +54,7 @@ def run_quick(script: str, tmp_path_factory) -> dict:
     pytest.param("bench_sweep.py", marks=pytest.mark.slow),
     pytest.param("bench_cost.py", marks=pytest.mark.slow),
     pytest.param("bench_scale.py", marks=pytest.mark.slow),  # 20 simulated trials on its own Ray
+    pytest.param("bench_wsd.py", marks=pytest.mark.slow),  # a cosine and a WSD smoke sweep, 6 trials each
 ])
 def test_quick_benchmark_prints_json_with_its_keys(script, tmp_path_factory):
     result = run_quick(script, tmp_path_factory)

@@ -168,3 +168,30 @@ def test_budgets_past_what_a_presets_rules_were_measured_on_are_refused_in_one_l
     assert preset("tiny").replace(budgets=(1e11, 3e12)).plan.rules_valid_to == 3e12  # inside: planned as measured
     lifted = preset("tiny").replace(budgets=(1e19,), max_batch_size=512, base_lr=1e-3)
     assert lifted.plan.rules_valid_to is None and lifted.plan.recipe is None
+
+
+def test_auto_refuses_a_trial_whose_state_alone_outgrows_one_gpu_and_names_it():
+    # 1e19-1e20 at a 24 GB GPU: a 1.6B model's weights, gradients and AdamW moments are 26 GB;
+    # a trial does not shard its model, so the plan says so instead of an OOM hours in.
+    from flops_fit.planning.resources import resource_rule
+
+    cfg = preset("tinystories-gpu").replace(budgets=(1e19, 3e19, 1e20), adapt=False)
+    specs = plan(cfg.plan)
+    with pytest.raises(PlanError, match=r"trial C\S+_N\d+: a 1.6B-parameter model needs \d+ GB .* more than one 24 GB GPU"):
+        for spec in specs:
+            resource_rule(4, "auto", gpu_memory_gb=24).describe(spec)
+    rule = resource_rule(4, "auto", gpu_memory_gb=80)  # every one fits an 80 GB GPU, the largest whole
+    shares = [rule.gpus_for(s) for s in specs]
+    assert set(shares) == {1.0}  # at 1e19 even the smallest trial's full batch needs most of a GPU
+
+
+def test_plan_schedule_wsd_prints_each_stem_and_the_cost_against_separate_cosine_runs():
+    out = subprocess.run([sys.executable, "-m", "flops_fit.cli", "plan", "--preset", "tiny", "--schedule", "wsd",
+                          "--no-adapt", "--budgets", "1e11", "2e11", "4e11", "8e11", "1.6e12"],
+                         capture_output=True, text=True, check=True).stdout
+    stems = re.findall(r"^\s+(N\d+(?:_s\d+)?)\s+\d+x\d+\s+(\d+)\s+[\d,]+\s+((?:[\d.]+M\+? )+)", out, re.M)
+    assert len(stems) >= 8 and any(len(points.split()) >= 4 for _, _, points in stems)
+    spent, cosine, ratio = re.search(r"WSD trains ([\d.e+]+) FLOPs for these \d+ points; as separate cosine runs "
+                                     r"they cost ([\d.e+]+) \(([\d.]+)x\)", out).groups()
+    assert float(ratio) == pytest.approx(float(spent) / float(cosine), abs=0.005) and float(ratio) < 0.75
+    assert "recipe tiny-wsd" in out  # the stems' own measured rule

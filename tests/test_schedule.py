@@ -17,7 +17,14 @@ from flops_fit.errors import PlanError
 from flops_fit.models import gpt_spec
 from flops_fit.models.gpt_spec import gpt_shape
 from flops_fit.planning.grid import plan
-from flops_fit.planning.schedule import StemGate, lr_multiplier, spent_flops, stems_in_order, to_branches, with_stem_starts
+from flops_fit.planning.schedule import (
+    StemGate,
+    lr_multiplier,
+    spent_flops,
+    stems_in_order,
+    to_branches,
+    with_stem_starts,
+)
 from flops_fit.planning.spec import TrialSpec
 
 FIVE_BUDGETS = (1e11, 2e11, 4e11, 8e11, 1.6e12)

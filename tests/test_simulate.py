@@ -34,6 +34,28 @@ def test_a_simulated_sweep_through_ray_recovers_the_law(ray_session, tmp_path):
         assert (tmp_path / "sim" / name).stat().st_size > 0
 
 
+def test_a_simulated_wsd_sweep_gives_branch_rows_and_approach_1_recovers_the_law(ray_session, tmp_path):
+    from flops_fit.ray import sweep
+
+    cfg = SweepConfig.of(
+        budgets=(1e18, 2e18, 4e18, 8e18, 1.6e19), points_per_budget=7, span=12.0, vocab_size=32000, seq_len=1024,
+        simulate={**LAW, "noise": 0.003}, storage_path=str(tmp_path), name="simwsd", n_boot=50, schedule="wsd",
+    )
+    result = sweep(cfg, progress=False)
+    table = result.results
+    assert (table["status"] == "ok").all() and (table["schedule"] == "wsd").all()
+    assert table.groupby("stem")["tokens"].nunique().max() >= 3  # stems serve several budgets
+    compute = result.compute()
+    assert compute["flops_spent"] < 0.75 * compute["flops_as_cosine_runs"]
+    assert compute["flops_spent"] == table["flops_trained"].sum()
+    truth = ScalingLaw(**LAW).a
+    assert abs(result.isoflop.a - truth) < 0.02
+    # Approach 1 over a 16x compute range reads its argmins off 8 discrete sizes: coarse (0.396
+    # here), and its interval says so by covering the truth (0.452)
+    lo, hi = result.envelope.interval(lambda f: f.a)
+    assert lo < truth < hi and hi - lo < 0.2
+
+
 def test_cli_simulate_then_fit_and_predict_from_the_saved_table(tmp_path):
     run = [sys.executable, "-m", "flops_fit.cli"]
     common = ["--storage-path", str(tmp_path), "--name", "cli", "--budgets", "1e18", "1e19", "1e20",

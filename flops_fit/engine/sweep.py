@@ -25,7 +25,7 @@ from flops_fit.config import SweepConfig
 from flops_fit.config import preset as get_preset
 from flops_fit.data.stories import setup_of
 from flops_fit.engine.estimate import launch_order
-from flops_fit.engine.storage import check_manifest, driver_lock, manifest, prepare_storage
+from flops_fit.engine.storage import STEMS_DIR, check_manifest, driver_lock, manifest, prepare_storage
 from flops_fit.errors import PlanError, SweepInterrupted
 from flops_fit.planning import recipe
 from flops_fit.planning.grid import TrialSpec, format_plan
@@ -164,6 +164,11 @@ def _run_locked(cfg: SweepConfig, backend: Backend, workload: Workload, specs: l
               file=out, flush=True)
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     print(f"results: {run_dir / RESULTS_FILENAME} ({counts})", file=out, flush=True)
+    kept = sorted((run_dir / STEMS_DIR).glob("*/step_*.pt"))
+    if kept:  # what a budget added later continues from, and what it costs on disk
+        size = sum(p.stat().st_size for p in kept)
+        print(f"stems: {len(kept)} kept states, {size / 1e6:.1f} MB in {run_dir / STEMS_DIR} (a budget added later "
+              "continues them; delete the directory to free the space)", file=out, flush=True)
     return finish(run_dir, cfg, out, workload,
                   lambda spec, exp_dir: run_experiment(cfg, backend, workload, [spec], exp_dir, progress)[0])
 

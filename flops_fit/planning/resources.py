@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from flops_fit.errors import PlanError
-from flops_fit.models.gpt_spec import ModelShape, gpt_shape, training_bytes
+from flops_fit.models.gpt_spec import ModelShape, gpt_shape, param_groups, state_bytes, training_bytes
 
 if TYPE_CHECKING:
     from flops_fit.planning.grid import TrialSpec
@@ -30,6 +30,13 @@ def gpus_for(shape: ModelShape, batch_size: int, seq_len: int, gpu_bytes: int) -
     for share in SHARE_FRACTIONS:
         if need <= share * gpu_bytes:
             return share
+    least = training_bytes(shape, 1, seq_len)  # one sequence a micro-batch: what the trainer falls back to
+    if least > gpu_bytes:
+        raise PlanError(
+            f"a {param_groups(shape).total / 1e9:.2g}B-parameter model needs {least / 1e9:.0f} GB to train even one "
+            f"sequence at a time ({state_bytes(shape) / 1e9:.0f} GB of it weights, gradients and AdamW moments, 16 bytes "
+            f"a parameter), more than one {gpu_bytes / 1e9:.0f} GB GPU holds, and a trial does not shard its model over "
+            "several GPUs: plan for GPUs with more memory (--gpu-memory-gb) or smaller budgets")
     return 1.0
 
 
@@ -52,7 +59,10 @@ class ResourceRule:
             return float(self.gpus)
         if not spec.model or "d_model" not in spec.model:
             return 1.0
-        return gpus_for(gpt_shape(spec.model), spec.batch_size, spec.seq_len, self.gpu_bytes)
+        try:
+            return gpus_for(gpt_shape(spec.model), spec.batch_size, spec.seq_len, self.gpu_bytes)
+        except PlanError as exc:
+            raise PlanError(f"trial {spec.trial_id}: {exc}") from None
 
     def for_spec(self, spec: TrialSpec) -> dict[str, float]:
         """Ray's resource dict for one trial (``{"CPU": 1.0, "GPU": 0.25}``)."""

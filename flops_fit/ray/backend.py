@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from flops_fit.config import SweepConfig, TrainOptions
 from flops_fit.engine.estimate import expected_cost
 from flops_fit.engine.storage import FINISHED_DIR, STEMS_DIR
-from flops_fit.engine.sweep import TrialReport, resolve_config, run_sweep
+from flops_fit.engine.sweep import SPEC_ID, TrialReport, resolve_config, run_sweep
 from flops_fit.errors import PlanError, SweepInterrupted
 from flops_fit.planning.grid import TrialSpec
 from flops_fit.planning.resources import AUTO, ResourceRule
@@ -98,6 +99,19 @@ def describe_shares(rule: ResourceRule, specs: list[TrialSpec]) -> str:
     return f"gpus per trial (auto, {rule.gpu_bytes / 1e9:.0f} GB GPUs): {shares}"
 
 
+def finished_row(run_dir: Path, reported: dict[str, Any] | None) -> dict[str, Any]:
+    """A trial's metrics: the full row its record in the sweep directory holds (a trial reports
+    Tune only a summary, ``flops_fit.ray.trainable.REPORTED``), else what it reported."""
+    reported = dict(reported or {})
+    if reported.get("status") in FINISHED_STATUSES and reported.get(SPEC_ID):
+        path = run_dir / FINISHED_DIR / f"{reported[SPEC_ID]}.json"
+        try:
+            return {**reported, **json.loads(path.read_text())}
+        except (OSError, ValueError):
+            pass  # read by the trainable, which moves a damaged one aside; the summary stands
+    return reported
+
+
 def trial_name(trial: Any) -> str:
     """A trial's name and directory is its trial id (C1.00e12_N237200 ...), not Tune's
     ``run_trial_on_worker_<hash>_00000_0_spec=...`` that spells out the whole config."""
@@ -128,7 +142,7 @@ class TuneBackend:
                 ray.shutdown()
         # A trial Tune never started has no config; one still running when Ctrl-C came has no
         # final status. Either means Tune caught SIGINT and returned early.
-        reports = [TrialReport(spec=r.config["spec"], metrics=dict(r.metrics or {}),
+        reports = [TrialReport(spec=r.config["spec"], metrics=finished_row(run_dir, r.metrics),
                                error=None if r.error is None else str(r.error)) for r in grid if r.config]
         planned = len(specs) if self.adaptive is None else len(self.adaptive.planned())
         unfinished = len(reports) < planned or (self.adaptive is not None and not self.adaptive.finished()) or any(

@@ -12,7 +12,8 @@ with the same seed would diverge again, so it is recorded, not retried. Any exce
 propagates and Tune retries the trial up to ``max_failures`` times.
 
 A finished trial writes its final record to ``<record_dir>/<trial_id>.json`` (atomically,
-before reporting it). Tune snapshots its experiment state at most every ~10 s, so a driver
+before reporting it) and reports only a summary of it (``REPORTED``): the driver reads the row
+from the record. Tune snapshots its experiment state at most every ~10 s, so a driver
 killed shortly after a trial finished restores that trial as unfinished and starts it again;
 the trial then finds its record and reports it instead of training again.
 """
@@ -46,6 +47,18 @@ def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
     if "trial_id" in out:
         out[SPEC_ID] = out.pop("trial_id")
     return out
+
+
+#: What a finished trial reports to Tune: what the progress lines, the trackers and the searcher
+#: read. The full row (some 45 columns and the curve) is the trial's record in the sweep
+#: directory, which the driver reads; Tune keeps statistics of every numeric key it is sent in
+#: its experiment state, rewritten at each snapshot (15 KB a trial for the full row).
+REPORTED = (SPEC_ID, "status", "loss", "train_loss", "wall_s", "tokens_per_s", "n", "tokens", "flops", "budget",
+            "resumed", "replayed", "error", "node_id")
+
+
+def _summary(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: record[k] for k in REPORTED if k in record}
 
 
 def read_record(record: Path, trial_id: str) -> dict[str, Any] | None:
@@ -82,7 +95,7 @@ def run_trial_on_worker(config: dict[str, Any], workload: "Workload", train_opti
     record = Path(record_dir) / f"{spec.trial_id}.json"
     replay = read_record(record, spec.trial_id)
     if replay is not None:  # finished before the driver restarted: no training
-        tune.report({**replay, "replayed": True})
+        tune.report(_summary({**replay, "replayed": True}))
         return
     checkpoint = tune.get_checkpoint()
     scratch = tempfile.mkdtemp(prefix="flops_fit_ckpt_")
@@ -106,5 +119,5 @@ def run_trial_on_worker(config: dict[str, Any], workload: "Workload", train_opti
         metrics["loss"] = None
     final = _clean(metrics)
     atomic_write_text(record, json.dumps(final))
-    tune.report(final)
+    tune.report(_summary(final))
 
