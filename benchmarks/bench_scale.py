@@ -28,8 +28,11 @@ from _common import emit, load, table  # noqa: E402
 
 
 def budgets_for(trials: int, points: int) -> list[float]:
-    """Budgets 1.5x apart from 1e17, enough for ``trials`` grid points at ``points`` a budget."""
-    return [1e17 * 1.5**i for i in range(math.ceil(trials / points))]
+    """Enough budgets for ``trials`` grid points at ``points`` a budget, log-spaced over
+    1e17-1e21 (the GPU preset's reach; spaced by a constant factor, a thousand trials would
+    plan budgets to 1e42 and token counts past int64, which Tune's TensorBoard logger rejects)."""
+    count = math.ceil(trials / points)
+    return [1e17 * 1e4 ** (i / max(1, count - 1)) for i in range(count)]
 
 
 def run_sweep(args: argparse.Namespace, storage: str):

@@ -210,7 +210,16 @@ class TuneBackend:
                     verbose=0,
                 ),
             )
-        return tuner.fit()
+        if workload.trial_cpus is None or "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS" in os.environ:
+            return tuner.fit()
+        # A simulated trial has no curve to log: Tune's per-trial CSV, JSON and TensorBoard
+        # files cost a tenth of the driver's time and a third of its memory at a thousand
+        # trials (benchmarks/RESULTS.md, item 6). Tune reads the switch when fit() starts.
+        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+        try:
+            return tuner.fit()
+        finally:
+            del os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"]
 
 
 def sweep(config: SweepConfig | None = None, *, preset: str | None = None, progress: bool = True,

@@ -122,11 +122,12 @@ class SmokeDriver:
         return self.tree
 
 
-def start_smoke_sweep(storage: Path, cache: Path, name: str, ray_tmp: Path) -> SmokeDriver:
+def start_smoke_sweep(storage: Path, cache: Path, name: str, ray_tmp: Path, *flags: str) -> SmokeDriver:
     """The smoke sweep with checkpoints every second and two trials at a time, started as a
-    real process: the faults (Ctrl-C, SIGKILL) land mid-sweep with checkpoints to resume."""
+    real process: the faults (Ctrl-C, SIGKILL) land mid-sweep with checkpoints to resume.
+    ``flags``: more options (``--schedule wsd``)."""
     env = subprocess_env(ray_tmp)
-    cmd = sweep_cli(storage, cache, name, "--checkpoint-every-s", "1", "--max-concurrent-trials", "2")
+    cmd = sweep_cli(storage, cache, name, "--checkpoint-every-s", "1", "--max-concurrent-trials", "2", *flags)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return SmokeDriver(proc, LineReader(proc), cmd, env)
 
