@@ -67,13 +67,14 @@ def main() -> None:
     parser.add_argument("--fractions", type=float, nargs="+", default=None, help="cooldown fractions (0.2 0.1)")
     parser.add_argument("--budgets", type=float, nargs="+", default=None)
     parser.add_argument("--storage", default=None, help="sweep directories (default: a temporary one)")
+    parser.add_argument("--seed", type=int, default=0, help="the sweeps' seed (replicates take the next ones)")
     args = parser.parse_args()
     base = preset("smoke") if args.quick else preset("tiny")
     budgets = tuple(args.budgets or ((1e10, 2e10) if args.quick else BUDGETS))
     storage = Path(args.storage or tempfile.mkdtemp(prefix="bench_wsd_"))
-    base = base.replace(budgets=budgets, cache_dir=str(storage / "cache"))
+    base = base.replace(budgets=budgets, cache_dir=str(storage / "cache"), seed=args.seed)
     cosine, wall = run(base, storage, "cosine", schedule="cosine")
-    out = {"quick": args.quick, "budgets": list(budgets), "preset": "smoke" if args.quick else "tiny",
+    out = {"quick": args.quick, "seed": args.seed, "budgets": list(budgets), "preset": "smoke" if args.quick else "tiny",
            "cosine": summary(cosine, wall)}
     for f in args.fractions or ([0.2] if args.quick else [0.2, 0.1]):
         wsd, wall = run(base, storage, f"wsd_f{f:g}", schedule="wsd", cooldown_fraction=f)

@@ -208,3 +208,13 @@ def test_sweep_with_tune_measures_the_rule_on_its_grid_first_and_a_rerun_trains_
     retuned = tune(cfg.replace(storage_path=str(tmp_path / "sw"), name="tune"), progress=False)
     assert retuned.rule() == pytest.approx(rec.rule()) and retuned.scan == rec.scan and retuned.check == rec.check
     assert load(str(tune_dir)).rule() == rec.rule() and (tune_dir / RECIPE_FILENAME).is_file()
+
+
+def test_a_builtin_recipe_follows_the_schedule_and_an_explicit_one_is_kept():
+    wsd = preset("tiny").replace(schedule="wsd")
+    assert wsd.plan.recipe == "tiny-wsd" and wsd.plan.rules_valid_to == 3e12  # measured over the same range
+    assert load("tiny-wsd").measured_on["schedule"] == "wsd" and load("tiny").measured_on["schedule"] == "cosine"
+    assert wsd.plan.base_lr == pytest.approx(load("tiny-wsd").base_lr)
+    assert wsd.replace(schedule="cosine").plan.recipe == "tiny"
+    assert preset("tiny").replace(schedule="wsd", recipe="tiny").plan.recipe == "tiny"  # as asked (the plan notes it)
+    assert preset("smoke").replace(schedule="wsd").plan.recipe is None  # a rule set by hand stays

@@ -100,6 +100,8 @@ class Recipe:
             measured_on = dict(d.get("measured_on", {}))
             if measured_on.get("source") == "sample":  # written before the version was recorded: the only one then
                 measured_on["source"] = "sample:synthetic-v1"
+            if measured_on:  # written before WSD: its runs were cosine ones
+                measured_on.setdefault("schedule", "cosine")
             return cls(**{**{k: v for k, v in d.items() if k not in ("optima", "measured_on")}, "optima": optima,
                           "measured_on": measured_on, "source": source})
         except TypeError as exc:
@@ -126,11 +128,10 @@ def rule_text(base_lr: float, lr_exponent: float, lr_n_ref: float, lr_batch_ref:
 def setup_mismatch(recipe: Recipe, ours: dict[str, Any]) -> str | None:
     """A note when a sweep's setup (``ours``, its ``SETUP_FIELDS``: ``flops_fit.data.stories.setup_of``)
     is not the one the recipe was measured on, else None."""
-    measured = {"schedule": "cosine", **recipe.measured_on}  # recipes from before WSD measured cosine runs
-    differ = [k for k, v in measured.items() if k in ours and ours[k] != v]
+    differ = [k for k, v in recipe.measured_on.items() if k in ours and ours[k] != v]
     if not differ:
         return None
-    then = ", ".join(f"{k}={measured[k]!r}" for k in differ)
+    then = ", ".join(f"{k}={recipe.measured_on[k]!r}" for k in differ)
     now = ", ".join(f"{k}={ours[k]!r}" for k in differ)
     return (f"note: recipe {recipe.source or 'given'} was measured with {then}; this sweep has {now}: its learning "
             f"rates are not measured for this setup (--tune measures them on this grid first)")
