@@ -61,6 +61,31 @@ def agreement(cosine, wsd) -> dict:
             "by_point": {t: round(d, 4) for t, d in zip(both, diffs)}}
 
 
+def cosine_floor_control(base, storage: Path, floor: float, budgets: tuple[float, ...]) -> dict:
+    """The cosine sweep's points of ``budgets`` trained again in this process with cosine
+    decaying to ``floor`` x the peak instead of a tenth: does the rate a run ends at explain a
+    difference? (One thread, as a sweep's trial: at floor 0.1 this reproduces its losses.)"""
+    import flops_fit.planning.schedule as schedule
+    import flops_fit.trainer.trial as trial
+    from flops_fit.config import TrainOptions
+    from flops_fit.workloads.gpt import ReferenceGPT
+
+    cfg = base.replace(adapt=False, replicates=0)
+    workload = ReferenceGPT.on(cfg.data)
+    workload.prepare(cfg.plan)
+    specs = [s for s in workload.plan(cfg.plan) if s.budget in budgets]
+    workload.preflight(specs)
+    shape = schedule.lr_multiplier
+    trial.lr_multiplier = lambda spec, step: shape(spec, step, min_ratio=floor)
+    try:
+        losses = {s.trial_id: trial.run_trial(s, workload, TrainOptions(threads=1, checkpoint_every_s=1e9)).metrics["loss"]
+                  for s in specs}
+    finally:
+        trial.lr_multiplier = shape
+    swept = __import__("pandas").read_parquet(storage / "cosine" / "results.parquet").set_index("trial_id")["loss"]
+    return {t: {"floor": round(v, 4), "sweep": round(float(swept[t]), 4)} for t, v in losses.items() if t in swept}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the smoke preset's two budgets (seconds)")
@@ -68,6 +93,8 @@ def main() -> None:
     parser.add_argument("--budgets", type=float, nargs="+", default=None)
     parser.add_argument("--storage", default=None, help="sweep directories (default: a temporary one)")
     parser.add_argument("--seed", type=int, default=0, help="the sweeps' seed (replicates take the next ones)")
+    parser.add_argument("--cosine-floor", type=float, default=None,
+                        help="also train the two smallest budgets' cosine points ending at this fraction of the peak")
     args = parser.parse_args()
     base = preset("smoke") if args.quick else preset("tiny")
     budgets = tuple(args.budgets or ((1e10, 2e10) if args.quick else BUDGETS))
@@ -84,6 +111,8 @@ def main() -> None:
         out[key]["agreement"] = agreement(cosine, wsd)
         a, b = out["cosine"]["a"], out[key]["a"]
         out[key]["a_minus_cosine_a"] = None if a is None or b is None else round(b - a, 4)
+    if args.cosine_floor is not None:
+        out["cosine_floor_control"] = cosine_floor_control(base, storage, args.cosine_floor, budgets[:2])
     out["machine"], out["load_end"] = _common.machine(), _common.load()
     print(f"{'sweep':>10} {'trials':>6} {'FLOPs spent':>12} {'vs cosine':>9} {'wall s':>7} {'a':>7} "
           f"{'mean dL':>8} {'max |dL|':>8}")
