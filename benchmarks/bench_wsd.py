@@ -86,6 +86,29 @@ def cosine_floor_control(base, storage: Path, floor: float, budgets: tuple[float
     return {t: {"floor": round(v, 4), "sweep": round(float(swept[t]), 4)} for t, v in losses.items() if t in swept}
 
 
+def wsd_rates_control(base, storage: Path, budgets: tuple[float, ...]) -> dict:
+    """The WSD sweep's branches of ``budgets`` trained again in this process, each alone from
+    step 0 (bit for bit what continuing its stem gives), at the *cosine* recipe's rates: is it
+    the two recipes or the schedule's shape that separates the two sweeps?"""
+    from flops_fit.config import TrainOptions
+    from flops_fit.trainer.trial import run_trial
+    from flops_fit.workloads.gpt import ReferenceGPT
+
+    cfg = base.replace(adapt=False, replicates=0, schedule="wsd", recipe="tiny")
+    workload = ReferenceGPT.on(cfg.data)
+    workload.prepare(cfg.plan)
+    specs = [s for s in workload.plan(cfg.plan) if s.budget in budgets and not s.trial_id.endswith("_x")]
+    workload.preflight(specs)
+    wsd = __import__("pandas").read_parquet(storage / "wsd_f0.2" / "results.parquet").set_index("trial_id")["loss"]
+    cosine = __import__("pandas").read_parquet(storage / "cosine" / "results.parquet").set_index("trial_id")["loss"]
+    out = {}
+    for s in specs:
+        loss = run_trial(s, workload, TrainOptions(threads=1, checkpoint_every_s=1e9)).metrics["loss"]
+        out[s.trial_id] = {"wsd_cosine_rates": round(loss, 4), "wsd": round(float(wsd.get(s.trial_id, float("nan"))), 4),
+                           "cosine": round(float(cosine.get(s.trial_id, float("nan"))), 4)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the smoke preset's two budgets (seconds)")
@@ -93,6 +116,8 @@ def main() -> None:
     parser.add_argument("--budgets", type=float, nargs="+", default=None)
     parser.add_argument("--storage", default=None, help="sweep directories (default: a temporary one)")
     parser.add_argument("--seed", type=int, default=0, help="the sweeps' seed (replicates take the next ones)")
+    parser.add_argument("--wsd-rates-control", action="store_true",
+                        help="also train the two smallest budgets' WSD branches at the cosine recipe's rates")
     parser.add_argument("--cosine-floor", type=float, default=None,
                         help="also train the two smallest budgets' cosine points ending at this fraction of the peak")
     args = parser.parse_args()
@@ -113,10 +138,12 @@ def main() -> None:
         out[key]["a_minus_cosine_a"] = None if a is None or b is None else round(b - a, 4)
     if args.cosine_floor is not None:
         out["cosine_floor_control"] = cosine_floor_control(base, storage, args.cosine_floor, budgets[:2])
+    if args.wsd_rates_control:
+        out["wsd_rates_control"] = wsd_rates_control(base, storage, budgets[:2])
     out["machine"], out["load_end"] = _common.machine(), _common.load()
     print(f"{'sweep':>10} {'trials':>6} {'FLOPs spent':>12} {'vs cosine':>9} {'wall s':>7} {'a':>7} "
           f"{'mean dL':>8} {'max |dL|':>8}")
-    for key in [k for k in out if k == "cosine" or k.startswith("wsd_")]:
+    for key in [k for k in out if k == "cosine" or k.startswith("wsd_f")]:
         r, agree = out[key], out[key].get("agreement", {})
         print(f"{key:>10} {r['trials']:6d} {r['flops_spent']:12.3e} {r.get('flops_vs_cosine_grid', 1.0):9.3f} "
               f"{r['wall_s']:7.1f} {r['a'] if r['a'] is not None else float('nan'):7.3f} "
