@@ -11,9 +11,7 @@ final record that differs from the one the first run printed (a retrain, even on
 than a checkpoint interval, measures a new wall time and throughput). Tune snapshots its
 experiment state at most every ~10 s, so a trial that finished just before the kill is
 restored as unfinished and *started* again; it must then replay its stored record
-(trainable.py) instead of training. The count of such restarts is printed, not asserted. The same
-holds for a warmup-stable-decay sweep, whose unfinished branches continue their stems' kept
-states (``--schedule wsd``).
+(trainable.py) instead of training. The count of such restarts is printed, not asserted.
 """
 
 from __future__ import annotations
@@ -39,10 +37,10 @@ def _name(proc) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("schedule", ["cosine", "wsd"])
-def test_killed_driver_resumes_without_retraining_finished_trials(tmp_path, smoke_cache, ray_tmp, schedule):
-    # wsd: the rerun replays finished branches and continues the stems from their kept states
-    with start_smoke_sweep(tmp_path / "runs", smoke_cache, "drv", ray_tmp, "--schedule", schedule) as driver:
+def test_killed_driver_resumes_without_retraining_finished_trials(tmp_path, smoke_cache, ray_tmp):
+    # Passes with "--schedule", "wsd" added too (85 s more, left out of CI for time): the rerun
+    # replays finished branches and continues the stems from their kept states.
+    with start_smoke_sweep(tmp_path / "runs", smoke_cache, "drv", ray_tmp) as driver:
         tree = driver.signal_after(3, signal.SIGKILL)  # and Ray's processes, by pid, to check they die with it
         driver.proc.wait(30)
         finished = {m.group(1): m.group(2) for x in driver.out.lines if (m := DONE.search(x))}
