@@ -295,7 +295,10 @@ def _record(trial: _Trial, status: str, loss_val: float | None, train_s: float, 
     metrics = spec.record()
     metrics["n"] = count_parameters(trial.model)  # the model contract; equals the planned n (tested)
     metrics.update(
-        flops_trained=(trial.step - trial.stem_start) * spec.batch_size * spec.seq_len * spec.flops_per_token,
+        # from where the plan has it start, or earlier when the state it continues was missing (a
+        # state this branch kept itself before its driver was killed counts as its own work)
+        flops_trained=(trial.step - min(trial.stem_start, spec.stem_start)) * spec.batch_size * spec.seq_len
+        * spec.flops_per_token,
         loss=loss_val,
         train_loss=last if last is not None and math.isfinite(last) else None,
         status=status,
