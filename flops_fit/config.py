@@ -106,6 +106,8 @@ class SweepConfig:
     """CPU cores a trial holds (also its torch thread count)."""
     gpus_per_trial: float | str = 0.0
     """GPUs a trial holds: a fraction packs several trials on one GPU; auto sizes each trial from the memory model (a quarter, a half or a whole GPU)."""
+    workers_per_trial: int = 1
+    """Data-parallel workers each trial trains on (PyTorch DDP through Ray Train), each holding cpus_per_trial and gpus_per_trial, across nodes if need be; every step's batch is split equally between them."""
     gpu_memory_gb: float | None = None
     """GPU memory (GB) for gpus_per_trial=auto (default: the local GPU's, or on a cluster one GPU worker's)."""
     max_concurrent_trials: int | None = None
@@ -147,6 +149,9 @@ class SweepConfig:
                 self.gpus_per_trial > 1 and not float(self.gpus_per_trial).is_integer())):
             raise PlanError(f"gpus_per_trial must be a fraction in [0, 1], a whole number or 'auto', "
                             f"got {self.gpus_per_trial}")
+        if isinstance(self.workers_per_trial, bool) or not isinstance(self.workers_per_trial, int) \
+                or self.workers_per_trial < 1:
+            raise PlanError(f"workers_per_trial must be a whole number >= 1, got {self.workers_per_trial!r}")
         if self.gpu_memory_gb is not None and self.gpu_memory_gb <= 0:
             raise PlanError(f"gpu_memory_gb must be positive, got {self.gpu_memory_gb}")
         if not (self.placement_timeout > 0 and math.isfinite(self.placement_timeout)):
@@ -180,7 +185,8 @@ class SweepConfig:
     def resource_rule(self, *gpu_bytes_sources: Callable[[], int | None]) -> ResourceRule:
         """What each trial asks Ray for; under ``gpus_per_trial="auto"`` the GPU memory is
         ``gpu_memory_gb``, else the first of ``gpu_bytes_sources`` that knows one."""
-        return resource_rule(self.cpus_per_trial, self.gpus_per_trial, self.gpu_memory_gb, gpu_bytes_sources)
+        return resource_rule(self.cpus_per_trial, self.gpus_per_trial, self.gpu_memory_gb, gpu_bytes_sources,
+                             self.workers_per_trial)
 
     def __getattr__(self, name: str) -> Any:
         """Flat read access to the groups' fields: ``cfg.budgets`` is ``cfg.plan.budgets``."""

@@ -23,7 +23,7 @@ import pytest
 NO_RAY_MODULES = frozenset({
     "test_fit.py", "test_fit_reports_what_it_knows.py", "test_envelope.py", "test_gpt.py", "test_sample.py", "test_tinystories.py", "test_train.py",
     "test_undertrained.py", "test_bad_sources.py", "test_cluster_files.py", "test_plan.py", "test_report.py",
-    "test_shareable.py", "test_structure.py", "test_cache_corruption.py", "test_schedule.py",
+    "test_shareable.py", "test_structure.py", "test_cache_corruption.py", "test_schedule.py", "test_distributed.py",
 })
 
 

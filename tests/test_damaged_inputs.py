@@ -89,7 +89,7 @@ def test_fit_refuses_negative_n_boot(table, tmp_path, capsys):
 # --- item 2: a damaged finished-trial record is treated as missing --------------------------
 @pytest.mark.parametrize("text", ['{"status": "ok", "loss": 3.', "[]", '{"status": "ok", "spec_id": "other"}'])
 def test_damaged_record_is_moved_aside(tmp_path, text, capsys):
-    from flops_fit.ray.trainable import read_record
+    from flops_fit.ray.records import read_record
 
     record = tmp_path / "t0.json"
     record.write_text(text)
@@ -99,7 +99,7 @@ def test_damaged_record_is_moved_aside(tmp_path, text, capsys):
 
 
 def test_good_record_is_replayed(tmp_path):
-    from flops_fit.ray.trainable import read_record
+    from flops_fit.ray.records import read_record
 
     record = tmp_path / "t0.json"
     record.write_text(json.dumps({"status": "ok", "loss": 3.1, "spec_id": "t0"}))

@@ -33,6 +33,18 @@ def test_a_request_no_node_can_hold_is_named_with_the_largest_node_and_the_flag_
     assert "no node" in placement_problem(ResourceRule(cpus=1.0), SPECS, [])  # no live node at all
 
 
+def test_a_trial_on_several_workers_fits_when_the_cluster_holds_them_all_spread_over_nodes():
+    two_nodes = [{"CPU": 2.0}, {"CPU": 2.0}]
+    assert placement_problem(ResourceRule(cpus=1.0, workers=4), SPECS, two_nodes) is None  # 2 + 2 workers
+    line = placement_problem(ResourceRule(cpus=1.0, workers=4), SPECS, LAPTOP)
+    assert line == (f"trial {SPECS[0].trial_id} asks Ray for 1c x4 (CPUs/GPUs per worker), and this cluster holds "
+                    "2 such workers at once; use --workers-per-trial with fewer workers, or less "
+                    "--cpus-per-trial/--gpus-per-trial")
+    gpu_nodes = [{"CPU": 16.0, "GPU": 2.0}, {"CPU": 16.0, "GPU": 2.0}]
+    assert placement_problem(ResourceRule(cpus=4.0, gpus=1.0, workers=4), SPECS, gpu_nodes) is None
+    assert "holds 2 such workers" in placement_problem(ResourceRule(cpus=12.0, gpus=1.0, workers=4), SPECS, gpu_nodes)
+
+
 def test_without_an_autoscaler_the_refusal_is_immediate_with_one_it_waits_for_a_node_that_fits(ray_session):
     """The waiting path on the real session Ray (``request_resources`` is real): a node list that
     grows on the third look lets the sweep start; one that never grows times out in one line."""

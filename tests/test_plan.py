@@ -185,6 +185,23 @@ def test_auto_refuses_a_trial_whose_state_alone_outgrows_one_gpu_and_names_it():
     assert set(shares) == {1.0}  # at 1e19 even the smallest trial's full batch needs most of a GPU
 
 
+def test_workers_per_trial_shows_in_the_plan_and_a_batch_they_cannot_split_is_refused_in_one_line():
+    from flops_fit.planning.resources import ResourceRule
+
+    spec = plan([1e12], 3, seq_len=64, vocab_size=512, min_steps=8)[0]
+    assert spec.batch_size % 4 == 0
+    assert ResourceRule(cpus=4.0, gpus=1.0, workers=4).describe(spec) == "4c/1g x4"
+    assert ResourceRule(cpus=1.0).describe(spec) == "1c"
+    with pytest.raises(PlanError, match=rf"trial {spec.trial_id}: its batch of {spec.batch_size} sequences does not "
+                                        "split into 3 equal per-worker slices"):
+        ResourceRule(cpus=1.0, workers=3).describe(spec)
+    out = subprocess.run([sys.executable, "-m", "flops_fit.cli", "plan", "--preset", "tiny", "--workers-per-trial", "3"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "does not split into 3 equal" in out.stderr
+    with pytest.raises(PlanError, match="workers_per_trial must be a whole number >= 1"):
+        preset("tiny").replace(workers_per_trial=0)
+
+
 def test_plan_schedule_wsd_prints_each_stem_and_the_cost_against_separate_cosine_runs():
     out = subprocess.run([sys.executable, "-m", "flops_fit.cli", "plan", "--preset", "tiny", "--schedule", "wsd",
                           "--no-adapt", "--budgets", "1e11", "2e11", "4e11", "8e11", "1.6e12"],

@@ -8,9 +8,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import numpy as np
 import pytest
-import torch
+from windows import SEQ, VOCAB, TinyGPTWorkload
 
 from flops_fit.config import TrainOptions, preset
 from flops_fit.errors import PlanError
@@ -130,30 +129,6 @@ def test_the_gate_releases_a_stems_branches_one_at_a_time_shortest_first():
 
 
 # --- the trainer: a branch continued from its stem's kept state ---------------------------
-VOCAB, SEQ = 64, 16
-
-
-class _Windows:
-    def __init__(self, n: int, seed: int):
-        self.data = torch.randint(0, VOCAB, (n, SEQ), generator=torch.Generator().manual_seed(seed))
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def get_batch(self, idx) -> torch.Tensor:
-        return self.data[torch.as_tensor(np.asarray(idx), dtype=torch.long)]
-
-
-class _Workload:
-    def open_data(self, spec):
-        return _Windows(400, 1), _Windows(8, 2)
-
-    def build_model(self, spec):
-        from flops_fit.workloads.gpt import ReferenceGPT
-
-        return ReferenceGPT().build_model(spec)
-
-
 @pytest.fixture(scope="module")
 def branches():
     cfg = preset("tiny").plan
@@ -171,11 +146,11 @@ def test_a_branch_continued_from_its_stems_kept_state_trains_exactly_as_one_from
     short, long = branches[0], branches[-1]
     assert long.stem_start == short.cooldown_start > 0
     options = TrainOptions(threads=1, checkpoint_every_s=1e9)
-    first = run_trial(short, _Workload(), options, stem_dir=tmp_path).metrics
+    first = run_trial(short, TinyGPTWorkload(400), options, stem_dir=tmp_path).metrics
     kept = sorted((tmp_path / short.stem).glob("step_*.pt"))
     assert [p.name for p in kept] == [f"step_{short.cooldown_start:08d}.pt"]
-    continued = run_trial(long, _Workload(), options, stem_dir=tmp_path).metrics
-    alone = run_trial(long, _Workload(), options).metrics  # no stem directory: trained from step 0
+    continued = run_trial(long, TinyGPTWorkload(400), options, stem_dir=tmp_path).metrics
+    alone = run_trial(long, TinyGPTWorkload(400), options).metrics  # no stem directory: trained from step 0
     assert continued["loss"] == alone["loss"]  # bit for bit: the batch at step k and the state are the same
     assert continued["flops_trained"] == (long.steps - short.cooldown_start) * long.batch_size * SEQ * long.flops_per_token
     assert alone["flops_trained"] == long.flops and first["flops_trained"] == short.flops

@@ -5,43 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from windows import SEQ, VOCAB, Windows
+from windows import TinyGPTWorkload as _TinyGPTWorkload
 
 from flops_fit.config import TrainOptions
 from flops_fit.planning.grid import plan
 from flops_fit.trainer.batches import BatchOrder, BatchStream
 from flops_fit.trainer.trial import lr_at, run_trial
-
-VOCAB, SEQ = 64, 16
-
-
-class _Windows:
-    """A dataset of fixed random token windows, answering get_batch like the real ones."""
-
-    def __init__(self, n: int, seed: int):
-        g = torch.Generator().manual_seed(seed)
-        self.data = torch.randint(0, VOCAB, (n, SEQ), generator=g)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def get_batch(self, idx) -> torch.Tensor:
-        return self.data[torch.as_tensor(np.asarray(idx), dtype=torch.long)]
-
-
-class _TinyGPTWorkload:
-    """The reference GPT's model on in-memory windows (no token cache, no tokenizer)."""
-
-    def __init__(self):
-        self.models: list[torch.nn.Module] = []  # every model built, to compare trained weights
-
-    def open_data(self, spec):
-        return _Windows(200, 1), _Windows(8, 2)
-
-    def build_model(self, spec):
-        from flops_fit.workloads.gpt import ReferenceGPT
-
-        self.models.append(ReferenceGPT().build_model(spec))
-        return self.models[-1]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +39,7 @@ def test_batch_order_is_a_permutation_each_epoch_and_differs_across_epochs():
 
 
 def test_batch_stream_equals_gathering_each_step_directly():
-    data, steps = _Windows(37, 0), 23
+    data, steps = Windows(37, 0), 23
     order = BatchOrder(len(data), 4, seed=7)
     stream = BatchStream(data, order, steps, SEQ, torch.device("cpu"), prefetch=True)
     stream.ahead = 5  # several chunks, one crossing an epoch boundary
@@ -124,10 +94,10 @@ def test_step_hooks_see_every_step_once(spec):
 def test_micro_batches_give_the_gradient_and_update_of_one_batch(spec):
     """k equal micro-batches (loss/k each) accumulate the whole batch's gradient: with SGD(lr=1)
     the weight change is the gradient; equal to 1e-6 absolute (fp32 sums in another order)."""
-    from flops_fit.trainer.trial import train_step
+    from flops_fit.trainer.steps import train_step
     from flops_fit.workloads.gpt import ReferenceGPT
 
-    x = _Windows(8, 5).data
+    x = Windows(8, 5).data
     after = []
     for k in (1, 2, 4):
         torch.manual_seed(0)
@@ -199,10 +169,10 @@ def test_fp16_grad_scaler_step_matches_the_unscaled_step_and_skips_overflow(spec
     """Below sm80 the trainer scales fp16 losses with a GradScaler (CPU stand-in here): a finite
     step equals the unscaled one (the scaler unscales before the optimizer; 1e-6), and an
     overflowing one changes no weight and halves the scale."""
-    from flops_fit.trainer.trial import train_step
+    from flops_fit.trainer.steps import train_step
     from flops_fit.workloads.gpt import ReferenceGPT
 
-    x = _Windows(4, 5).data
+    x = Windows(4, 5).data
     no_autocast = lambda: torch.autocast("cpu", enabled=False)  # noqa: E731
     steps = []
     for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0**12)):

@@ -34,6 +34,8 @@ MANIFEST = "sweep.json"
 FINISHED_DIR = "finished"
 #: WSD stems' kept states (``flops_fit.trainer.checkpoint.StemStore``), one directory a stem.
 STEMS_DIR = "stems"
+#: Trials on several workers: Ray Train's run directory a trial (its checkpoints), ``train/<trial id>``.
+TRAIN_DIR = "train"
 LOCK_NAME = "driver.lock"
 LEASE_S = 120.0  # a live driver renews every LEASE_S / 4; a lease this old means its driver is gone
 

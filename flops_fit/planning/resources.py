@@ -42,17 +42,28 @@ def gpus_for(shape: ModelShape, batch_size: int, seq_len: int, gpu_bytes: int) -
 
 @dataclass(frozen=True)
 class ResourceRule:
-    """What each trial asks Ray for: ``cpus`` cores and ``gpus`` GPUs, a number or ``"auto"``
-    (``gpus_for`` on the trial's shape, with ``gpu_bytes`` per GPU). A workload whose model
-    the memory model does not describe (a user's own model) gets a whole GPU under auto."""
+    """What each trial asks Ray for: ``workers`` data-parallel processes (Ray Train, one
+    unless ``--workers-per-trial``), each with ``cpus`` cores and ``gpus`` GPUs, a number or
+    ``"auto"`` (``gpus_for`` on the trial's shape, with ``gpu_bytes`` per GPU). A workload
+    whose model the memory model does not describe (a user's own model) gets a whole GPU under auto."""
 
     cpus: float
     gpus: float | str = 0.0
     gpu_bytes: int | None = None
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if self.gpus == AUTO and not self.gpu_bytes:
             raise ValueError("gpus='auto' needs gpu_bytes (the memory of one GPU)")
+
+    def workers_for(self, spec: TrialSpec) -> int:
+        """The trial's data-parallel workers; each trains an equal slice of every step's batch
+        (``flops_fit.trainer.distributed``), so the batch must split into that many."""
+        if spec.batch_size % self.workers:
+            raise PlanError(f"trial {spec.trial_id}: its batch of {spec.batch_size} sequences does not split into "
+                            f"{self.workers} equal per-worker slices; use --workers-per-trial with a divisor of "
+                            f"{spec.batch_size}")
+        return self.workers
 
     def gpus_for(self, spec: TrialSpec) -> float:
         if self.gpus != AUTO:
@@ -65,17 +76,18 @@ class ResourceRule:
             raise PlanError(f"trial {spec.trial_id}: {exc}") from None
 
     def for_spec(self, spec: TrialSpec) -> dict[str, float]:
-        """Ray's resource dict for one trial (``{"CPU": 1.0, "GPU": 0.25}``)."""
+        """Ray's resource dict for one of the trial's workers (``{"CPU": 1.0, "GPU": 0.25}``)."""
         gpus = self.gpus_for(spec)
         return {"CPU": float(self.cpus), **({"GPU": gpus} if gpus else {})}
 
     def describe(self, spec: TrialSpec) -> str:
-        res = self.for_spec(spec)
-        return f"{res['CPU']:g}c" + (f"/{res['GPU']:g}g" if "GPU" in res else "")
+        """``1c/0.25g``; ``4c/1g x2`` for two workers of that each."""
+        res, workers = self.for_spec(spec), self.workers_for(spec)
+        return f"{res['CPU']:g}c" + (f"/{res['GPU']:g}g" if "GPU" in res else "") + (f" x{workers}" if workers > 1 else "")
 
 
 def resource_rule(cpus_per_trial: float, gpus_per_trial: float | str, gpu_memory_gb: float | None = None,
-                  gpu_bytes_sources: Iterable[Callable[[], int | None]] = ()) -> ResourceRule:
+                  gpu_bytes_sources: Iterable[Callable[[], int | None]] = (), workers: int = 1) -> ResourceRule:
     """Each trial's resources. For ``gpus_per_trial="auto"`` the GPU memory is
     ``gpu_memory_gb``, else the first of ``gpu_bytes_sources`` that knows one (the local GPU's,
     then a cluster GPU worker's); without any of them auto cannot be sized and says so."""
@@ -89,7 +101,7 @@ def resource_rule(cpus_per_trial: float, gpus_per_trial: float | str, gpu_memory
         if gpu_bytes is None:
             raise PlanError("--gpus-per-trial auto sizes trials by GPU memory, and this machine has no GPU: "
                             "pass --gpu-memory-gb (e.g. 80 for an H100) for the GPUs the sweep will run on")
-    return ResourceRule(cpus_per_trial, gpus_per_trial, gpu_bytes)
+    return ResourceRule(cpus_per_trial, gpus_per_trial, gpu_bytes, workers)
 
 
 def trial_slots(cpus: float, cpus_per_trial: float, gpus: float = 0, gpus_per_trial: float = 0.0,
@@ -107,13 +119,22 @@ def _fits(request: dict[str, float], node: dict[str, float]) -> bool:
     return all(node.get(k, 0.0) + 1e-9 >= v for k, v in request.items())
 
 
+def _holds(request: dict[str, float], node: dict[str, float]) -> int:
+    """How many workers of ``request`` one node holds at once."""
+    return min((int(node.get(k, 0.0) / v + 1e-9) for k, v in request.items() if v > 0), default=1 << 30)
+
+
 def placement_problem(rule: ResourceRule, specs: Iterable[TrialSpec], nodes: list[dict[str, float]]) -> str | None:
     """One line naming a trial no node can ever hold (its request against the largest node,
     and the flag that fixes it), or None when every trial fits some node. Ray would queue
     such a trial forever, warning once a minute that nothing runs."""
     largest = max(nodes, key=lambda n: (n.get("GPU", 0.0), n.get("CPU", 0.0)), default={})
     for spec in specs:
-        request = rule.for_spec(spec)
+        request, workers = rule.for_spec(spec), rule.workers_for(spec)
+        if any(_fits(request, node) for node in nodes) and sum(_holds(request, node) for node in nodes) < workers:
+            return (f"trial {spec.trial_id} asks Ray for {rule.describe(spec)} (CPUs/GPUs per worker), and this "
+                    f"cluster holds {sum(_holds(request, node) for node in nodes)} such workers at once; use "
+                    "--workers-per-trial with fewer workers, or less --cpus-per-trial/--gpus-per-trial")
         if any(_fits(request, node) for node in nodes):
             continue
         cpus, gpus = largest.get("CPU", 0.0), largest.get("GPU", 0.0)

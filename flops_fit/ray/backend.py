@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from flops_fit.config import SweepConfig, TrainOptions
 from flops_fit.engine.estimate import expected_cost
-from flops_fit.engine.storage import FINISHED_DIR, STEMS_DIR
+from flops_fit.engine.storage import FINISHED_DIR, STEMS_DIR, TRAIN_DIR
 from flops_fit.engine.sweep import SPEC_ID, TrialReport, resolve_config, run_sweep
 from flops_fit.errors import PlanError, SweepInterrupted
 from flops_fit.planning.grid import TrialSpec
@@ -68,10 +68,14 @@ def start_private_ray(num_cpus: int | None = None, num_gpus: int | None = None) 
 
 
 def placement_for(rule: ResourceRule, config: dict[str, Any]) -> Any:
-    """Tune's per-trial resource request: the rule applied to this trial's spec."""
+    """Tune's per-trial resource request: the rule applied to this trial's spec; a trial on
+    several workers holds almost nothing itself (its Ray Train workers hold the resources)."""
     from ray import tune
 
-    return tune.PlacementGroupFactory([rule.for_spec(TrialSpec.from_dict(config["spec"]))])
+    from flops_fit.ray.workers import TRIAL_DRIVER_REQUEST
+
+    spec = TrialSpec.from_dict(config["spec"])
+    return tune.PlacementGroupFactory([TRIAL_DRIVER_REQUEST if rule.workers_for(spec) > 1 else rule.for_spec(spec)])
 
 
 def cluster_gpu_bytes() -> int:
@@ -101,7 +105,7 @@ def describe_shares(rule: ResourceRule, specs: list[TrialSpec]) -> str:
 
 def finished_row(run_dir: Path, reported: dict[str, Any] | None) -> dict[str, Any]:
     """A trial's metrics: the full row its record in the sweep directory holds (a trial reports
-    Tune only a summary, ``flops_fit.ray.trainable.REPORTED``), else what it reported."""
+    Tune only a summary, ``flops_fit.ray.records.REPORTED``), else what it reported."""
     reported = dict(reported or {})
     if reported.get("status") in FINISHED_STATUSES and reported.get(SPEC_ID):
         path = run_dir / FINISHED_DIR / f"{reported[SPEC_ID]}.json"
@@ -156,6 +160,7 @@ class TuneBackend:
         from ray import tune
 
         from flops_fit.ray.progress import SweepProgress
+        from flops_fit.ray.searcher import cluster_slots
         from flops_fit.ray.trainable import run_trial_on_worker
 
         # Tune's newer console output prints a configuration box and a TensorBoard hint into
@@ -171,13 +176,17 @@ class TuneBackend:
         trainable = tune.with_resources(
             tune.with_parameters(run_trial_on_worker, workload=workload, train_options=options,
                                  record_dir=str(run_dir / FINISHED_DIR), resources=rule,
-                                 stem_dir=str(run_dir / STEMS_DIR)),
+                                 stem_dir=str(run_dir / STEMS_DIR), train_dir=str(run_dir / TRAIN_DIR),
+                                 max_failures=cfg.max_failures),
             functools.partial(placement_for, rule),
         )
         from flops_fit.ray.trackers import tracker_callbacks
 
         tune_dir = str(run_dir)
-        tune_config = dict(max_concurrent_trials=cfg.max_concurrent_trials, reuse_actors=reuse_actors_for(rule),
+        # A trial on several workers holds almost nothing itself: without a cap Tune would start
+        # every one, and their worker groups would queue for the same resources.
+        concurrent = cfg.max_concurrent_trials or (cluster_slots(cfg) if rule.workers > 1 else None)
+        tune_config = dict(max_concurrent_trials=concurrent, reuse_actors=reuse_actors_for(rule),
                            trial_name_creator=trial_name, trial_dirname_creator=trial_name)
         if cfg.plan.adapt or cfg.plan.schedule == "wsd":
             # Not Tuner.restore: the plan replays its decision log (adaptive.json) and finished

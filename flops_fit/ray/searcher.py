@@ -109,8 +109,9 @@ def cluster_slots(cfg: SweepConfig) -> int:
 
     resources = ray.cluster_resources()
     gpus_per_trial = cfg.gpus_per_trial if isinstance(cfg.gpus_per_trial, float) else 0.0  # auto: shares differ
-    return trial_slots(resources.get("CPU", 1), cfg.cpus_per_trial, resources.get("GPU", 0), gpus_per_trial,
-                       cfg.max_concurrent_trials)
+    workers = cfg.workers_per_trial
+    return trial_slots(resources.get("CPU", 1), cfg.cpus_per_trial * workers, resources.get("GPU", 0),
+                       gpus_per_trial * workers, cfg.max_concurrent_trials)
 
 
 def adaptive_tune_config(cfg: SweepConfig, specs: list[TrialSpec], workload: Workload, run_dir: Path,

@@ -65,7 +65,8 @@ SCHEMA = pa.schema(
         ("tokens_per_s", pa.float64()),
         ("wall_s", pa.float64()),
         ("node_id", pa.string()),
-        ("gpus", pa.float64()),
+        ("gpus", pa.float64()),  # all of the trial's workers together
+        ("workers", pa.int64()),  # data-parallel processes that trained it (flops_fit.trainer.distributed)
         ("epochs", pa.float64()),  # passes over the training data (above 1: repeated data)
         ("plateau_loss", pa.float64()),  # the loss a trained run gets below (flops_fit.data.baselines)
         ("origin", pa.string()),  # why the trial is in the sweep: grid, recentred, extend-low/-high, densify (flops_fit.planning.adaptive)

@@ -46,8 +46,10 @@ class BatchStream:
     CHUNK_TOKENS = 1 << 20
 
     def __init__(self, data, order: BatchOrder, steps: int, seq_len: int, device: torch.device,
-                 prefetch: bool | None = None):
+                 prefetch: bool | None = None, rows: slice = slice(None)):
         self.data, self.order, self.steps, self.device = data, order, steps, device
+        self.rows = rows
+        """Which rows of each step's batch this process trains (a data-parallel rank's part)."""
         self.ahead = max(1, min(64, self.CHUNK_TOKENS // max(1, order.b * seq_len)))
         self.lo = self.hi = 0
         self.x = self.y = None
@@ -60,11 +62,11 @@ class BatchStream:
         batch = self.data.get_batch(self.order.indices(lo, hi))
         x, y = batch if isinstance(batch, (tuple, list)) else (batch, batch)
         same = y is x
-        x = x.reshape(hi - lo, self.order.b, *x.shape[1:])
+        x = x.reshape(hi - lo, self.order.b, *x.shape[1:])[:, self.rows]
         x = x.pin_memory() if self.pin else x
         if same:
             return x, x
-        y = y.reshape(hi - lo, self.order.b, *y.shape[1:])
+        y = y.reshape(hi - lo, self.order.b, *y.shape[1:])[:, self.rows]
         return x, (y.pin_memory() if self.pin else y)
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:

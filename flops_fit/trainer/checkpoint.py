@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 import torch
 
+from flops_fit.trainer.distributed import World
+
 CHECKPOINT_FILE = "trial_state.pt"
 #: At most this fraction of wall time spent writing checkpoints (the interval stretches).
 WRITE_FRACTION = 0.1
@@ -96,6 +98,54 @@ class BackgroundWriter:
 
     def close(self) -> None:
         self.poll(wait=True)
+
+    def ready(self) -> bool:
+        """A write has finished and waits for ``poll`` to hand it over."""
+        return self._thread is not None and not self._thread.is_alive()
+
+    def pending(self) -> bool:
+        return self._thread is not None
+
+
+class CheckpointTurns:
+    """When a trial starts a checkpoint write and hands a finished one to ``save_checkpoint``.
+
+    One process: at every step, as soon as the ``BackgroundWriter`` says. Several
+    data-parallel ranks (``flops_fit.trainer.distributed``): rank 0 alone holds the writer (the
+    ranks' states are identical), and only at log points, where its two answers (a write
+    finished, a new one due) reach every rank; a rank without the writer hands over ``None``,
+    so every rank reports the checkpoint together, as Ray Train requires."""
+
+    def __init__(self, writer: BackgroundWriter, world: World, device: torch.device) -> None:
+        self.writer, self.world, self.device = writer, world, device
+
+    def turn(self, state: Callable[[], dict[str, Any]], step: int, progress: dict[str, Any], log_point: bool) -> None:
+        """``state()`` builds the state to write (called only where one starts)."""
+        if self.world.size == 1:
+            self.writer.poll()  # a finished write goes to save_checkpoint from this thread
+            if self.writer.due():
+                self.writer.submit(state(), step, progress)
+            return
+        if not log_point:
+            return
+        ready, due = self.world.leader_flags([self.writer.ready(), self.writer.due()], self.device)
+        if ready:
+            self._hand_over(progress)
+        if due and self.world.leads:
+            self.writer.submit(state(), step, progress)
+
+    def close(self, progress: dict[str, Any]) -> None:
+        """Wait for a write in flight and hand it over (on every rank)."""
+        if self.world.size == 1:
+            self.writer.close()
+        elif self.world.leader_flags([self.writer.pending()], self.device)[0]:
+            self._hand_over(progress)
+
+    def _hand_over(self, progress: dict[str, Any]) -> None:
+        if self.world.leads:
+            self.writer.poll(wait=True)
+        else:
+            self.writer.on_done(None, progress)
 
 
 class StemStore:

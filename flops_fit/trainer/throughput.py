@@ -68,13 +68,13 @@ def probe_tokens_per_s(spec_or_shape: TrialSpec | ModelShape | GPTConfig, batch_
                        steps: int = 6, warmup: int = 2, threads: int | None = None,
                        device: str | None = None, compile: bool = False, detail: bool = False):
     """Training tokens/s of one model shape: ``steps`` timed AdamW steps on random tokens,
-    after ``warmup`` untimed ones, with the trainer's own step (``flops_fit.trainer.trial.train_step``).
+    after ``warmup`` untimed ones, with the trainer's own step (``flops_fit.trainer.steps.train_step``).
 
     Returns tokens/s, or with ``detail=True`` a dict that also splits the time into
     forward, backward and optimizer (each phase synchronised, so slightly pessimistic).
     """
     from flops_fit.trainer import accelerator
-    from flops_fit.trainer import trial as train_mod
+    from flops_fit.trainer import steps as train_mod
 
     torch, dev = _setup(threads, device)
     config, spec_batch, spec_seq = _shape_of(spec_or_shape)

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-import numpy as np
 import torch
 
 from flops_fit.config import TrainOptions
@@ -44,6 +43,8 @@ from flops_fit.trainer.accelerator import (
     release_device_memory,
 )
 from flops_fit.trainer.batches import BatchOrder, BatchStream
+from flops_fit.trainer.distributed import ONE_PROCESS, World
+from flops_fit.trainer.steps import count_parameters, evaluate, make_optimizer, train_step
 
 CHECKPOINT_FILE = checkpoint.CHECKPOINT_FILE
 
@@ -80,84 +81,6 @@ def lr_at(step: int, spec: TrialSpec) -> float:
     return spec.lr * lr_multiplier(spec, step)
 
 
-def pair_batch(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, labels) on ``device``; a bare tensor is its own labels (the model shifts)."""
-    x, y = batch if isinstance(batch, (tuple, list)) else (batch, batch)
-    if device.type == "cuda":  # pinned, non-blocking copies overlap the previous step
-        same = y is x
-        x = x.pin_memory().to(device, non_blocking=True)
-        y = x if same else y.pin_memory().to(device, non_blocking=True)
-    return x, y
-
-
-def count_parameters(model) -> int:
-    """The model contract: ``n()`` (or ``num_params()``) is the trainable parameter count."""
-    for name in ("n", "num_params"):
-        if callable(getattr(model, name, None)):
-            return int(getattr(model, name)())
-    raise TypeError(f"{type(model).__name__} has neither n() nor num_params()")
-
-
-@torch.no_grad()
-def evaluate(model, val, device: torch.device, batch_size: int, autocast) -> float:
-    """Mean next-token loss over every window of the fixed validation set."""
-    model.eval()
-    total, count = 0.0, 0
-    for start in range(0, len(val), batch_size):
-        idx = np.arange(start, min(len(val), start + batch_size))
-        x, y = pair_batch(val.get_batch(idx), device)
-        with autocast():
-            _, loss = model(x, labels=y)
-        weight = x.shape[0] * (x.shape[1] - 1)
-        total += float(loss) * weight
-        count += weight
-    model.train()
-    return total / count
-
-
-def make_optimizer(model, device: torch.device, weight_decay: float, lr: float,
-                   beta2: float = 0.95) -> torch.optim.Optimizer:
-    """AdamW, weight decay on matrices only (not norm gains), betas (0.9, beta2): the trial's
-    spec carries beta2 (``PlanConfig.beta2``)."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr,
-        betas=(0.9, beta2),
-        fused=device.type == "cuda",
-    )
-
-
-def train_step(step_fn, optimizer, x: torch.Tensor, autocast, labels: torch.Tensor | None = None,
-               micro_batches: int = 1, scaler: Any = None) -> torch.Tensor:
-    """One optimizer step on batch ``x`` (labels default to ``x``: the model shifts them);
-    returns the detached loss (no host sync).
-
-    ``micro_batches`` > 1 accumulates the gradient over that many equal slices of the batch
-    (each loss scaled by 1/k): the same update as one pass over the whole batch, to float
-    rounding, with a k-times smaller activation peak. Equal slices of full-length windows
-    score equally many tokens, so the mean of the slice means is the batch mean. ``scaler``
-    (a ``torch.amp.GradScaler``, fp16 only) scales the loss against underflow."""
-    labels = x if labels is None else labels
-    if x.shape[0] % micro_batches:
-        raise ValueError(f"batch of {x.shape[0]} does not split into {micro_batches} equal micro-batches")
-    total = torch.zeros((), device=x.device)
-    for xs, ys in zip(x.chunk(micro_batches), labels.chunk(micro_batches)):
-        with autocast():
-            _, loss = step_fn(xs, labels=ys)
-        part = loss / micro_batches if micro_batches > 1 else loss
-        (scaler.scale(part) if scaler is not None else part).backward()
-        total += part.detach()
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return total
-
-
 @dataclass
 class _Trial:
     """The state ``run_trial``'s steps share."""
@@ -178,21 +101,24 @@ class _Trial:
     stem_start: int = 0
     """The step this trial started training at (a WSD branch: its stem's kept state)."""
     stems: checkpoint.StemStore | None = None
+    world: World = ONE_PROCESS
 
 
 def _setup(spec: TrialSpec, workload: _ModelAndData, options: TrainOptions) -> _Trial:
     if options.threads:
         torch.set_num_threads(options.threads)
     device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch.manual_seed(spec.seed)  # before the model is built: its init is a function of the seed
+    world = World.current()
+    torch.manual_seed(spec.seed)  # before the model is built: its init is a function of the seed (every rank's the same)
     train, val = workload.open_data(spec)
     model = workload.build_model(spec).to(device)
     optimizer = make_optimizer(model, device, options.weight_decay, spec.lr, spec.beta2)
     scaler = None
     if device.type == "cuda" and compute_dtype(torch.cuda.get_device_capability(device)) == torch.float16:
         scaler = torch.amp.GradScaler("cuda")
-    return _Trial(spec, options, device, train, val, model, optimizer,
-                  micro_batches=options.micro_batches or micro_batches_for(spec, device, model), scaler=scaler)
+    rows = world.rows(spec.batch_size)
+    return _Trial(spec, options, device, train, val, model, optimizer, world=world, scaler=scaler,
+                  micro_batches=options.micro_batches or micro_batches_for(spec, device, model, rows))
 
 
 def _resume(trial: _Trial, resume_from: str | os.PathLike[str], name: str = CHECKPOINT_FILE) -> None:
@@ -224,20 +150,29 @@ def _checkpoint_state(trial: _Trial, wall_s: float) -> dict[str, Any]:
 
 def _loop(trial: _Trial, t_start: float, save_checkpoint, checkpoint_root) -> str:
     """Train to ``spec.steps``; returns "ok" or "diverged" (a non-finite mean training loss)."""
-    spec, options, device = trial.spec, trial.options, trial.device
+    spec, options, device, world = trial.spec, trial.options, trial.device, trial.world
     autocast = autocast_for(device)
-    step_fn = torch.compile(trial.model) if options.compile and compile_pays(spec) else trial.model
+    step_fn = world.wrap(trial.model, device)
+    step_fn = torch.compile(step_fn) if options.compile and compile_pays(spec) else step_fn
     batches = BatchStream(trial.train, BatchOrder(len(trial.train), spec.batch_size, spec.seed),
-                          spec.steps, spec.seq_len, device)
-    writer = checkpoint.BackgroundWriter(checkpoint_root, save_checkpoint, options.checkpoint_every_s) \
+                          spec.steps, spec.seq_len, device, rows=world.part(spec.batch_size))
+    turns = checkpoint.CheckpointTurns(checkpoint.BackgroundWriter(
+        checkpoint_root, save_checkpoint, options.checkpoint_every_s), world, device) \
         if save_checkpoint is not None else None
+
+    def progress() -> dict[str, Any]:
+        return {"step": trial.step, "train_loss": trial.curve[-1]["train_loss"] if trial.curve else None}
+
+    def state() -> dict[str, Any]:
+        return _checkpoint_state(trial, trial.wall_before + time.perf_counter() - t_start)
+
     running = torch.zeros((), device=device)
     since_log = 0
     status = "ok"
     try:
         while trial.step < spec.steps:
-            if trial.stems is not None and trial.step == spec.cooldown_start:  # WSD: keep the stem here
-                trial.stems.keep(_checkpoint_state(trial, 0.0), trial.step)
+            if trial.stems is not None and trial.step == spec.cooldown_start and world.leads:
+                trial.stems.keep(_checkpoint_state(trial, 0.0), trial.step)  # WSD: keep the stem here
             for group in trial.optimizer.param_groups:
                 group["lr"] = lr_at(trial.step, spec)
             x, y = batches.get(trial.step)
@@ -246,9 +181,11 @@ def _loop(trial: _Trial, t_start: float, save_checkpoint, checkpoint_root) -> st
             running += _step_halving_on_oom(trial, step_fn, x, y, autocast)
             since_log += 1
             trial.step += 1
-            # Host syncs only every log_every steps (a .item() per step stalls a GPU pipeline).
-            if trial.step % options.log_every == 0 or trial.step == spec.steps:
-                mean = float(running) / since_log
+            # Host syncs (and the ranks' one all-reduce) only every log_every steps: a .item()
+            # per step stalls a GPU pipeline.
+            log_point = trial.step % options.log_every == 0 or trial.step == spec.steps
+            if log_point:
+                mean = world.sum([float(running) / since_log], device)[0] / world.size
                 running.zero_()
                 since_log = 0
                 trial.curve.append({"step": trial.step, "tokens": trial.step * spec.batch_size * spec.seq_len,
@@ -256,15 +193,10 @@ def _loop(trial: _Trial, t_start: float, save_checkpoint, checkpoint_root) -> st
                 if not math.isfinite(mean):
                     status = "diverged"
                     break
-            if writer is not None:
-                writer.poll()  # a finished write goes to save_checkpoint from this thread
-                if writer.due():
-                    wall = trial.wall_before + time.perf_counter() - t_start
-                    writer.submit(_checkpoint_state(trial, wall), trial.step,
-                                  {"step": trial.step,
-                                   "train_loss": trial.curve[-1]["train_loss"] if trial.curve else None})
-        if writer is not None:
-            writer.close()
+            if turns is not None:
+                turns.turn(state, trial.step, progress(), log_point)
+        if turns is not None:
+            turns.close(progress())
     finally:
         batches.close()
     return status
@@ -306,6 +238,7 @@ def _record(trial: _Trial, status: str, loss_val: float | None, train_s: float, 
         flops=trained_tokens * spec.flops_per_token,
         **spec.flops_columns(trained_tokens),
         micro_batches=trial.micro_batches,
+        workers=trial.world.size,
         tokens_per_s=steps_run * spec.batch_size * spec.seq_len / max(train_s, 1e-9),
         wall_s=trial.wall_before + time.perf_counter() - t_start,
         node_id=os.environ.get("FLOPS_FIT_NODE_ID") or platform.node(),
@@ -374,7 +307,7 @@ def run_trial(
         loss_val = None
         if status == "ok":
             loss_val = evaluate(trial.model, trial.val, trial.device, options.eval_batch_size,
-                                autocast_for(trial.device))
+                                autocast_for(trial.device), trial.world)
             if not math.isfinite(loss_val):
                 status, loss_val = "diverged", None
         metrics = _record(trial, status, loss_val, train_s, trial.step - step_at_start, t_start)

@@ -27,7 +27,7 @@ from flops_fit.errors import PlanError
 from flops_fit.planning.config import PlanConfig
 from flops_fit.planning.grid import TrialSpec, plan
 from flops_fit.planning.sizes import CountedSizes
-from flops_fit.trainer.trial import count_parameters, pair_batch
+from flops_fit.trainer.steps import count_parameters, pair_batch
 from flops_fit.workloads.base import TrainedWorkload
 from flops_fit.workloads.simulated import SimulatedLaw, counted_sizes
 
