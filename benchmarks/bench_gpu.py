@@ -4,6 +4,8 @@ checkpoint write blocks the training loop.
 
     python benchmarks/bench_gpu.py            # on a CUDA machine: the tinystories-gpu shapes + 1e18's largest
     python benchmarks/bench_gpu.py --quick    # one tiny shape, seconds; runs on CPU too (no memory column)
+    python benchmarks/bench_gpu.py --workers 2 [--shard]   # the median shape on 1 and on 2 data-parallel GPUs
+                                              # of this node (NCCL; gloo on CPU with --quick): tokens/s and scaling
 
 Per shape: the micro-batch the trainer picks (``accelerator.micro_batches_for``), the measured peak
 (``torch.cuda.max_memory_allocated``) over ``memory.training_bytes`` at that micro-batch (the
@@ -50,6 +52,7 @@ def measure(label: str, spec, steps: int) -> dict:
     from flops_fit.models.gpt import GPT, GPTConfig
     from flops_fit.models.gpt_spec import gpt_shape
     from flops_fit.trainer import accelerator, checkpoint
+    from flops_fit.trainer import steps as step_parts
     from flops_fit.trainer import trial as train
     from flops_fit.trainer.throughput import matmul_peak_flops
 
@@ -57,7 +60,7 @@ def measure(label: str, spec, steps: int) -> dict:
     dev = torch.device("cuda" if cuda else "cpu")
     shape = gpt_shape(spec.model)
     model = GPT(GPTConfig.from_shape(shape)).to(dev)
-    opt = train.make_optimizer(model, dev, 0.1, 1e-3)
+    opt = step_parts.make_optimizer(model, dev, 0.1, 1e-3)
     k = accelerator.micro_batches_for(spec, dev, model)
     x = torch.randint(0, shape.vocab_size, (spec.batch_size, spec.seq_len), device=dev)
     autocast = accelerator.autocast_for(dev)
@@ -74,13 +77,13 @@ def measure(label: str, spec, steps: int) -> dict:
 
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    eager = functools.partial(train.train_step, model, opt, x, autocast, micro_batches=k)
+    eager = functools.partial(step_parts.train_step, model, opt, x, autocast, micro_batches=k)
     timed(eager, 1)
     eager_s = timed(eager, steps)
     peak = torch.cuda.max_memory_allocated() if cuda else None
     torch._dynamo.reset()
     compiled = torch.compile(model)
-    step_c = functools.partial(train.train_step, compiled, opt, x, autocast, micro_batches=k)
+    step_c = functools.partial(step_parts.train_step, compiled, opt, x, autocast, micro_batches=k)
     first_s = timed(step_c, 1)
     compiled_s = timed(step_c, steps)
     trial = train._Trial(spec, None, dev, None, None, model, opt)
@@ -109,12 +112,95 @@ def measure(label: str, spec, steps: int) -> dict:
     return row
 
 
+def _data_parallel_shape(quick: bool):
+    """The shape ``--workers`` times: the GPU preset's median trial (the smoke preset's largest with --quick)."""
+    cases = dict(_shapes(quick))
+    return cases.get("median") or cases["smoke-largest"]
+
+
+def rank_tokens_per_s(quick: bool, steps: int, shard: bool) -> None:
+    """One rank of ``--workers`` (torchrun starts k of them): the trainer's own data-parallel
+    step (``flops_fit.trainer.distributed``: this rank's slice of the batch, DDP or FSDP2) timed
+    over ``steps`` steps after one untimed; rank 0 prints the trial's tokens/s as JSON."""
+    import json
+
+    import torch
+    import torch.distributed as dist
+
+    from flops_fit.trainer import accelerator
+    from flops_fit.trainer import steps as step_parts
+    from flops_fit.trainer.distributed import World
+    from flops_fit.workloads.gpt import ReferenceGPT
+
+    cuda = torch.cuda.is_available()
+    dist.init_process_group("nccl" if cuda else "gloo")
+    world = World.current(shard)
+    dev = torch.device(f"cuda:{dist.get_rank() % torch.cuda.device_count()}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(dev)
+    spec = _data_parallel_shape(quick)
+    torch.manual_seed(0)
+    model = world.place(ReferenceGPT().build_model(spec), dev)
+    opt = step_parts.make_optimizer(model, dev, 0.1, 1e-3)
+    step_fn = world.wrap(model, dev)
+    rows = world.rows(spec.batch_size)
+    k = accelerator.micro_batches_for(spec, dev, model, rows, world.size if world.sharded else 1)
+    x = torch.randint(0, spec.model["vocab_size"], (rows, spec.seq_len), device=dev)
+    autocast = accelerator.autocast_for(dev)
+    step_parts.train_step(step_fn, opt, x, autocast, micro_batches=k)
+    if cuda:
+        torch.cuda.synchronize()
+    dist.barrier()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = step_parts.train_step(step_fn, opt, x, autocast, micro_batches=k)
+    float(loss)
+    if cuda:
+        torch.cuda.synchronize()
+    dist.barrier()
+    seconds = (time.perf_counter() - t0) / steps
+    if world.leads:
+        print(json.dumps({"workers": world.size, "sharded": world.sharded, "label": spec.label, "n": spec.n,
+                          "batch": spec.batch_size, "micro_batches": k,
+                          "tokens_per_s": spec.batch_size * spec.seq_len / seconds}), flush=True)
+    dist.destroy_process_group()
+
+
+def data_parallel_rows(workers: int, quick: bool, steps: int, shard: bool) -> list[dict]:
+    """tokens/s of the same trial on 1 and on ``workers`` ranks of this node, and the scaling."""
+    import json
+    import subprocess
+
+    rows = []
+    for k in (1, workers):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(k), __file__,
+               "--rank", "--steps", str(steps)] + (["--quick"] if quick else []) + (["--shard"] if shard and k > 1 else [])
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads([line for line in out.splitlines() if line.startswith("{")][-1]))
+    for row in rows:
+        row["speedup"] = row["tokens_per_s"] / rows[0]["tokens_per_s"]
+        row["scaling_efficiency"] = row["speedup"] / row["workers"]
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None, help="time the median shape on 1 and on this many ranks")
+    p.add_argument("--shard", action="store_true", help="with --workers: shard the model (FSDP2), not DDP")
+    p.add_argument("--rank", action="store_true", help=argparse.SUPPRESS)  # one rank of --workers (torchrun)
     args = p.parse_args()
     import torch
+
+    if args.rank:
+        return rank_tokens_per_s(args.quick, args.steps or 5, args.shard)
+    if args.workers:
+        rows = data_parallel_rows(args.workers, args.quick, args.steps or (3 if args.quick else 20), args.shard)
+        result = {"benchmark": "gpu-data-parallel", "quick": args.quick, "shard": args.shard,
+                  "device": "cuda" if torch.cuda.is_available() else "cpu", "rows": rows}
+        return emit(result, table(rows, ["workers", "sharded", "label", "batch", "micro_batches", "tokens_per_s",
+                                         "speedup", "scaling_efficiency"]))
 
     steps = args.steps or (1 if args.quick else 5)
     rows = [measure(label, spec, steps) for label, spec in _shapes(args.quick)]

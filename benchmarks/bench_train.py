@@ -50,7 +50,7 @@ def where_time_goes(s: ModelShape, batch: int, threads: int) -> dict[str, float]
 
     from flops_fit.models.gpt import GPT, GPTConfig
     from flops_fit.trainer import accelerator
-    from flops_fit.trainer import trial as train
+    from flops_fit.trainer import steps as train
 
     torch.set_num_threads(threads)
     model = GPT(GPTConfig.from_shape(s))

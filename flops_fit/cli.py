@@ -143,7 +143,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         from flops_fit.trainer.throughput import local_gpus
 
         mean_gpus = sum(rule.gpus_for(s) for s in specs) / max(1, len(specs))  # auto: shares differ by trial
-        slots = trial_slots(os.cpu_count() or 1, cfg.cpus_per_trial, local_gpus(), mean_gpus,
+        workers = cfg.workers_per_trial
+        slots = trial_slots(os.cpu_count() or 1, cfg.cpus_per_trial * workers, local_gpus(), mean_gpus * workers,
                             cfg.max_concurrent_trials)
         try:
             if cfg.tune:  # its scan, then its check (the rule's and the best rate, seeds each): same shapes
@@ -153,8 +154,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 for stage, copies in (("tune scan", len(LR_MULTIPLIERS)), ("tune check", 2 * CHECK_SEEDS - 1)):
                     stage_specs = [s for s in picked for _ in range(copies)]
                     print(f"{stage}: " + format_estimate(estimate_sweep_seconds(
-                        stage_specs, cfg.cpus_per_trial, slots, compile=cfg.train.compile)))
-            print(format_estimate(estimate_sweep_seconds(specs, cfg.cpus_per_trial, slots, compile=cfg.train.compile)))
+                        stage_specs, cfg.cpus_per_trial, slots, compile=cfg.train.compile, workers=workers)))
+            print(format_estimate(estimate_sweep_seconds(specs, cfg.cpus_per_trial, slots, compile=cfg.train.compile,
+                                                         workers=workers)))
         except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
             print(f"estimate failed: {' '.join(str(exc).split())[:200]}; plan without --estimate, "
                   "or pass --max-batch-size to probe smaller batches", file=sys.stderr)

@@ -63,6 +63,10 @@ class TrainOptions:
     """AdamW weight decay on matrices."""
     compile: bool = False
     """torch.compile the model (worth it on GPUs)."""
+    shard_model: bool = False
+    """On several data-parallel workers, shard the model's weights, gradients and AdamW state
+    over them (FSDP2) instead of keeping a copy on each (DDP); ``--gpus-per-trial auto`` sets it
+    for a trial whose model one GPU cannot hold."""
     micro_batches: int | None = None
     """Gradient-accumulation slices per step; None: 1 on CPU, on CUDA the fewest whose memory
     estimate fits (``flops_fit.models.gpt_spec.training_bytes``), doubled on out-of-memory. Same update either way."""
@@ -186,7 +190,7 @@ class SweepConfig:
         """What each trial asks Ray for; under ``gpus_per_trial="auto"`` the GPU memory is
         ``gpu_memory_gb``, else the first of ``gpu_bytes_sources`` that knows one."""
         return resource_rule(self.cpus_per_trial, self.gpus_per_trial, self.gpu_memory_gb, gpu_bytes_sources,
-                             self.workers_per_trial)
+                             self.workers_per_trial, self.train.shard_model)
 
     def __getattr__(self, name: str) -> Any:
         """Flat read access to the groups' fields: ``cfg.budgets`` is ``cfg.plan.budgets``."""

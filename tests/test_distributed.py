@@ -28,10 +28,10 @@ TESTS = Path(__file__).parent
 TOLERANCE = 1e-4
 
 
-def _torchrun(ranks: int, out: Path) -> dict:
+def _torchrun(ranks: int, out: Path, mode: str = "ddp") -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
-                    str(TESTS / "ddp_trial.py"), str(out)], check=True, env=env, cwd=TESTS, timeout=300,
+                    str(TESTS / "ddp_trial.py"), str(out), mode], check=True, env=env, cwd=TESTS, timeout=300,
                    capture_output=True)
     return json.loads(out.read_text())
 
@@ -56,6 +56,27 @@ def test_two_ranks_train_the_one_process_trial_to_float_rounding(tmp_path):
     curves = [[p["train_loss"] for p in json.loads(m["curve"])] for m in (alone, ranks)]
     assert len(curves[0]) == len(curves[1]) and max(abs(a - b) for a, b in zip(*curves)) < TOLERANCE
     print(f"one process {alone['loss']!r}, two ranks {ranks['loss']!r}: {abs(alone['loss'] - ranks['loss']):.2g}")
+
+
+def test_a_model_sharded_over_two_ranks_trains_as_ddp_does_and_resumes_from_its_gathered_checkpoint(tmp_path):
+    """FSDP2 (``shard_model``): the same update as DDP (gradients averaged, here bitwise the
+    same loss), and a checkpoint gathered to rank 0 and broadcast back resumes exactly."""
+    ddp = _torchrun(2, tmp_path / "ddp.json")
+    sharded = _torchrun(2, tmp_path / "sharded.json", "shard")
+    assert sharded["workers"] == 2 and sharded["n"] == ddp["n"]  # n() counts the whole model, not a shard
+    assert sharded["loss"] == pytest.approx(ddp["loss"], abs=TOLERANCE)
+    resumed = _torchrun(2, tmp_path / "resumed.json", "shard-resume")
+    assert 0 < resumed["resumed_at"] < spec_steps()
+    assert resumed["loss"] == pytest.approx(sharded["loss"], rel=1e-6, abs=0)  # exact by construction
+    assert resumed["tokens"] == sharded["tokens"] and resumed["curve"] == sharded["curve"]
+    print(f"DDP {ddp['loss']!r}, sharded {sharded['loss']!r}, sharded stopped at step {resumed['resumed_at']} and "
+          f"resumed {resumed['loss']!r}")
+
+
+def spec_steps() -> int:
+    from ddp_trial import spec
+
+    return spec().steps
 
 
 def test_each_rank_takes_its_own_equal_slice():

@@ -170,19 +170,27 @@ def test_budgets_past_what_a_presets_rules_were_measured_on_are_refused_in_one_l
     assert lifted.plan.rules_valid_to is None and lifted.plan.recipe is None
 
 
-def test_auto_refuses_a_trial_whose_state_alone_outgrows_one_gpu_and_names_it():
-    # 1e19-1e20 at a 24 GB GPU: a 1.6B model's weights, gradients and AdamW moments are 26 GB;
-    # a trial does not shard its model, so the plan says so instead of an OOM hours in.
+def test_auto_shards_a_model_one_gpu_cannot_hold_over_enough_gpus_and_refuses_one_that_fits_none():
+    # 1e19-1e20 at a 24 GB GPU: the 2.9B model's weights, gradients and AdamW moments are 47 GB;
+    # sharded over 4 GPUs (FSDP2) each holds 13 GB of them plus two gathered blocks.
+    from flops_fit.models.gpt_spec import gpt_shape, training_bytes
     from flops_fit.planning.resources import resource_rule
 
     cfg = preset("tinystories-gpu").replace(budgets=(1e19, 3e19, 1e20), adapt=False)
     specs = plan(cfg.plan)
-    with pytest.raises(PlanError, match=r"trial C\S+_N\d+: a 1.6B-parameter model needs \d+ GB .* more than one 24 GB GPU"):
-        for spec in specs:
-            resource_rule(4, "auto", gpu_memory_gb=24).describe(spec)
-    rule = resource_rule(4, "auto", gpu_memory_gb=80)  # every one fits an 80 GB GPU, the largest whole
-    shares = [rule.gpus_for(s) for s in specs]
-    assert set(shares) == {1.0}  # at 1e19 even the smallest trial's full batch needs most of a GPU
+    rule = resource_rule(4, "auto", gpu_memory_gb=24)
+    largest = max(specs, key=lambda s: s.n)
+    assert 2.8e9 < largest.n < 3e9 and rule.describe(largest) == "4c/1g x4 sharded"
+    shape = gpt_shape(largest.model)
+    assert training_bytes(shape, 1, largest.seq_len, 2) > 24e9 >= training_bytes(shape, 1, largest.seq_len, 4)
+    one_gpu = [s for s in specs if rule.shards_for(s) == 1]
+    assert one_gpu and all(training_bytes(gpt_shape(s.model), 1, s.seq_len) <= 24e9 for s in one_gpu)
+    assert all(rule.workers_for(s) == rule.shards_for(s) for s in specs)  # auto adds workers only to shard
+    assert {rule.gpus_for(s) for s in specs} == {1.0}  # at 1e19 even the smallest trial's batch needs most of a GPU
+    with pytest.raises(PlanError, match=r"trial C\S+_N\d+: a 2.9B-parameter model needs \d+ GB .* sharded over the "
+                                        r"most GPUs its batch of 512 allows \(up to 64\) still more than one 1 GB GPU"):
+        resource_rule(4, "auto", gpu_memory_gb=1).describe(largest)
+    assert resource_rule(4, "auto", gpu_memory_gb=80).shards_for(largest) == 1  # 60 GB at one sequence: one H100
 
 
 def test_workers_per_trial_shows_in_the_plan_and_a_batch_they_cannot_split_is_refused_in_one_line():

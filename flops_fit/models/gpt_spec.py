@@ -292,9 +292,18 @@ SAFETY = 1.2
 CONTEXT_BYTES = 1 << 30
 
 
-def state_bytes(shape: ModelShape) -> int:
-    """fp32 weights + fp32 grads + AdamW's two fp32 moments: 16 bytes a parameter."""
-    return 16 * param_groups(shape).total
+def state_bytes(shape: ModelShape, shards: int = 1) -> int:
+    """fp32 weights + fp32 grads + AdamW's two fp32 moments: 16 bytes a parameter, a
+    ``shards``-th of it on each GPU when the model is sharded (FSDP2: Zhao et al. 2023, "PyTorch
+    FSDP"), plus the unsharded fp32 weights and gradients of the largest unit being gathered
+    (each block is one unit, the root holds the token table and the head) and of the next one
+    prefetched."""
+    if shards == 1:
+        return 16 * param_groups(shape).total
+    groups = param_groups(shape)
+    block = (groups.non_embedding - shape.d_model) // shape.num_layers
+    gathered = 2 * 8 * max(block, groups.embedding + groups.head)
+    return -(-16 * groups.total // shards) + gathered
 
 
 def activation_bytes_per_sequence(shape: ModelShape, seq_len: int) -> int:
@@ -302,20 +311,21 @@ def activation_bytes_per_sequence(shape: ModelShape, seq_len: int) -> int:
     return seq_len * (L * (26 * d + 8 * f) + 8 * d)
 
 
-def training_bytes(shape: ModelShape, micro_batch: int, seq_len: int) -> int:
-    """Estimated peak bytes of one trial at ``micro_batch`` sequences per forward/backward."""
+def training_bytes(shape: ModelShape, micro_batch: int, seq_len: int, shards: int = 1) -> int:
+    """Estimated peak bytes on one GPU of a trial at ``micro_batch`` sequences per
+    forward/backward, its model sharded over ``shards`` GPUs."""
     head = min(CE_CHUNK_ELEMENTS, micro_batch * seq_len * shape.vocab_size) * 10
-    raw = state_bytes(shape) + micro_batch * activation_bytes_per_sequence(shape, seq_len) + head
+    raw = state_bytes(shape, shards) + micro_batch * activation_bytes_per_sequence(shape, seq_len) + head
     return int(raw * SAFETY) + CONTEXT_BYTES
 
 
-def micro_batch_for(shape: ModelShape, batch_size: int, seq_len: int, free_bytes: int) -> int:
+def micro_batch_for(shape: ModelShape, batch_size: int, seq_len: int, free_bytes: int, shards: int = 1) -> int:
     """The largest ``batch_size / 2^k`` (a divisor, so every micro-batch is the same size and
     the accumulated update is the full batch's) whose estimate fits in ``free_bytes``; 1 when
     none does (the trainer then still halves on OOM until it is 1, and fails with the model's
     estimate in the error)."""
     micro = batch_size
-    while micro > 1 and (training_bytes(shape, micro, seq_len) > free_bytes or batch_size % micro):
+    while micro > 1 and (training_bytes(shape, micro, seq_len, shards) > free_bytes or batch_size % micro):
         micro = micro // 2 if micro % 2 == 0 else 1
     return micro
 

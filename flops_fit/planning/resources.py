@@ -22,21 +22,37 @@ SHARE_FRACTIONS = (0.25, 0.5)
 AUTO = "auto"
 
 
+#: The most GPUs ``--gpus-per-trial auto`` shards one model over.
+MAX_SHARDS = 64
+
+
+def shards_for(shape: ModelShape, batch_size: int, seq_len: int, gpu_bytes: int) -> int:
+    """``--gpus-per-trial auto``: 1 for a model one GPU trains (one sequence a micro-batch at
+    least), else the fewest GPUs, a power of two dividing the batch, over which its sharded
+    state fits (``gpt_spec.training_bytes(..., shards)``: FSDP2 keeps a k-th of the weights,
+    gradients and AdamW moments on each). A model that fits on none is refused in one line."""
+    shards = 1
+    while training_bytes(shape, 1, seq_len, shards) > gpu_bytes:
+        shards *= 2
+        if shards > MAX_SHARDS or batch_size % shards:
+            raise PlanError(
+                f"a {param_groups(shape).total / 1e9:.2g}B-parameter model needs "
+                f"{training_bytes(shape, 1, seq_len) / 1e9:.0f} GB to train even one sequence at a time "
+                f"({state_bytes(shape) / 1e9:.0f} GB of it weights, gradients and AdamW moments, 16 bytes a parameter), "
+                f"and sharded over the most GPUs its batch of {batch_size} allows (up to {MAX_SHARDS}) still more than "
+                f"one {gpu_bytes / 1e9:.0f} GB GPU holds: plan for GPUs with more memory (--gpu-memory-gb) or smaller budgets")
+    return shards
+
+
 def gpus_for(shape: ModelShape, batch_size: int, seq_len: int, gpu_bytes: int) -> float:
     """``--gpus-per-trial auto``: a quarter or half a GPU for a trial whose full batch fits
-    in that share, else a whole GPU (larger trials accumulate micro-batches on it). Trials
-    that share a GPU are capped to their share by ``torch.cuda.set_per_process_memory_fraction``."""
+    in that share, else a whole GPU (larger trials accumulate micro-batches on it; a model
+    one GPU cannot hold is sharded over several, ``shards_for``, each worker a whole GPU).
+    Trials that share a GPU are capped to their share by ``torch.cuda.set_per_process_memory_fraction``."""
     need = training_bytes(shape, batch_size, seq_len)
     for share in SHARE_FRACTIONS:
         if need <= share * gpu_bytes:
             return share
-    least = training_bytes(shape, 1, seq_len)  # one sequence a micro-batch: what the trainer falls back to
-    if least > gpu_bytes:
-        raise PlanError(
-            f"a {param_groups(shape).total / 1e9:.2g}B-parameter model needs {least / 1e9:.0f} GB to train even one "
-            f"sequence at a time ({state_bytes(shape) / 1e9:.0f} GB of it weights, gradients and AdamW moments, 16 bytes "
-            f"a parameter), more than one {gpu_bytes / 1e9:.0f} GB GPU holds, and a trial does not shard its model over "
-            "several GPUs: plan for GPUs with more memory (--gpu-memory-gb) or smaller budgets")
     return 1.0
 
 
@@ -51,29 +67,45 @@ class ResourceRule:
     gpus: float | str = 0.0
     gpu_bytes: int | None = None
     workers: int = 1
+    shard: bool = False
+    """Shard every trial's model over its workers (``--shard-model``), not only the ones auto finds too large."""
 
     def __post_init__(self) -> None:
         if self.gpus == AUTO and not self.gpu_bytes:
             raise ValueError("gpus='auto' needs gpu_bytes (the memory of one GPU)")
 
+    def shards_for(self, spec: TrialSpec) -> int:
+        """Workers the trial's model is sharded over (FSDP2): all of them with ``shard``; under
+        auto as many GPUs as a model whose state one GPU cannot hold needs (``shards_for``
+        above); else 1 (DDP, or one process)."""
+        auto = self._auto_shards(spec)
+        return max(self.workers, auto) if self.shard and self.workers > 1 else auto
+
+    def _auto_shards(self, spec: TrialSpec) -> int:
+        if self.gpus != AUTO or not spec.model or "d_model" not in spec.model:
+            return 1
+        try:
+            return shards_for(gpt_shape(spec.model), spec.batch_size, spec.seq_len, self.gpu_bytes)
+        except PlanError as exc:
+            raise PlanError(f"trial {spec.trial_id}: {exc}") from None
+
     def workers_for(self, spec: TrialSpec) -> int:
-        """The trial's data-parallel workers; each trains an equal slice of every step's batch
+        """The trial's data-parallel workers (``--workers-per-trial``, or as many as its model is
+        sharded over); each trains an equal slice of every step's batch
         (``flops_fit.trainer.distributed``), so the batch must split into that many."""
-        if spec.batch_size % self.workers:
+        workers = max(self.workers, self.shards_for(spec))
+        if spec.batch_size % workers:
             raise PlanError(f"trial {spec.trial_id}: its batch of {spec.batch_size} sequences does not split into "
-                            f"{self.workers} equal per-worker slices; use --workers-per-trial with a divisor of "
+                            f"{workers} equal per-worker slices; use --workers-per-trial with a divisor of "
                             f"{spec.batch_size}")
-        return self.workers
+        return workers
 
     def gpus_for(self, spec: TrialSpec) -> float:
         if self.gpus != AUTO:
             return float(self.gpus)
-        if not spec.model or "d_model" not in spec.model:
+        if not spec.model or "d_model" not in spec.model or self.shards_for(spec) > 1:
             return 1.0
-        try:
-            return gpus_for(gpt_shape(spec.model), spec.batch_size, spec.seq_len, self.gpu_bytes)
-        except PlanError as exc:
-            raise PlanError(f"trial {spec.trial_id}: {exc}") from None
+        return gpus_for(gpt_shape(spec.model), spec.batch_size, spec.seq_len, self.gpu_bytes)
 
     def for_spec(self, spec: TrialSpec) -> dict[str, float]:
         """Ray's resource dict for one of the trial's workers (``{"CPU": 1.0, "GPU": 0.25}``)."""
@@ -81,13 +113,16 @@ class ResourceRule:
         return {"CPU": float(self.cpus), **({"GPU": gpus} if gpus else {})}
 
     def describe(self, spec: TrialSpec) -> str:
-        """``1c/0.25g``; ``4c/1g x2`` for two workers of that each."""
+        """``1c/0.25g``; ``4c/1g x2`` for two workers of that each; ``4c/1g x4 sharded`` for a
+        model sharded over four."""
         res, workers = self.for_spec(spec), self.workers_for(spec)
-        return f"{res['CPU']:g}c" + (f"/{res['GPU']:g}g" if "GPU" in res else "") + (f" x{workers}" if workers > 1 else "")
+        return (f"{res['CPU']:g}c" + (f"/{res['GPU']:g}g" if "GPU" in res else "") + (f" x{workers}" if workers > 1 else "")
+                + (" sharded" if self.shards_for(spec) > 1 else ""))
 
 
 def resource_rule(cpus_per_trial: float, gpus_per_trial: float | str, gpu_memory_gb: float | None = None,
-                  gpu_bytes_sources: Iterable[Callable[[], int | None]] = (), workers: int = 1) -> ResourceRule:
+                  gpu_bytes_sources: Iterable[Callable[[], int | None]] = (), workers: int = 1,
+                  shard: bool = False) -> ResourceRule:
     """Each trial's resources. For ``gpus_per_trial="auto"`` the GPU memory is
     ``gpu_memory_gb``, else the first of ``gpu_bytes_sources`` that knows one (the local GPU's,
     then a cluster GPU worker's); without any of them auto cannot be sized and says so."""
@@ -101,7 +136,7 @@ def resource_rule(cpus_per_trial: float, gpus_per_trial: float | str, gpu_memory
         if gpu_bytes is None:
             raise PlanError("--gpus-per-trial auto sizes trials by GPU memory, and this machine has no GPU: "
                             "pass --gpu-memory-gb (e.g. 80 for an H100) for the GPUs the sweep will run on")
-    return ResourceRule(cpus_per_trial, gpus_per_trial, gpu_bytes, workers)
+    return ResourceRule(cpus_per_trial, gpus_per_trial, gpu_bytes, workers, shard)
 
 
 def trial_slots(cpus: float, cpus_per_trial: float, gpus: float = 0, gpus_per_trial: float = 0.0,

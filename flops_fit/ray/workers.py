@@ -4,7 +4,8 @@ deprecated), each worker one process with the rule's CPUs and GPUs, across nodes
 
 Ray Train starts the workers and their process group (gloo on CPU, NCCL on GPU); each runs
 the same trainer as a one-process trial (``flops_fit.trainer.distributed`` splits every step's
-batch). Rank 0 hands checkpoints to Ray Train, which keeps the latest in
+batch, and shards the model over the workers, FSDP2, where the rule says so: a model one GPU
+cannot hold, or ``--shard-model``). Rank 0 hands checkpoints to Ray Train, which keeps the latest in
 ``<sweep>/train/<trial id>/`` (shared storage on a cluster): a dead worker makes Ray Train
 restart the whole group from it (``FailureConfig``), and a trial restarted by Tune (its
 driver or node lost) finds the same run directory and continues from it too. Rank 0 also
@@ -15,6 +16,7 @@ through ``TuneReportCallback``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -76,6 +78,7 @@ def train_on_workers(spec: TrialSpec, workload: Workload, options: TrainOptions,
     from ray.tune.integration.ray_train import TuneReportCallback
 
     request = rule.for_spec(spec)
+    options = dataclasses.replace(options, shard_model=rule.shards_for(spec) > 1)  # FSDP2, else DDP
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config={"spec": spec.to_dict(), "workload": workload, "options": options, "resources": rule,

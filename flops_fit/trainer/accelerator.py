@@ -34,10 +34,11 @@ def autocast_for(device: torch.device, dtype: torch.dtype | None = None) -> Call
     return contextlib.nullcontext
 
 
-def micro_batches_for(spec: TrialSpec, device: torch.device, model: torch.nn.Module, rows: int | None = None) -> int:
+def micro_batches_for(spec: TrialSpec, device: torch.device, model: torch.nn.Module, rows: int | None = None,
+                      shards: int = 1) -> int:
     """1 on CPU (results stay bit-identical to the unaccumulated step); on CUDA, the fewest
     equal micro-batches of this process's ``rows`` sequences a step (default the whole batch;
-    a data-parallel rank's part) whose memory estimate (``flops_fit.models.gpt_spec.training_bytes``)
+    a data-parallel rank's part; ``shards``: GPUs its model is sharded over) whose memory estimate (``flops_fit.models.gpt_spec.training_bytes``)
     fits in the free device memory."""
     if device.type != "cuda" or not spec.model or "d_model" not in spec.model:
         return 1
@@ -47,7 +48,7 @@ def micro_batches_for(spec: TrialSpec, device: torch.device, model: torch.nn.Mod
     free += torch.cuda.memory_reserved(device)  # the model already sits in what is reserved
     free = min(free, int(torch.cuda.get_per_process_memory_fraction(device) * total))  # a shared GPU's cap
     rows = rows or spec.batch_size
-    return rows // micro_batch_for(gpt_shape(spec.model), rows, spec.seq_len, free)
+    return rows // micro_batch_for(gpt_shape(spec.model), rows, spec.seq_len, free, shards)
 
 
 def cap_gpu_memory(share: float) -> None:

@@ -114,7 +114,8 @@ class CheckpointTurns:
     data-parallel ranks (``flops_fit.trainer.distributed``): rank 0 alone holds the writer (the
     ranks' states are identical), and only at log points, where its two answers (a write
     finished, a new one due) reach every rank; a rank without the writer hands over ``None``,
-    so every rank reports the checkpoint together, as Ray Train requires."""
+    so every rank reports the checkpoint together, as Ray Train requires. A sharded model's
+    state is gathered to rank 0 by all ranks at once."""
 
     def __init__(self, writer: BackgroundWriter, world: World, device: torch.device) -> None:
         self.writer, self.world, self.device = writer, world, device
@@ -133,6 +134,8 @@ class CheckpointTurns:
             self._hand_over(progress)
         if due and self.world.leads:
             self.writer.submit(state(), step, progress)
+        elif due and self.world.sharded:
+            state()  # gathering a sharded state to rank 0 takes every rank
 
     def close(self, progress: dict[str, Any]) -> None:
         """Wait for a write in flight and hand it over (on every rank)."""

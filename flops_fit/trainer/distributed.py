@@ -1,4 +1,5 @@
-"""The processes one trial trains on: one, or k data-parallel ranks (PyTorch DDP).
+"""The processes one trial trains on: one, or k data-parallel ranks (PyTorch DDP, or FSDP2
+when the model is sharded over them).
 
 torch only (no Ray): Ray Train starts the k processes and their process group
 (``flops_fit.ray.workers``); here each rank trains its slice of every step's batch. The batch
@@ -8,6 +9,13 @@ a step trains are those of the one-process trial, whatever k is. DDP averages th
 gradients, and the mean of k equal slices' mean losses is the batch's mean loss: the same
 update as one process, to float summation order (``tests/test_distributed.py`` measures by how
 much).
+
+Sharded (``TrainOptions.shard_model``; FSDP2, Zhao et al. 2023): each block, then the root, is
+``fully_shard``-ed, so a rank holds a k-th of the weights, gradients and AdamW moments and
+gathers one block's weights at a time; the gradients are reduce-scattered as averages, the
+same update as DDP's. A checkpoint is the full state gathered on rank 0 (the same keys as the
+unsharded model's, so ``n()``, the record and evaluation do not change), and it is restored by
+rank 0 broadcasting it (``torch.distributed.checkpoint.state_dict``).
 
 Every decision that changes what a rank does next (stop on a non-finite loss, start or hand
 over a checkpoint) is taken on rank 0 and reaches the others in the one all-reduce at each
@@ -31,12 +39,13 @@ class World:
 
     rank: int = 0
     size: int = 1
+    sharded: bool = False
 
     @classmethod
-    def current(cls) -> World:
-        """The initialized process group's ranks, else one process."""
-        if dist.is_available() and dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size())
+    def current(cls, shard_model: bool = False) -> World:
+        """The initialized process group's ranks, else one process (never sharded)."""
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            return cls(dist.get_rank(), dist.get_world_size(), shard_model)
         return cls()
 
     @property
@@ -55,15 +64,60 @@ class World:
         rows = self.rows(batch_size)
         return slice(self.rank * rows, (self.rank + 1) * rows)
 
+    def place(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """``model`` on ``device``; sharded, each rank keeps its k-th there (built on the host,
+        so the whole model is never on one GPU)."""
+        if not self.sharded:
+            return model.to(device)
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh(device.type, (self.size,))
+        for block in getattr(model, "blocks", ()):  # the reference GPT's units; another model shards whole
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)  # moves each rank's shards to the mesh's device
+        return model
+
     def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-        """The module the training step calls: DDP over the ranks, or ``model`` itself. The
-        unwrapped ``model`` stays what checkpoints, evaluation and ``n()`` use, so a state
-        saved with k ranks restores with any other k."""
-        if self.size == 1:
+        """The module the training step calls: DDP over the ranks, or ``model`` itself (one
+        process, or sharded: FSDP2 shards in place). The unwrapped ``model`` stays what
+        checkpoints, evaluation and ``n()`` use, so a state saved with k ranks restores with
+        any other k."""
+        if self.size == 1 or self.sharded:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict] | None:
+        """(model, optimizer) state dicts to checkpoint: rank 0's own, or sharded the full
+        ones gathered to rank 0's host memory (a collective: every rank calls it; the others
+        get None). Ranks of an unsharded trial other than 0 are not asked."""
+        if not self.sharded:
+            return model.state_dict(), optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        full = get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return full if self.leads else None
+
+    def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_state: dict | None,
+             optimizer_state: dict | None) -> None:
+        """Restore a checkpoint's state dicts; sharded, rank 0's (the others pass None) are
+        broadcast and each rank keeps its shards (a collective)."""
+        if not self.sharded:
+            model.load_state_dict(model_state)
+            optimizer.load_state_dict(optimizer_state)
+            return
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        # One call each: set_state_dict would skip the model on a rank that passes none.
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+        set_model_state_dict(model, model_state or {}, options=options)
+        set_optimizer_state_dict(model, optimizer, optimizer_state or {}, options=options)
 
     def sum(self, values: Sequence[float], device: torch.device) -> list[float]:
         """``values`` summed over the ranks (float64; the one collective at a log point)."""
@@ -87,8 +141,13 @@ ONE_PROCESS = World()
 
 @contextlib.contextmanager
 def gradient_sync(step_fn: torch.nn.Module, last: bool) -> Iterator[None]:
-    """Around one micro-batch's backward: DDP all-reduces gradients only after the step's
-    last micro-batch (``no_sync`` before it), so accumulating k slices costs one all-reduce."""
-    no_sync = getattr(step_fn, "no_sync", None)
+    """Around one micro-batch's backward: DDP all-reduces (FSDP2 reduce-scatters) gradients
+    only after the step's last micro-batch, so accumulating k slices costs one reduction."""
+    set_sync = getattr(step_fn, "set_requires_gradient_sync", None)  # FSDP2
+    if set_sync is not None:
+        set_sync(last)
+        yield
+        return
+    no_sync = getattr(step_fn, "no_sync", None)  # DDP
     with (no_sync() if no_sync is not None and not last else contextlib.nullcontext()):
         yield

@@ -108,23 +108,29 @@ def _setup(spec: TrialSpec, workload: _ModelAndData, options: TrainOptions) -> _
     if options.threads:
         torch.set_num_threads(options.threads)
     device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    world = World.current()
+    world = World.current(options.shard_model)
     torch.manual_seed(spec.seed)  # before the model is built: its init is a function of the seed (every rank's the same)
     train, val = workload.open_data(spec)
-    model = workload.build_model(spec).to(device)
+    model = world.place(workload.build_model(spec), device)
     optimizer = make_optimizer(model, device, options.weight_decay, spec.lr, spec.beta2)
     scaler = None
     if device.type == "cuda" and compute_dtype(torch.cuda.get_device_capability(device)) == torch.float16:
         scaler = torch.amp.GradScaler("cuda")
     rows = world.rows(spec.batch_size)
     return _Trial(spec, options, device, train, val, model, optimizer, world=world, scaler=scaler,
-                  micro_batches=options.micro_batches or micro_batches_for(spec, device, model, rows))
+                  micro_batches=options.micro_batches or micro_batches_for(
+                      spec, device, model, rows, world.size if world.sharded else 1))
 
 
 def _resume(trial: _Trial, resume_from: str | os.PathLike[str], name: str = CHECKPOINT_FILE) -> None:
-    state = torch.load(Path(resume_from) / name, map_location=trial.device, weights_only=False)
-    trial.model.load_state_dict(state["model"])
-    trial.optimizer.load_state_dict(state["optimizer"])
+    # Sharded, every rank reads the small fields and rank 0 the state it broadcasts; mmap keeps
+    # the k ranks of one node from each holding a copy of the whole file in memory.
+    sharded = trial.world.sharded
+    state = torch.load(Path(resume_from) / name, map_location="cpu" if sharded else trial.device, weights_only=False,
+                       mmap=sharded)
+    leads = trial.world.leads or not sharded
+    trial.world.load(trial.model, trial.optimizer, state["model"] if leads else None,
+                     state["optimizer"] if leads else None)
     trial.step, trial.curve, trial.wall_before = state["step"], state["curve"], state.get("wall_s", 0.0)
     trial.stem_start = state.get("stem_start", 0)
     # map_location moved every tensor to the trial's device; the CPU generator takes only a
@@ -135,10 +141,15 @@ def _resume(trial: _Trial, resume_from: str | os.PathLike[str], name: str = CHEC
     trial.resumed = True
 
 
-def _checkpoint_state(trial: _Trial, wall_s: float) -> dict[str, Any]:
+def _checkpoint_state(trial: _Trial, wall_s: float) -> dict[str, Any] | None:
+    """What a checkpoint holds; None on the ranks of a sharded trial other than 0 (each must
+    call this at the same step: the gather is collective)."""
+    states = trial.world.state(trial.model, trial.optimizer)
+    if states is None:
+        return None
     return {
-        "model": trial.model.state_dict(),
-        "optimizer": trial.optimizer.state_dict(),
+        "model": states[0],
+        "optimizer": states[1],
         "step": trial.step,
         "curve": list(trial.curve),
         "wall_s": wall_s,
@@ -171,8 +182,10 @@ def _loop(trial: _Trial, t_start: float, save_checkpoint, checkpoint_root) -> st
     status = "ok"
     try:
         while trial.step < spec.steps:
-            if trial.stems is not None and trial.step == spec.cooldown_start and world.leads:
-                trial.stems.keep(_checkpoint_state(trial, 0.0), trial.step)  # WSD: keep the stem here
+            if trial.stems is not None and trial.step == spec.cooldown_start and (world.leads or world.sharded):
+                kept = _checkpoint_state(trial, 0.0)  # WSD: keep the stem here
+                if world.leads:
+                    trial.stems.keep(kept, trial.step)
             for group in trial.optimizer.param_groups:
                 group["lr"] = lr_at(trial.step, spec)
             x, y = batches.get(trial.step)
@@ -306,8 +319,9 @@ def run_trial(
         train_s = time.perf_counter() - t_train
         loss_val = None
         if status == "ok":
+            # sharded, every rank scores every window: each forward is a collective
             loss_val = evaluate(trial.model, trial.val, trial.device, options.eval_batch_size,
-                                autocast_for(trial.device), trial.world)
+                                autocast_for(trial.device), ONE_PROCESS if trial.world.sharded else trial.world)
             if not math.isfinite(loss_val):
                 status, loss_val = "diverged", None
         metrics = _record(trial, status, loss_val, train_s, trial.step - step_at_start, t_start)
