@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from types import SimpleNamespace
 from typing import Any
 
 #: Ray versions these helpers were verified on (inclusive lower, exclusive upper bound).
@@ -146,3 +147,29 @@ def autoscaler_running() -> bool:
         return any(kind != f"node_{node}" for node, kind in mapping.items())
     except Exception:  # an unreadable or older status: no autoscaler we can see, so refuse rather than hang
         return False
+
+
+def train_v2() -> SimpleNamespace:
+    """Ray Train V2's API (Train inside Tune, Ray 2.60's documented pattern): ``TorchTrainer``,
+    its configs, and the worker-side ``report``, ``get_checkpoint``, ``get_context`` and
+    ``get_device``, plus Tune's ``TuneReportCallback``.
+
+    Internal paths (``ray.train.v2.*``): Ray 2.60 switches ``ray.train.torch`` to V2 only when
+    ``RAY_TRAIN_V2_ENABLED=1`` is set before it is first imported, and a Tune worker process
+    has usually imported ``ray.train`` already (Tune's session lives there), so the public
+    names may still be V1's there. The variable is set for this process too: V2's trainer
+    checks it when it is built.
+    """
+    check_version()
+    os.environ["RAY_TRAIN_V2_ENABLED"] = "1"
+    from ray.train import Checkpoint
+    from ray.train.v2.api.config import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.v2.api.train_fn_utils import get_checkpoint, get_context, report
+    from ray.train.v2.torch.torch_trainer import TorchTrainer
+    from ray.train.v2.torch.train_loop_utils import get_device
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    return SimpleNamespace(TorchTrainer=TorchTrainer, ScalingConfig=ScalingConfig, RunConfig=RunConfig,
+                           FailureConfig=FailureConfig, CheckpointConfig=CheckpointConfig, Checkpoint=Checkpoint,
+                           report=report, get_checkpoint=get_checkpoint, get_context=get_context,
+                           get_device=get_device, TuneReportCallback=TuneReportCallback)

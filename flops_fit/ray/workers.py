@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -38,33 +37,41 @@ TRIAL_DRIVER_REQUEST = {"memory": 1.0}
 
 def _train_worker(config: dict[str, Any]) -> None:
     """One worker's loop (Ray Train calls it on every rank)."""
-    from ray.train import Checkpoint
-    from ray.train.v2.api.train_fn_utils import get_checkpoint, get_context, report
+    import torch
 
+    from flops_fit.ray.compat import train_v2
     from flops_fit.ray.records import clean, finish_record
     from flops_fit.trainer.accelerator import cap_gpu_memory
 
+    train = train_v2()
+
     spec: TrialSpec = TrialSpec.from_dict(config["spec"])
     rule: ResourceRule = config["resources"]
+    # This worker's own GPU: the workers of one node may all see the node's GPUs, so a bare
+    # "cuda" would put every rank on the first.
+    device = train.get_device()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    options = dataclasses.replace(config["options"], device=str(device))
     cap_gpu_memory(rule.gpus_for(spec))
-    resume = get_checkpoint()
+    resume = train.get_checkpoint()
     scratch = tempfile.mkdtemp(prefix="flops_fit_ckpt_")
 
     def save(directory: Path | None, progress: dict[str, Any]) -> None:
         # every rank reports; rank 0 with the checkpoint, the others with none (flops_fit.trainer.checkpoint.CheckpointTurns)
-        report(clean({**progress, "status": "running"}),
-               checkpoint=Checkpoint.from_directory(str(directory)) if directory is not None else None)
+        train.report(clean({**progress, "status": "running"}),
+                     checkpoint=train.Checkpoint.from_directory(str(directory)) if directory is not None else None)
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
 
     try:
         with resume.as_directory() if resume is not None else contextlib.nullcontext() as resume_dir:
-            metrics = config["workload"].run_trial(spec, config["options"], resume_from=resume_dir,
+            metrics = config["workload"].run_trial(spec, options, resume_from=resume_dir,
                                                    save_checkpoint=save, checkpoint_root=scratch,
                                                    stem_dir=config["stem_dir"])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    if get_context().get_world_rank() == 0:
+    if train.get_context().get_world_rank() == 0:
         finish_record(Path(config["record_dir"]) / f"{spec.trial_id}.json", metrics, resumed=resume is not None,
                       gpus=rule.gpus_for(spec) * rule.workers_for(spec))
 
@@ -72,25 +79,24 @@ def _train_worker(config: dict[str, Any]) -> None:
 def train_on_workers(spec: TrialSpec, workload: Workload, options: TrainOptions, rule: ResourceRule,
                      record_dir: str, stem_dir: str | None, train_dir: str, max_failures: int) -> None:
     """Train ``spec`` on ``rule.workers_for(spec)`` workers; rank 0 writes its record in ``record_dir``."""
-    os.environ["RAY_TRAIN_V2_ENABLED"] = "1"  # this process only: the TorchTrainer below is V2's
-    from ray.train.v2.api.config import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.v2.torch.torch_trainer import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
+    from flops_fit.ray.compat import train_v2
+
+    train = train_v2()
 
     request = rule.for_spec(spec)
     options = dataclasses.replace(options, shard_model=rule.shards_for(spec) > 1)  # FSDP2, else DDP
-    trainer = TorchTrainer(
+    trainer = train.TorchTrainer(
         _train_worker,
         train_loop_config={"spec": spec.to_dict(), "workload": workload, "options": options, "resources": rule,
                            "record_dir": record_dir, "stem_dir": stem_dir},
-        scaling_config=ScalingConfig(num_workers=rule.workers_for(spec), use_gpu="GPU" in request,
+        scaling_config=train.ScalingConfig(num_workers=rule.workers_for(spec), use_gpu="GPU" in request,
                                      resources_per_worker=request),
-        run_config=RunConfig(
+        run_config=train.RunConfig(
             name=spec.trial_id,  # the same run directory on every attempt: a new one resumes from it
             storage_path=train_dir,
-            failure_config=FailureConfig(max_failures=max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
-            callbacks=[TuneReportCallback()],
+            failure_config=train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=train.CheckpointConfig(num_to_keep=1),
+            callbacks=[train.TuneReportCallback()],
         ),
     )
     trainer.fit()
