@@ -37,6 +37,8 @@ def _flag_type(field: dataclasses.Field) -> tuple[Any, dict[str, Any]]:
         return None, {"action": argparse.BooleanOptionalAction}
     if hint.startswith("float | str"):  # a number or a word (--gpus-per-trial auto); the config checks it
         return _number_or_word, {}
+    if hint.startswith("int | str"):  # a count or a word (--workers-per-trial auto); the config converts it
+        return str, {}
     for name, kind in (("int", int), ("float", float)):
         if hint.startswith(name):
             return kind, {}
@@ -115,7 +117,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     workload = default_workload(cfg)
     specs = workload.plan(cfg.plan)
-    rule = cfg.resource_rule(local_gpu_bytes)
+    from flops_fit.trainer.throughput import local_gpus
+
+    rule = cfg.resource_rule(local_gpu_bytes).for_sweep(specs, cfg.cluster_gpus or local_gpus())
     print(format_plan(specs, resources=rule.describe, resources_label="resources" if workload.trial_cpus is None
                       else "real sweep"))
     if workload.trial_cpus is not None:
@@ -140,11 +144,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
         from flops_fit.engine.estimate import estimate_sweep_seconds, format_estimate
         from flops_fit.planning.resources import trial_slots
-        from flops_fit.trainer.throughput import local_gpus
-
         mean_gpus = sum(rule.gpus_for(s) for s in specs) / max(1, len(specs))  # auto: shares differ by trial
-        workers = cfg.workers_per_trial
-        slots = trial_slots(os.cpu_count() or 1, cfg.cpus_per_trial * workers, local_gpus(), mean_gpus * workers,
+        # slots of one-worker trials where the count varies by trial (auto): each trial's time is divided by its own
+        fixed = cfg.workers_per_trial if isinstance(cfg.workers_per_trial, int) else 1
+        workers = rule.workers_for
+        slots = trial_slots(os.cpu_count() or 1, cfg.cpus_per_trial * fixed, local_gpus(), mean_gpus * fixed,
                             cfg.max_concurrent_trials)
         try:
             if cfg.tune:  # its scan, then its check (the rule's and the best rate, seeds each): same shapes

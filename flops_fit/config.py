@@ -110,8 +110,10 @@ class SweepConfig:
     """CPU cores a trial holds (also its torch thread count)."""
     gpus_per_trial: float | str = 0.0
     """GPUs a trial holds: a fraction packs several trials on one GPU; auto sizes each trial from the memory model (a quarter, a half or a whole GPU)."""
-    workers_per_trial: int = 1
-    """Data-parallel workers each trial trains on (PyTorch DDP through Ray Train), each holding cpus_per_trial and gpus_per_trial, across nodes if need be; every step's batch is split equally between them."""
+    workers_per_trial: int | str = 1
+    """Data-parallel workers each trial trains on (PyTorch DDP through Ray Train), each holding cpus_per_trial and gpus_per_trial, across nodes if need be; every step's batch is split equally between them. auto: a whole-GPU trial whose one-GPU time is above the sweep's average load per GPU is spread over enough GPUs to come under it."""
+    cluster_gpus: int | None = None
+    """GPUs the sweep runs on, for workers_per_trial=auto (default: the Ray cluster's GPUs when the sweep starts; this machine's for plan)."""
     gpu_memory_gb: float | None = None
     """GPU memory (GB) for gpus_per_trial=auto (default: the local GPU's, or on a cluster one GPU worker's)."""
     max_concurrent_trials: int | None = None
@@ -153,9 +155,16 @@ class SweepConfig:
                 self.gpus_per_trial > 1 and not float(self.gpus_per_trial).is_integer())):
             raise PlanError(f"gpus_per_trial must be a fraction in [0, 1], a whole number or 'auto', "
                             f"got {self.gpus_per_trial}")
-        if isinstance(self.workers_per_trial, bool) or not isinstance(self.workers_per_trial, int) \
-                or self.workers_per_trial < 1:
-            raise PlanError(f"workers_per_trial must be a whole number >= 1, got {self.workers_per_trial!r}")
+        if isinstance(self.workers_per_trial, str) and self.workers_per_trial != AUTO:
+            try:  # a number typed as text ("2" from the command line or a config file) is that number
+                object.__setattr__(self, "workers_per_trial", int(self.workers_per_trial))
+            except ValueError:
+                pass
+        if self.workers_per_trial != AUTO and (isinstance(self.workers_per_trial, bool) or not isinstance(
+                self.workers_per_trial, int) or self.workers_per_trial < 1):
+            raise PlanError(f"workers_per_trial must be a whole number >= 1 or 'auto', got {self.workers_per_trial!r}")
+        if self.cluster_gpus is not None and self.cluster_gpus < 1:
+            raise PlanError(f"cluster_gpus must be >= 1, got {self.cluster_gpus}")
         if self.gpu_memory_gb is not None and self.gpu_memory_gb <= 0:
             raise PlanError(f"gpu_memory_gb must be positive, got {self.gpu_memory_gb}")
         if not (self.placement_timeout > 0 and math.isfinite(self.placement_timeout)):

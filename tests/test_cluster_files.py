@@ -376,3 +376,27 @@ def test_cluster_gpus_run_the_gpu_preset_in_bf16_and_fit_its_largest_trial(name)
         assert str(compute_dtype(capability)) == "torch.bfloat16", gpu
         micro = memory.micro_batch_for(shape, big.batch_size, big.seq_len, gb * 10**9)
         assert memory.training_bytes(shape, micro, big.seq_len) <= gb * 10**9, gpu
+
+
+def test_the_multi_gpu_commands_plan_what_the_readme_says():
+    """The two `ray submit` lines of "Trials that span GPUs" parse as flops-fit flags and plan
+    four-worker trials: every trial `8c/1g x4`, and at 1e19-1e20 on 24 GB GPUs the largest
+    model `8c/1g x4 sharded`."""
+    import shlex
+
+    from flops_fit.cli import build_parser, config_from_args
+    from flops_fit.planning.grid import plan
+
+    text = README.read_text().replace("\\\n", " ")
+    lines = [line.split(" -- ", 1)[1] for line in text.splitlines()
+             if line.startswith("ray submit cluster/aws.yaml") and ("--name ddp4" in line or "--name big" in line)]
+    assert len(lines) == 2, lines
+    described = []
+    for line in lines:
+        argv = shlex.split(line)
+        del argv[argv.index("--address"):argv.index("--address") + 2]  # the script's, not a plan flag
+        cfg = config_from_args(build_parser().parse_args(["plan", *argv, "--no-adapt"]))
+        rule = cfg.resource_rule()
+        described.append({rule.describe(s) for s in plan(cfg.plan)})
+    assert described[0] == {"8c/1g x4"}
+    assert "8c/1g x4 sharded" in described[1] and "8c/1g" in described[1]

@@ -210,6 +210,36 @@ def test_workers_per_trial_shows_in_the_plan_and_a_batch_they_cannot_split_is_re
         preset("tiny").replace(workers_per_trial=0)
 
 
+def test_auto_workers_spread_only_the_trials_that_would_end_after_the_rest():
+    """--workers-per-trial auto: the sweep's FLOPs over its GPUs is the load each GPU carries;
+    a whole-GPU trial above it gets the fewest GPUs (a power of two dividing its batch) that
+    bring its share under it. tinystories-gpu's grid on 16 GPUs: 1.02e18 / 16 = 6.4e16, so the
+    1e17 trials (one alone would run 1.6x the packed sweep) go on two GPUs, the rest on one."""
+    from flops_fit.planning.resources import ResourceRule, spread_for_time
+
+    assert spread_for_time(1e17, 6.4e16, 16, 256) == 2
+    assert spread_for_time(1e17, 1e16, 16, 256) == 16  # 1e17 / 16 = 6.3e15, under the load
+    assert spread_for_time(1e17, 1e15, 16, 256) == 16  # 100 GPUs' worth, and 16 is all there is
+    assert spread_for_time(1e17, 1e16, 64, 6) == 2  # the batch of 6 splits in two, not four
+    assert spread_for_time(1e17, 1e18, 16, 256) == 1
+    cfg = preset("tinystories-gpu").replace(adapt=False)
+    specs = plan(cfg.plan)
+    rule = ResourceRule(cpus=4.0, gpus=1.0, workers="auto").for_sweep(specs, 16)
+    assert rule.load == pytest.approx(sum(s.flops for s in specs) / 16)
+    by_budget = {s.budget: rule.workers_for(s) for s in specs}
+    assert by_budget == {3e15: 1, 1e16: 1, 3e16: 1, 1e17: 2}
+    assert rule.describe(max(specs, key=lambda s: s.budget)) == "4c/1g x2"
+    alone = ResourceRule(cpus=4.0, gpus=1.0, workers="auto").for_sweep(specs[-1:], 8)  # one trial (--verify's run)
+    assert alone.workers_for(specs[-1]) == 8
+    shared = ResourceRule(cpus=1.0, gpus=0.25, workers="auto").for_sweep(specs, 16)
+    assert {shared.workers_for(s) for s in specs} == {1}  # a trial that shares a GPU is never the makespan
+    with pytest.raises(PlanError, match="needs to know how many: pass --cluster-gpus"):
+        ResourceRule(cpus=4.0, gpus=1.0, workers="auto").for_sweep(specs, 0)
+    assert preset("tiny").replace(workers_per_trial="2").workers_per_trial == 2
+    with pytest.raises(PlanError, match="workers_per_trial must be a whole number >= 1 or 'auto', got 'many'"):
+        preset("tiny").replace(workers_per_trial="many")
+
+
 def test_plan_schedule_wsd_prints_each_stem_and_the_cost_against_separate_cosine_runs():
     out = subprocess.run([sys.executable, "-m", "flops_fit.cli", "plan", "--preset", "tiny", "--schedule", "wsd",
                           "--no-adapt", "--budgets", "1e11", "2e11", "4e11", "8e11", "1.6e12"],

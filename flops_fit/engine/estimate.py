@@ -8,7 +8,7 @@ estimate packs them onto slots in that same order, so the printed makespan is th
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from flops_fit.planning.grid import TrialSpec
 from flops_fit.planning.resources import trial_slots
@@ -47,7 +47,7 @@ WORKER_GROUP_START_S = 12.0
 def estimate_sweep_seconds(specs: Sequence[TrialSpec], cpus_per_trial: float = 1.0, slots: int | None = None, *,
                            tokens_per_s: dict[Any, float] | None = None, overhead_s: float = TRIAL_OVERHEAD_S,
                            probe_steps: int = 3, device: str | None = None,
-                           compile: bool = False, workers: int = 1) -> dict[str, Any]:
+                           compile: bool = False, workers: int | Callable[[TrialSpec], int] = 1) -> dict[str, Any]:
     """Expected wall time of a sweep, from a quick throughput probe of each distinct shape.
 
     Each trial costs ``overhead_s + tokens / tokens_per_s(shape, batch)``; trials are packed
@@ -55,9 +55,10 @@ def estimate_sweep_seconds(specs: Sequence[TrialSpec], cpus_per_trial: float = 1
     driver launches by, so the makespan is the LPT schedule's. ``tokens_per_s`` may supply
     measured rates keyed by (ModelShape, batch_size, seq_len) to skip probing. ``compile``:
     trials that compile (``flops_fit.trainer.accelerator.compile_pays``) also pay ``COMPILE_S``.
-    ``workers``: each trial's data-parallel workers (``--workers-per-trial``; ``slots`` then
-    counts trials, each holding that many workers' resources), taken to scale ideally (the
-    probe is one process's; gradient all-reduce time is not modelled) after ``WORKER_GROUP_START_S``.
+    ``workers``: each trial's data-parallel workers, a number or ``ResourceRule.workers_for``
+    (``--workers-per-trial``; ``slots`` then counts trials, each holding that many workers'
+    resources), taken to scale ideally (the probe is one process's; gradient all-reduce time
+    is not modelled) after ``WORKER_GROUP_START_S``.
     """
     from flops_fit.models.gpt_spec import gpt_shape
     from flops_fit.trainer.accelerator import compile_pays  # torch: only when costing
@@ -71,20 +72,23 @@ def estimate_sweep_seconds(specs: Sequence[TrialSpec], cpus_per_trial: float = 1
             rates[key] = probe_tokens_per_s(s, batch_size=probe_batch(s, device), steps=probe_steps, warmup=1,
                                             threads=max(1, int(cpus_per_trial)), device=device)
         compile_s = COMPILE_S if compile and compile_pays(s) else 0.0
-        start_s = WORKER_GROUP_START_S if workers > 1 else 0.0
-        per_trial.append(overhead_s + start_s + compile_s + s.tokens / (rates[key] * workers))
+        k = workers(s) if callable(workers) else workers
+        start_s = WORKER_GROUP_START_S if k > 1 else 0.0
+        per_trial.append(overhead_s + start_s + compile_s + s.tokens / (rates[key] * k))
     finish = [0.0] * slots
     for t in per_trial:  # launch order: each trial to the earliest-free slot
         i = finish.index(min(finish))
         finish[i] += t
     flops = sum(s.flops for s in specs)
     return {"trials": len(specs), "slots": slots, "total_flops": flops, "trial_seconds": sum(per_trial),
-            "makespan_s": max(finish) if specs else 0.0, "per_trial_s": per_trial, "workers": workers}
+            "makespan_s": max(finish) if specs else 0.0, "per_trial_s": per_trial,
+            "workers": max((workers(s) for s in specs), default=1) if callable(workers) else workers}
 
 
 def format_estimate(est: dict[str, Any]) -> str:
     """One line for ``flops-fit plan``."""
     return (f"estimated: {est['total_flops']:.3e} FLOPs, {est['trial_seconds']:.0f} trial-seconds, "
             f"about {est['makespan_s']:.0f} s wall on {est['slots']} slot(s)"
-            + (f" of {est['workers']} workers (ideal data-parallel scaling assumed)" if est.get("workers", 1) > 1 else "")
+            + (f", trials on up to {est['workers']} workers (ideal data-parallel scaling assumed)"
+               if est.get("workers", 1) > 1 else "")
             + " (from a throughput probe)")

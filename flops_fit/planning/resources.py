@@ -7,6 +7,7 @@ training memory model (``flops_fit.models.gpt_spec.training_bytes``).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
@@ -56,19 +57,55 @@ def gpus_for(shape: ModelShape, batch_size: int, seq_len: int, gpu_bytes: int) -
     return 1.0
 
 
+def spread_for_time(flops: float, load: float, gpus_total: float, batch_size: int) -> int:
+    """``--workers-per-trial auto``: the data-parallel workers of a whole-GPU trial of ``flops``
+    FLOPs. A trial whose one-GPU time is above the sweep's average load per GPU (``load``: all
+    trials' FLOPs over the GPUs, the makespan of a perfectly packed sweep) would end alone
+    after the rest; it is spread over the fewest GPUs, a power of two dividing its batch and at
+    most ``gpus_total``, that bring its share under that load. Time is counted in FLOPs (one
+    throughput per GPU; larger models run at a higher MFU, so this spreads them a little more
+    than needed) and DDP is taken to scale ideally."""
+    workers = 1
+    while flops / workers > load and 2 * workers <= gpus_total and batch_size % (2 * workers) == 0:
+        workers *= 2
+    return workers
+
+
 @dataclass(frozen=True)
 class ResourceRule:
     """What each trial asks Ray for: ``workers`` data-parallel processes (Ray Train, one
-    unless ``--workers-per-trial``), each with ``cpus`` cores and ``gpus`` GPUs, a number or
-    ``"auto"`` (``gpus_for`` on the trial's shape, with ``gpu_bytes`` per GPU). A workload
-    whose model the memory model does not describe (a user's own model) gets a whole GPU under auto."""
+    unless ``--workers-per-trial``; ``"auto"``: ``spread_for_time``), each with ``cpus`` cores
+    and ``gpus`` GPUs, a number or ``"auto"`` (``gpus_for`` on the trial's shape, with
+    ``gpu_bytes`` per GPU). A workload whose model the memory model does not describe (a
+    user's own model) gets a whole GPU under auto."""
 
     cpus: float
     gpus: float | str = 0.0
     gpu_bytes: int | None = None
-    workers: int = 1
+    workers: int | str = 1
     shard: bool = False
     """Shard every trial's model over its workers (``--shard-model``), not only the ones auto finds too large."""
+    load: float | None = None
+    """``workers="auto"``: the sweep's FLOPs per GPU (``for_sweep``)."""
+    gpus_total: float = 0.0
+    """``workers="auto"``: the GPUs the sweep runs on."""
+
+    def for_sweep(self, specs: Iterable[TrialSpec], gpus_total: float) -> ResourceRule:
+        """This rule with ``--workers-per-trial auto``'s load measured on ``specs`` (every
+        budget's grid and replicates: a trial added later, or the verification run, is spread by
+        the same load); a fixed worker count is returned as it is."""
+        if self.workers != AUTO:
+            return self
+        if not gpus_total:
+            raise PlanError("--workers-per-trial auto spreads the longest trials over the sweep's GPUs and needs to "
+                            "know how many: pass --cluster-gpus (no GPU is visible here), or a fixed --workers-per-trial")
+        flops = sum(s.flops for s in specs)
+        return dataclasses.replace(self, load=flops / gpus_total, gpus_total=float(gpus_total))
+
+    @property
+    def several_workers(self) -> bool:
+        """Whether some trial may run on more than one worker."""
+        return self.workers == AUTO or self.workers > 1 or self.shard
 
     def __post_init__(self) -> None:
         if self.gpus == AUTO and not self.gpu_bytes:
@@ -79,7 +116,16 @@ class ResourceRule:
         auto as many GPUs as a model whose state one GPU cannot hold needs (``shards_for``
         above); else 1 (DDP, or one process)."""
         auto = self._auto_shards(spec)
-        return max(self.workers, auto) if self.shard and self.workers > 1 else auto
+        return max(self._data_parallel(spec), auto) if self.shard else auto
+
+    def _data_parallel(self, spec: TrialSpec) -> int:
+        if self.workers != AUTO:
+            return int(self.workers)
+        if self.load is None:
+            raise ValueError("workers='auto' needs the sweep's load: ResourceRule.for_sweep(specs, gpus)")
+        if self.gpus != AUTO and float(self.gpus) < 1 or self.gpus == AUTO and self.gpus_for(spec) < 1:
+            return 1  # a trial that shares a GPU is small: never the sweep's makespan
+        return spread_for_time(spec.flops, self.load, self.gpus_total, spec.batch_size)
 
     def _auto_shards(self, spec: TrialSpec) -> int:
         if self.gpus != AUTO or not spec.model or "d_model" not in spec.model:
@@ -93,7 +139,7 @@ class ResourceRule:
         """The trial's data-parallel workers (``--workers-per-trial``, or as many as its model is
         sharded over); each trains an equal slice of every step's batch
         (``flops_fit.trainer.distributed``), so the batch must split into that many."""
-        workers = max(self.workers, self.shards_for(spec))
+        workers = max(self._data_parallel(spec), self.shards_for(spec))
         if spec.batch_size % workers:
             raise PlanError(f"trial {spec.trial_id}: its batch of {spec.batch_size} sequences does not split into "
                             f"{workers} equal per-worker slices; use --workers-per-trial with a divisor of "
@@ -121,7 +167,7 @@ class ResourceRule:
 
 
 def resource_rule(cpus_per_trial: float, gpus_per_trial: float | str, gpu_memory_gb: float | None = None,
-                  gpu_bytes_sources: Iterable[Callable[[], int | None]] = (), workers: int = 1,
+                  gpu_bytes_sources: Iterable[Callable[[], int | None]] = (), workers: int | str = 1,
                   shard: bool = False) -> ResourceRule:
     """Each trial's resources. For ``gpus_per_trial="auto"`` the GPU memory is
     ``gpu_memory_gb``, else the first of ``gpu_bytes_sources`` that knows one (the local GPU's,

@@ -78,6 +78,12 @@ def placement_for(rule: ResourceRule, config: dict[str, Any]) -> Any:
     return tune.PlacementGroupFactory([TRIAL_DRIVER_REQUEST if rule.workers_for(spec) > 1 else rule.for_spec(spec)])
 
 
+def _cluster_gpus() -> float:
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0.0)
+
+
 def cluster_gpu_bytes() -> int:
     """One GPU worker's device memory, for ``gpus_per_trial="auto"`` on a driver without a GPU
     (a CPU head node under ``ray job submit``)."""
@@ -131,7 +137,7 @@ class TuneBackend:
         started_ray = _ensure_ray(cfg)
         self.adaptive = None
         try:
-            rule = trial_request(cfg, workload)
+            rule = trial_request(cfg, workload).for_sweep(specs, cfg.cluster_gpus or _cluster_gpus())
             if progress and workload.trial_cpus is None and cfg.gpus_per_trial == AUTO:
                 print(describe_shares(rule, specs), flush=True)
             ensure_placeable(rule, specs, cfg.placement_timeout, say=lambda line: print(line, flush=True),
@@ -185,7 +191,7 @@ class TuneBackend:
         tune_dir = str(run_dir)
         # A trial on several workers holds almost nothing itself: without a cap Tune would start
         # every one, and their worker groups would queue for the same resources.
-        concurrent = cfg.max_concurrent_trials or (cluster_slots(cfg) if rule.workers > 1 else None)
+        concurrent = cfg.max_concurrent_trials or (cluster_slots(cfg) if rule.several_workers else None)
         tune_config = dict(max_concurrent_trials=concurrent, reuse_actors=reuse_actors_for(rule),
                            trial_name_creator=trial_name, trial_dirname_creator=trial_name)
         if cfg.plan.adapt or cfg.plan.schedule == "wsd":

@@ -109,7 +109,7 @@ def cluster_slots(cfg: SweepConfig) -> int:
 
     resources = ray.cluster_resources()
     gpus_per_trial = cfg.gpus_per_trial if isinstance(cfg.gpus_per_trial, float) else 0.0  # auto: shares differ
-    workers = cfg.workers_per_trial
+    workers = cfg.workers_per_trial if isinstance(cfg.workers_per_trial, int) else 1  # auto: counts differ
     return trial_slots(resources.get("CPU", 1), cfg.cpus_per_trial * workers, resources.get("GPU", 0),
                        gpus_per_trial * workers, cfg.max_concurrent_trials)
 
