@@ -44,7 +44,6 @@ def _train_worker(config: dict[str, Any]) -> None:
     from flops_fit.trainer.accelerator import cap_gpu_memory
 
     train = train_v2()
-
     spec: TrialSpec = TrialSpec.from_dict(config["spec"])
     rule: ResourceRule = config["resources"]
     # This worker's own GPU: the workers of one node may all see the node's GPUs, so a bare
@@ -82,7 +81,6 @@ def train_on_workers(spec: TrialSpec, workload: Workload, options: TrainOptions,
     from flops_fit.ray.compat import train_v2
 
     train = train_v2()
-
     request = rule.for_spec(spec)
     options = dataclasses.replace(options, shard_model=rule.shards_for(spec) > 1)  # FSDP2, else DDP
     trainer = train.TorchTrainer(
@@ -90,7 +88,7 @@ def train_on_workers(spec: TrialSpec, workload: Workload, options: TrainOptions,
         train_loop_config={"spec": spec.to_dict(), "workload": workload, "options": options, "resources": rule,
                            "record_dir": record_dir, "stem_dir": stem_dir},
         scaling_config=train.ScalingConfig(num_workers=rule.workers_for(spec), use_gpu="GPU" in request,
-                                     resources_per_worker=request),
+                                           resources_per_worker=request),
         run_config=train.RunConfig(
             name=spec.trial_id,  # the same run directory on every attempt: a new one resumes from it
             storage_path=train_dir,

@@ -13,13 +13,15 @@ much).
 Sharded (``TrainOptions.shard_model``; FSDP2, Zhao et al. 2023): each block, then the root, is
 ``fully_shard``-ed, so a rank holds a k-th of the weights, gradients and AdamW moments and
 gathers one block's weights at a time; the gradients are reduce-scattered as averages, the
-same update as DDP's. A checkpoint is the full state gathered on rank 0 (the same keys as the
-unsharded model's, so ``n()``, the record and evaluation do not change), and it is restored by
-rank 0 broadcasting it (``torch.distributed.checkpoint.state_dict``).
+same update as DDP's. A checkpoint is the full state gathered on rank 0 and restored by rank 0
+broadcasting it (``torch.distributed.checkpoint.state_dict``): the model's keys are the
+unsharded model's, the optimizer's are keyed by parameter name, so a sharded trial resumes
+sharded (its worker count comes from its plan, which a rerun repeats).
 
-Every decision that changes what a rank does next (stop on a non-finite loss, start or hand
-over a checkpoint) is taken on rank 0 and reaches the others in the one all-reduce at each
-log point, so every rank calls ``ray.train.report`` equally often (Ray Train requires it).
+Every decision that changes what a rank does next is the same on every rank: the mean
+training loss a non-finite value stops on is the ranks' all-reduced mean, and whether a
+checkpoint starts or is handed over is rank 0's answer, shared by an all-reduce at each log
+point, so every rank calls ``ray.train.report`` equally often (Ray Train requires it).
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ class World:
         set_optimizer_state_dict(model, optimizer, optimizer_state or {}, options=options)
 
     def sum(self, values: Sequence[float], device: torch.device) -> list[float]:
-        """``values`` summed over the ranks (float64; the one collective at a log point)."""
+        """``values`` summed over the ranks (in float64)."""
         if self.size == 1:
             return list(values)
         t = torch.tensor(list(values), dtype=torch.float64, device=device)
