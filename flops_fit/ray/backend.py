@@ -206,7 +206,8 @@ class TuneBackend:
         else:
             param_space = {"spec": tune.grid_search([s.to_dict() for s in specs])}
         expected = (lambda: specs) if self.adaptive is None else self.adaptive.expected
-        costs = lambda: {s.trial_id: expected_cost(s) for s in expected()}  # noqa: E731 - read at every line
+        # a trial on k workers takes a k-th of the wall time (ideal data-parallel scaling)
+        costs = lambda: {s.trial_id: expected_cost(s) / rule.workers_for(s) for s in expected()}  # noqa: E731
         callbacks = ([SweepProgress(costs)] if progress else []) + tracker_callbacks(cfg, run_dir)
         if resuming and self.adaptive is None and tune.Tuner.can_restore(tune_dir):
             tuner = tune.Tuner.restore(tune_dir, trainable=trainable, resume_errored=True)
