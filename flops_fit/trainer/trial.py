@@ -13,7 +13,8 @@ a checkpoint needs only model, optimizer, step and the running curve; a resumed 
 exactly the batches an uninterrupted one would.
 
 Steps of ``run_trial``: setup (device, data, model, optimizer), resume, loop, evaluate,
-record. ``TrainOptions.step_hooks`` run before every step with a :class:`StepContext`.
+record. On k data-parallel ranks (an initialized process group) every rank runs this same
+function on its slice of each step's batch (``flops_fit.trainer.distributed``). ``TrainOptions.step_hooks`` run before every step with a :class:`StepContext`.
 """
 
 from __future__ import annotations
