@@ -176,8 +176,9 @@ def extra_branches(branches: Sequence[TrialSpec], cfg: PlanConfig, sizes: SizeTa
                                    suffix="_x")
         except PlanError:
             continue
-        stem = by_stem.get(stem_id(candidate, cfg.seed), [])
-        if stem_id(candidate, cfg.seed) in mine_stems or not stem or max(s.steps * s.batch_size for s in stem) * cfg.seq_len <= candidate.tokens:
+        name = stem_id(candidate, cfg.seed)
+        stem = by_stem.get(name, [])
+        if name in mine_stems or not stem or max(s.tokens for s in stem) <= candidate.tokens:
             continue  # no stem of that size runs past this point: it would cost a run of its own
         try:
             (branch,) = to_branches([candidate], cfg, known=stem)
@@ -185,15 +186,6 @@ def extra_branches(branches: Sequence[TrialSpec], cfg: PlanConfig, sizes: SizeTa
             continue  # fewer than min_steps at the stem's batch
         extras.append(branch)
     return extras
-
-
-def plan_wsd(per_budget: Sequence[TrialSpec], cfg: PlanConfig, sizes: SizeTable) -> list[TrialSpec]:
-    """A whole fixed WSD grid from the ladder-planned cosine points: branches, then the
-    almost-free extra points (:func:`extra_branches`), stem starts over all of them."""
-    branches = to_branches(per_budget, cfg)
-    return with_stem_starts([*branches, *extra_branches(branches, cfg, sizes)])
-
-
 
 
 def replicate_specs(specs: Sequence[TrialSpec], k: int) -> list[TrialSpec]:
