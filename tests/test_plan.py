@@ -233,6 +233,8 @@ def test_auto_workers_spread_only_the_trials_that_would_end_after_the_rest():
     assert alone.workers_for(specs[-1]) == 8
     shared = ResourceRule(cpus=1.0, gpus=0.25, workers="auto").for_sweep(specs, 16)
     assert {shared.workers_for(s) for s in specs} == {1}  # a trial that shares a GPU is never the makespan
+    forced = ResourceRule(cpus=4.0, gpus="auto", gpu_bytes=int(24e9), workers="auto", shard=True).for_sweep(specs, 16)
+    assert {s.budget: forced.describe(s) for s in specs}[1e17] == "4c/1g x2 sharded"  # --shard-model with both autos
     with pytest.raises(PlanError, match="needs to know how many: pass --cluster-gpus"):
         ResourceRule(cpus=4.0, gpus=1.0, workers="auto").for_sweep(specs, 0)
     assert preset("tiny").replace(workers_per_trial="2").workers_per_trial == 2

@@ -123,8 +123,8 @@ class ResourceRule:
             return int(self.workers)
         if self.load is None:
             raise ValueError("workers='auto' needs the sweep's load: ResourceRule.for_sweep(specs, gpus)")
-        if self.gpus != AUTO and float(self.gpus) < 1 or self.gpus == AUTO and self.gpus_for(spec) < 1:
-            return 1  # a trial that shares a GPU is small: never the sweep's makespan
+        if self._unsharded_share(spec) < 1:
+            return 1  # a trial that shares a GPU (or has none) is small: never the sweep's makespan
         return spread_for_time(spec.flops, self.load, self.gpus_total, spec.batch_size)
 
     def _auto_shards(self, spec: TrialSpec) -> int:
@@ -147,9 +147,17 @@ class ResourceRule:
         return workers
 
     def gpus_for(self, spec: TrialSpec) -> float:
+        """The GPUs each of the trial's workers holds: under auto a whole one for a sharded model."""
+        if self.gpus == AUTO and self.shards_for(spec) > 1:
+            return 1.0
+        return self._unsharded_share(spec)
+
+    def _unsharded_share(self, spec: TrialSpec) -> float:
+        """A worker's GPUs before ``--shard-model`` is counted: ``_data_parallel`` reads it (a
+        trial that shares a GPU is never spread), and ``shards_for`` reads ``_data_parallel``."""
         if self.gpus != AUTO:
             return float(self.gpus)
-        if not spec.model or "d_model" not in spec.model or self.shards_for(spec) > 1:
+        if not spec.model or "d_model" not in spec.model or self._auto_shards(spec) > 1:
             return 1.0
         return gpus_for(gpt_shape(spec.model), spec.batch_size, spec.seq_len, self.gpu_bytes)
 
@@ -212,11 +220,12 @@ def placement_problem(rule: ResourceRule, specs: Iterable[TrialSpec], nodes: lis
     largest = max(nodes, key=lambda n: (n.get("GPU", 0.0), n.get("CPU", 0.0)), default={})
     for spec in specs:
         request, workers = rule.for_spec(spec), rule.workers_for(spec)
-        if any(_fits(request, node) for node in nodes) and sum(_holds(request, node) for node in nodes) < workers:
-            return (f"trial {spec.trial_id} asks Ray for {rule.describe(spec)} (CPUs/GPUs per worker), and this "
-                    f"cluster holds {sum(_holds(request, node) for node in nodes)} such workers at once; use "
-                    "--workers-per-trial with fewer workers, or less --cpus-per-trial/--gpus-per-trial")
         if any(_fits(request, node) for node in nodes):
+            held = sum(_holds(request, node) for node in nodes)
+            if held < workers:
+                return (f"trial {spec.trial_id} asks Ray for {rule.describe(spec)} (CPUs/GPUs per worker), and this "
+                        f"cluster holds {held} such workers at once; use --workers-per-trial with fewer workers, or "
+                        "less --cpus-per-trial/--gpus-per-trial")
             continue
         cpus, gpus = largest.get("CPU", 0.0), largest.get("GPU", 0.0)
         fixes = []
