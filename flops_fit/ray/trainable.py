@@ -14,9 +14,10 @@ with the same seed would diverge again, so it is recorded, not retried. Any exce
 propagates and Tune retries the trial up to ``max_failures`` times.
 
 A finished trial writes its final record (``flops_fit.ray.records``) and reports Tune only a
-summary of it; the driver reads the row from the record. Tune snapshots its experiment state at most every ~10 s, so a driver
-killed shortly after a trial finished restores that trial as unfinished and starts it again;
-the trial then finds its record and reports it instead of training again.
+summary of it; the driver reads the row from the record. Tune snapshots its experiment state
+at most every ~10 s, so a driver killed shortly after a trial finished restores that trial as
+unfinished and starts it again; the trial then finds its record and reports it instead of
+training again.
 """
 
 from __future__ import annotations
